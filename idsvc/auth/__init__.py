@@ -1,0 +1,1 @@
+"""The auth core: one Authenticator that every protocol adapter calls (engine.py)."""

@@ -1,0 +1,245 @@
+"""Typed settings: one TOML file plus ``IDSVC_*`` environment overrides, validated once at start-up.
+
+Settings are immutable and passed down explicitly; no module keeps a configuration singleton.
+
+Environment overrides use ``__`` between nested keys, e.g. ``IDSVC_DIRECTORY__BACKEND=ldap`` or
+``IDSVC_DIRECTORY__LDAP__URIS='["ldap://a","ldap://b"]'`` (values are parsed as JSON when they
+parse, else taken as strings). ``IDSVC_CONFIG`` names the TOML file (default ``/etc/idsvc/idsvc.toml``
+when it exists). With no file and no environment the embedded store is used, so ``idsvc`` works
+with no configuration at all.
+
+Secrets are ``SecretStr`` (their repr is ``**********``); each secret can also come from a file
+(``*_file``), which is how containers and systemd credentials hand them over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from idsvc.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("/etc/idsvc/idsvc.toml")
+ENV_PREFIX = "IDSVC_"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/idsvc`` for root, else ``$XDG_DATA_HOME/idsvc`` (``~/.local/share/idsvc``)."""
+    if _is_root():
+        return Path("/var/lib/idsvc")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "idsvc"
+
+
+def default_runtime_dir() -> Path:
+    """``/run/idsvc`` for root, else ``$XDG_RUNTIME_DIR/idsvc`` (or ``/tmp/idsvc-<uid>``)."""
+    if _is_root():
+        return Path("/run/idsvc")
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(base) / "idsvc" if base else Path(f"/tmp/idsvc-{os.getuid()}")  # noqa: S108
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_from(value: SecretStr | None, path: Path | None, what: str) -> SecretStr | None:
+    if value is not None and path is not None:
+        raise ValueError(f"give {what} or {what}_file, not both")
+    if path is None:
+        return value
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {what}_file {path}: {exc.strerror}") from exc
+
+
+class EmbeddedSettings(_Section):
+    path: Path = Field(default_factory=lambda: default_state_dir() / "idsvc.db")
+    busy_timeout: float = Field(5.0, gt=0, le=60)  # seconds to wait on a locked database
+    workers: int = Field(4, ge=1, le=64)  # bounded executor for sqlite calls
+
+
+class LdapSettings(_Section):
+    uris: tuple[str, ...] = ("ldap://127.0.0.1:389",)
+    base_dn: str = "dc=example,dc=org"
+    # read-only service identity used for lookups and authentication
+    bind_dn: str = ""
+    bind_password: SecretStr | None = None
+    bind_password_file: Path | None = None
+    # writer identity used only by provisioning
+    writer_dn: str = ""
+    writer_password: SecretStr | None = None
+    writer_password_file: Path | None = None
+    starttls: bool = False
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    connect_timeout: float = Field(5.0, gt=0, le=60)
+    timeout: float = Field(10.0, gt=0, le=120)
+    pool_size: int = Field(8, ge=1, le=256)
+    max_pending: int = Field(1024, ge=1)  # requests queued for a connection before TEMPFAIL
+    retry_after: float = Field(2.0, ge=0, le=300)  # how long a failed server is skipped
+    auth_method: Literal["search", "bind"] = "search"
+    page_size: int = Field(500, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> LdapSettings:
+        bind = _secret_from(self.bind_password, self.bind_password_file, "bind_password")
+        writer = _secret_from(self.writer_password, self.writer_password_file, "writer_password")
+        object.__setattr__(self, "bind_password", bind)
+        object.__setattr__(self, "writer_password", writer)
+        object.__setattr__(self, "bind_password_file", None)
+        object.__setattr__(self, "writer_password_file", None)
+        for uri in self.uris:
+            if not uri.startswith(("ldap://", "ldaps://", "ldapi://")):
+                raise ValueError(f"unsupported LDAP URI scheme: {uri!r}")
+        if not self.uris:
+            raise ValueError("at least one LDAP URI is required")
+        return self
+
+
+class DirectorySettings(_Section):
+    backend: Literal["embedded", "ldap"] = "embedded"
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
+
+
+class PasswordSettings(_Section):
+    scheme: str = "ARGON2ID"  # scheme for new hashes, Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
+    bcrypt_cost: int = Field(12, ge=4, le=31)
+
+
+class AuthSettings(_Section):
+    default_domain: str | None = None  # appended to logins without '@'
+    realm_join: bool = True  # saslauthd: join login@realm when the login has no '@'
+    max_login_length: int = Field(256, ge=1, le=1024)
+    max_password_length: int = Field(1024, ge=1, le=8192)
+    failure_delay: float = Field(2.0, ge=0, le=30)  # seconds, applied to every failure alike
+    penalty: bool = True  # per-IP and per-account escalating delays
+    penalty_max: float = Field(15.0, ge=0, le=300)
+    penalty_window: float = Field(900.0, gt=0)  # failures older than this are forgotten
+    cache: bool = True
+    cache_ttl: float = Field(300.0, ge=0)  # positive results
+    cache_negative_ttl: float = Field(60.0, ge=0)  # mismatch / unknown user
+    cache_size: int = Field(100_000, ge=0)
+    rehash_on_login: bool | None = None  # None: on for the embedded store, off for LDAP
+    master_users: tuple[str, ...] = ()  # may log in as another user (authzid)
+    allow_cleartext_remote: bool = True  # PLAIN/LOGIN from a non-local peer without TLS
+    max_pending: int = Field(4096, ge=1)  # concurrent authentications before TEMPFAIL
+
+
+class SocketSettings(_Section):
+    enabled: bool = True
+    path: Path
+    mode: int = 0o660
+    owner: str | None = None
+    group: str | None = None
+
+
+def _sock(name: str) -> Any:
+    return Field(default_factory=lambda: SocketSettings(path=default_runtime_dir() / name))
+
+
+class SaslauthdSettings(_Section):
+    socket: SocketSettings = _sock("mux")
+    read_timeout: float = Field(5.0, gt=0)
+    fifth_field_grace: float = Field(0.05, ge=0, le=1)
+    max_connections: int = Field(512, ge=1)
+
+
+class DovecotAuthSettings(_Section):
+    socket: SocketSettings = _sock("auth-client")
+    tcp: str | None = None  # "127.0.0.1:12345" to listen on TCP as well
+    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    idle_timeout: float = Field(600.0, gt=0)
+    max_connections: int = Field(512, ge=1)
+    max_requests_per_connection: int = Field(256, ge=1)
+
+
+class ApiSettings(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"  # host:port, or unix:/path
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    bootstrap_token_file: Path = Field(default_factory=lambda: default_state_dir() / "admin.token")
+    max_body: int = Field(1_048_576, ge=1024)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Section):
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    passwords: PasswordSettings = Field(default_factory=PasswordSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    saslauthd: SaslauthdSettings = Field(default_factory=SaslauthdSettings)
+    dovecot_auth: DovecotAuthSettings = Field(default_factory=DovecotAuthSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"malformed environment override {key}")
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment override {key} conflicts with a scalar setting")
+            node = child
+        node[path[-1]] = _env_value(raw)
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Settings, Path | None]:
+    """Read the TOML file (if any), apply the environment, validate. Returns (settings, file used).
+
+    Raises ConfigError with every problem listed, each with its dotted key.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    if path is None and DEFAULT_CONFIG_FILE.exists():
+        path = DEFAULT_CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    _apply_env(data, env)
+    try:
+        return Settings.model_validate(data), path
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
