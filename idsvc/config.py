@@ -4,8 +4,9 @@ Settings are immutable and passed down explicitly; no module keeps a configurati
 
 Environment overrides use ``__`` between nested keys, e.g. ``IDSVC_DIRECTORY__BACKEND=ldap`` or
 ``IDSVC_DIRECTORY__LDAP__URIS='["ldap://a","ldap://b"]'`` (values are parsed as JSON when they
-parse, else taken as strings). ``IDSVC_CONFIG`` names the TOML file (default ``/etc/idsvc/idsvc.toml``
-when it exists). With no file and no environment the embedded store is used, so ``idsvc`` works
+parse, else taken as strings). ``IDSVC_CONFIG`` names the TOML file (default
+``/etc/idsvc/idsvc.toml`` when it exists). With no file and no environment the embedded store
+is used, so ``idsvc`` works
 with no configuration at all.
 
 Secrets are ``SecretStr`` (their repr is ``**********``); each secret can also come from a file
@@ -115,7 +116,7 @@ class DirectorySettings(_Section):
 
 
 class PasswordSettings(_Section):
-    scheme: str = "ARGON2ID"  # scheme for new hashes, Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
+    scheme: str = "ARGON2ID"  # for new hashes; Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
     bcrypt_cost: int = Field(12, ge=4, le=31)
 
 

@@ -11,7 +11,7 @@ ever sees a foreign exception.
      │    └── InvalidDomain
      ├── PasswordError            unknown scheme, corrupt stored hash
      └── DirectoryError           anything the directory said
-          ├── TemporaryFailure    unreachable, timeout, busy, locked: try again later (never "no user")
+          ├── TemporaryFailure    unreachable, timeout, busy, locked: retry later (never "no user")
           ├── AmbiguousEntry      more than one entry for one login: refused, never guessed
           ├── NotFound            the object does not exist
           ├── AlreadyExists       create of an object that exists

@@ -134,7 +134,7 @@ class Address:
         return f"{self.local}@{self.domain}"
 
     def without_extension(self, delimiters: str) -> Address:
-        """Strip a recipient extension (``user+ext`` → ``user``) like Postfix ``recipient_delimiter``.
+        """Strip a recipient extension (``user+ext`` → ``user``), as Postfix recipient_delimiter.
 
         The split happens at the first delimiter character that is not the first character.
         """

@@ -2,8 +2,8 @@
 
 A backend implements the capabilities it has:
 
-* ``AccountLookup`` / ``DomainLookup`` / ``AliasLookup`` — point queries used by the auth core and by
-  recipient resolution. Every method is one indexed query; nothing ever loads all users.
+* ``AccountLookup`` / ``DomainLookup`` / ``AliasLookup`` — point queries used by the auth core
+  and by recipient resolution. Every method is one indexed query; nothing ever loads all users.
 * ``BindVerifier`` — only for directories that check passwords themselves (LDAP simple bind;
   corporate LDAP / AD where hashes are unreadable).
 * ``Provisioning`` — writes and paged listings, used only by ``idsvc.provisioning`` with a writer
