@@ -6,8 +6,7 @@ Environment overrides use ``__`` between nested keys, e.g. ``IDSVC_DIRECTORY__BA
 ``IDSVC_DIRECTORY__LDAP__URIS='["ldap://a","ldap://b"]'`` (values are parsed as JSON when they
 parse, else taken as strings). ``IDSVC_CONFIG`` names the TOML file (default
 ``/etc/idsvc/idsvc.toml`` when it exists). With no file and no environment the embedded store
-is used, so ``idsvc`` works
-with no configuration at all.
+is used, so ``idsvc`` works with no configuration at all.
 
 Secrets are ``SecretStr`` (their repr is ``**********``); each secret can also come from a file
 (``*_file``), which is how containers and systemd credentials hand them over.
