@@ -1,0 +1,70 @@
+"""Wiring: build the directory, hasher, authenticator, provisioner and listeners from Settings.
+
+This is the only place that chooses concrete classes; everything else receives its collaborators.
+``Runtime`` owns them and closes them in reverse order. Listeners (saslauthd, Dovecot auth, REST …)
+all satisfy the small ``Listener`` protocol so ``idsvc serve`` can start and stop them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from idsvc.audit import AuditSink, LogAuditSink
+from idsvc.auth.engine import Authenticator
+from idsvc.config import DirectorySettings, Settings
+from idsvc.directory.base import Directory
+from idsvc.passwords import PasswordHasher
+from idsvc.provisioning import Provisioner
+
+
+class Listener(Protocol):
+    """A network surface started by ``idsvc serve``."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_directory(settings: DirectorySettings) -> Directory:
+    """Open the configured backend (imports only the backend that is used)."""
+    if settings.backend == "ldap":
+        from idsvc.directory.ldap import LdapDirectory
+
+        return await LdapDirectory.open(settings.ldap)
+    from idsvc.directory.sqlite import SqliteDirectory
+
+    return await SqliteDirectory.open(settings.embedded)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    directory: Directory
+    hasher: PasswordHasher
+    authenticator: Authenticator
+    provisioner: Provisioner
+    audit: AuditSink
+    listeners: list[Listener] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for listener in reversed(self.listeners):
+            await listener.close()
+        self.listeners.clear()
+        await self.authenticator.close()
+        await self.directory.close()
+
+
+async def build_runtime(settings: Settings, *, audit: AuditSink | None = None) -> Runtime:
+    """Open the directory and build the core objects (no listeners are started here)."""
+    audit = audit or LogAuditSink()
+    directory = await open_directory(settings.directory)
+    hasher = PasswordHasher(settings.passwords)
+    rehash = settings.auth.rehash_on_login
+    if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
+        rehash = settings.directory.backend == "embedded"
+    authenticator = Authenticator(directory, hasher, settings.auth, audit=audit, rehash=rehash)
+    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=authenticator)
+    return Runtime(settings, directory, hasher, authenticator, provisioner, audit)
