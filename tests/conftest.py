@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.embedded", "tests.fixtures.slapd"]
+pytest_plugins = ["tests.fixtures.embedded", "tests.fixtures.slapd", "tests.fixtures.postfix"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
