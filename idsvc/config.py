@@ -117,6 +117,11 @@ class DirectorySettings(_Section):
 class PasswordSettings(_Section):
     scheme: str = "ARGON2ID"  # for new hashes; Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
     bcrypt_cost: int = Field(12, ge=4, le=31)
+    # Argon2 defaults = Dovecot's ARGON2ID; p must stay 1 for Dovecot/libsodium to verify our hashes
+    argon2_time_cost: int = Field(3, ge=1, le=64)
+    argon2_memory_kib: int = Field(65536, ge=1024, le=1048576)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
+    sha_crypt_rounds: int = Field(5000, ge=1000, le=1_000_000)  # SHA256/SHA512-CRYPT
 
 
 class AuthSettings(_Section):
