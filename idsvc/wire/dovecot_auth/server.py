@@ -1,0 +1,397 @@
+"""The Dovecot auth-client listener: what Postfix ``smtpd_sasl_type = dovecot`` (and Dovecot's
+own login processes, ``doveadm auth test``, mailsvc) connect to.
+
+What it does: listens on a UNIX socket (``settings.socket``) and optionally on TCP
+(``settings.tcp``, port 0 allowed), sends the whole handshake at connect, then serves any number
+of requests per connection, up to ``max_requests_per_connection`` in flight at once, each
+verified in its own task — so one request's failure delay never stalls another. Mechanisms come
+from :mod:`idsvc.sasl`; credentials go to the one ``Authenticator``. Replies, by outcome:
+
+======================  =========================================================================
+``OK``                  ``OK <id> user=<canonical>`` (Postfix's ``sasl_username``)
+``DISABLED``            ``FAIL <id> code=user_disabled reason=<generic>``
+``EXPIRED``             ``FAIL <id> code=pass_expired reason=<generic>``
+other definite "no"     ``FAIL <id> reason=<generic>`` (unknown user and bad password look alike)
+``TEMPFAIL`` / error    the connection is closed: Postfix then answers ``454 4.7.0``
+======================  =========================================================================
+
+A malformed SASL message (empty password, extra NUL …) is handed to the Authenticator as an
+empty-login request, which it refuses before any directory access; that way every definite
+failure gets the same reply, the same failure delay and the same per-IP penalty.
+
+What it does not do: decide anything about credentials, or log passwords or ``resp=`` data.
+
+How it fails: a protocol violation (bad VERSION, no CPID, unknown command, duplicate id, too many
+requests in flight, parameters after ``resp=``, a line over 16384 bytes, CONT for a request being
+verified) or an idle connection (``idle_timeout`` with nothing in flight) closes the connection
+with a log line. Start-up problems raise ``ListenError`` / ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from idsvc.auth.request import AuthRequest, AuthResult, Outcome
+from idsvc.config import DovecotAuthSettings
+from idsvc.errors import ConfigError
+from idsvc.model import Secret
+from idsvc.sasl import MECHANISMS, Continue, Fail, Mechanism, Step, Verify
+from idsvc.wire.dovecot_auth import protocol as proto
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionLimiter,
+    bind_tcp,
+    bind_unix,
+    peer_of,
+    start_server,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_NAME = "dovecot"  # AuthRequest.protocol, for the audit trail
+UNSUPPORTED_MECH_REASON = "Unsupported authentication mechanism"
+UNKNOWN_ID_REASON = "Authentication request timed out"  # Dovecot's answer to CONT for no request
+WRITE_HIGH_WATER = 256 * 1024  # stop reading while this much output is unsent
+
+FAIL_CODES: dict[Outcome, proto.FailCode | None] = {
+    Outcome.MISMATCH: None,
+    Outcome.UNKNOWN_USER: None,
+    Outcome.REJECTED: None,
+    Outcome.DISABLED: proto.FailCode.USER_DISABLED,
+    Outcome.EXPIRED: proto.FailCode.PASS_EXPIRED,
+}
+
+
+class Authenticating(Protocol):
+    """What the listener needs from ``idsvc.auth.engine.Authenticator``."""
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult: ...
+
+
+class _Closed(Exception):
+    """The connection must end now (TEMPFAIL, internal error); no reply is sent."""
+
+
+@dataclass(slots=True)
+class _Request:
+    request_id: int
+    mechanism: Mechanism
+    auth: proto.Auth
+    task: asyncio.Task[None] | None = None
+
+
+class _Connection:
+    """One client connection: handshake state, requests in flight, idle watchdog."""
+
+    def __init__(
+        self,
+        server: DovecotAuthServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = str(peer_of(writer))
+        self.requests: dict[int, _Request] = {}
+        self.state = "version"  # version -> cpid -> ready
+        self.last_input = time.monotonic()
+        self.closing = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        settings = self.server.settings
+        self.writer.write(self.server.handshake())
+        self._arm_idle(settings.idle_timeout)
+        try:
+            while not self.closing:
+                transport = self.writer.transport
+                if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await self.writer.drain()
+                try:
+                    line = await self.reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # EOF (possibly mid-line): the client is gone
+                except asyncio.LimitOverrunError:
+                    raise proto.LineTooLong from None
+                self.last_input = time.monotonic()
+                self._dispatch(proto.parse_line(line[:-1]))
+        except proto.ProtocolError as exc:
+            log.warning(
+                "%s: %s: protocol error: %s; disconnecting", self.server.name, self.peer, exc
+            )
+        except (ConnectionError, OSError) as exc:
+            log.debug("%s: %s: connection error: %s", self.server.name, self.peer, exc)
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.closing = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        tasks = [r.task for r in self.requests.values() if r.task is not None]
+        self.requests.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.writer.close()
+
+    def abort(self, why: str) -> None:
+        """Close without another byte (TEMPFAIL semantics for Postfix)."""
+        if not self.closing:
+            log.info("%s: %s: closing connection: %s", self.server.name, self.peer, why)
+        self.closing = True
+        self.writer.transport.close()
+
+    def _arm_idle(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_handle = loop.call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.closing:
+            return
+        timeout = self.server.settings.idle_timeout
+        busy = any(r.task is not None for r in self.requests.values())
+        idle_for = time.monotonic() - self.last_input
+        if not busy and idle_for >= timeout:
+            self.abort(f"idle for {idle_for:.0f}s")
+            return
+        self._arm_idle(max(timeout - idle_for, 0.05) if not busy else timeout)
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def _dispatch(self, msg: proto.Message) -> None:
+        if self.state == "ready":
+            if isinstance(msg, proto.Auth):
+                self._on_auth(msg)
+            elif isinstance(msg, proto.Cont):
+                self._on_cont(msg)
+            elif isinstance(msg, proto.Cancel):
+                self._on_cancel(msg)
+            else:
+                raise proto.UnknownCommand(
+                    f"unexpected {type(msg).__name__.upper()} after handshake"
+                )
+        elif self.state == "version":
+            if not isinstance(msg, proto.Version):
+                raise proto.BadVersion("the client did not start with VERSION")
+            self.state = "cpid"
+        elif isinstance(msg, proto.Cpid):
+            self.state = "ready"
+        else:
+            raise proto.MalformedLine("expected CPID after VERSION")
+
+    def _on_auth(self, msg: proto.Auth) -> None:
+        rid = msg.request_id
+        if rid in self.requests:
+            raise proto.DuplicateId(rid)
+        if len(self.requests) >= self.server.settings.max_requests_per_connection:
+            raise proto.ProtocolError("too many requests in flight on one connection")
+        if not msg.service:
+            raise proto.MalformedLine("AUTH without service=")
+        mech_cls = self.server.mechanisms.get(msg.mechanism.upper())
+        if mech_cls is None:
+            self._write(proto.fail_reply(rid, reason=UNSUPPORTED_MECH_REASON))
+            return
+        initial: bytes | None = None
+        if msg.resp is not None:
+            try:
+                initial = proto.decode_base64(msg.resp)
+            except proto.InvalidBase64:
+                self._write(proto.fail_reply(rid, proto.FailCode.INVALID_BASE64))
+                return
+        req = _Request(rid, mech_cls(), msg)
+        self.requests[rid] = req
+        self._advance(req, req.mechanism.start(initial))
+
+    def _on_cont(self, msg: proto.Cont) -> None:
+        req = self.requests.get(msg.request_id)
+        if req is None:
+            self._write(proto.fail_reply(msg.request_id, reason=UNKNOWN_ID_REASON))
+            return
+        if req.task is not None:
+            raise proto.ProtocolError("CONT for a request that is being verified")
+        try:
+            data = proto.decode_base64(msg.data)
+        except proto.InvalidBase64:
+            del self.requests[req.request_id]
+            self._write(proto.fail_reply(req.request_id, proto.FailCode.INVALID_BASE64))
+            return
+        self._advance(req, req.mechanism.step(data))
+
+    def _on_cancel(self, msg: proto.Cancel) -> None:
+        req = self.requests.pop(msg.request_id, None)
+        if req is not None and req.task is not None:
+            req.task.cancel()
+
+    def _advance(self, req: _Request, answer: Step) -> None:
+        if isinstance(answer, Continue):
+            self._write(proto.cont_reply(req.request_id, answer.challenge))
+            return
+        auth = req.auth
+        if isinstance(answer, Verify):
+            login, password, authzid = answer.authcid, answer.password, answer.authzid
+        else:
+            assert isinstance(answer, Fail)
+            log.debug(
+                "%s: %s: id=%d %s refused: %s",
+                self.server.name,
+                self.peer,
+                req.request_id,
+                req.mechanism.name,
+                answer.reason.value,
+            )
+            login, password, authzid = "", Secret(""), None
+        request = AuthRequest(
+            login=login,
+            password=password,
+            service=auth.service or "",
+            remote_ip=auth.remote_ip,
+            local_ip=auth.local_ip,
+            secured=auth.secured,
+            mechanism=req.mechanism.name,
+            authzid=authzid,
+            protocol=PROTOCOL_NAME,
+        )
+        req.task = asyncio.get_running_loop().create_task(self._verify(req, request))
+
+    async def _verify(self, req: _Request, request: AuthRequest) -> None:
+        try:
+            result = await self.server.authenticator.authenticate(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "%s: %s: id=%d authenticator failed", self.server.name, self.peer, req.request_id
+            )
+            self.abort("internal error")
+            return
+        if self.requests.get(req.request_id) is not req:
+            return  # cancelled meanwhile, or the connection is going away
+        del self.requests[req.request_id]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: %s: id=%d mech=%s service=%s rip=%s outcome=%s user=%s",
+                self.server.name,
+                self.peer,
+                req.request_id,
+                request.mechanism,
+                request.service,
+                request.remote_ip,
+                result.outcome.value,
+                result.user if result.ok else "-",
+            )
+        if result.outcome is Outcome.OK:
+            if not result.user:
+                self.abort("authenticator returned OK without a user")
+                return
+            self._write(proto.ok_reply(req.request_id, result.user))
+        elif result.outcome is Outcome.TEMPFAIL:
+            self.abort("temporary failure (directory unavailable?)")
+        else:
+            self._write(proto.fail_reply(req.request_id, FAIL_CODES.get(result.outcome)))
+
+    def _write(self, data: bytes) -> None:
+        if not self.closing:
+            self.writer.write(data)
+
+
+class DovecotAuthServer:
+    """Serve the Dovecot auth-client protocol on the configured UNIX socket and/or TCP address."""
+
+    name = "dovecot-auth"
+
+    def __init__(self, settings: DovecotAuthSettings, authenticator: Authenticating) -> None:
+        if not settings.socket.enabled and settings.tcp is None:
+            raise ConfigError("dovecot_auth: neither the socket nor tcp is enabled")
+        mechanisms: dict[str, type[Mechanism]] = {}
+        for mech_name in settings.mechanisms:
+            cls = MECHANISMS.get(mech_name.upper())
+            if cls is None:
+                raise ConfigError(f"dovecot_auth.mechanisms: unknown mechanism {mech_name!r}")
+            mechanisms[cls.name] = cls
+        if not mechanisms:
+            raise ConfigError("dovecot_auth.mechanisms: at least one mechanism is required")
+        self.settings = settings
+        self.authenticator = authenticator
+        self.mechanisms = mechanisms
+        self._mech_lines = [
+            (name, ("plaintext",) if cls.plaintext else ()) for name, cls in mechanisms.items()
+        ]
+        self._spid = str(os.getpid())
+        self._cuid = itertools.count(1)
+        self._limiter = ConnectionLimiter(settings.max_connections)
+        self._bound: list[BoundSocket] = []
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_Connection] = set()
+
+    def handshake(self) -> bytes:
+        """The handshake for a new connection (fresh CUID and cookie each time)."""
+        return proto.handshake(
+            self._mech_lines, spid=self._spid, cuid=next(self._cuid), cookie=secrets.token_hex(16)
+        )
+
+    @property
+    def path(self) -> Path | None:
+        return next((b.path for b in self._bound if b.path is not None), None)
+
+    @property
+    def tcp_port(self) -> int | None:
+        return next((b.port for b in self._bound if b.port is not None), None)
+
+    async def start(self) -> None:
+        if self._servers:
+            raise RuntimeError(f"{self.name} already started")
+        try:
+            if self.settings.socket.enabled:
+                self._bound.append(bind_unix(self.settings.socket))
+            if self.settings.tcp is not None:
+                self._bound.append(bind_tcp(self.settings.tcp))
+            for bound in self._bound:
+                self._servers.append(
+                    await start_server(
+                        bound,
+                        self._handle,
+                        self._limiter,
+                        name=self.name,
+                        read_limit=proto.MAX_LINE + 1,
+                    )
+                )
+        except BaseException:
+            await self.close()
+            raise
+        log.info("%s: listening on %s", self.name, ", ".join(b.describe() for b in self._bound))
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self._connections):
+            conn.abort("server shutting down")
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        for bound in self._bound:
+            bound.remove_path()
+            bound.sock.close()
+        self._servers.clear()
+        self._bound.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer)
+        self._connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
