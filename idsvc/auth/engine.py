@@ -1,0 +1,571 @@
+"""The Authenticator: the single place that decides "who is this, and may they in".
+
+Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) builds an
+``AuthRequest`` and awaits :meth:`Authenticator.authenticate`. The pipeline, in order:
+
+1. **Input**: empty, NUL-bearing, over-long or control-character logins/realms/authzids and empty,
+   NUL-bearing or over-long passwords are REJECTED before any directory call (reliability.md #3).
+   Cleartext policy: with ``allow_cleartext_remote`` off, PLAIN/LOGIN over an unsecured channel
+   from anything but loopback is REJECTED (an unknown peer counts as remote: fail closed).
+2. **Canonicalisation**: ``login@realm`` joined when a realm is given, the login has no ``@`` and
+   ``realm_join`` is on (else ``default_domain`` applies), then ``Address.parse``. An invalid or
+   look-alike login is REJECTED after a dummy verify, so timing does not tell it apart.
+3. **Cache** (cache.py) of OK / MISMATCH / UNKNOWN_USER keyed by an HMAC of the password.
+4. **Lookup**: ``find_account``; when absent, the alias-domain mapping (``bob@alias.org`` logs in
+   as ``bob@example.org`` when example.org lists alias.org). Unknown user → dummy verify.
+5. **Verify** the stored hash (cheap schemes inline, others in a bounded thread pool) or, for
+   bind-only directories (hash None), ``bind_check``. Only then, and only for the right password,
+   account/domain/service state is checked → DISABLED: a wrong password on a disabled account is
+   a plain MISMATCH, so the state of an account is never revealed to someone without its password.
+6. **authzid**: only for ``master_users``; the target must exist and be enabled, else REJECTED.
+7. **Failure delay + penalty** (penalty.py): every definite failure waits ``failure_delay`` plus
+   the escalating per-network / per-account penalty it earned, awaited per request (so concurrent
+   requests never stall each other). Successes are never delayed, so an attacker cannot slow a
+   user down by failing on their account; ``elapsed`` excludes the delay. TEMPFAIL is not delayed.
+8. **Audit**: one ``AuditEvent`` per attempt, never with the password.
+
+How it fails: any directory error (``TemporaryFailure``, ``AmbiguousEntry``, anything
+unexpected), a corrupt stored hash (``PasswordError``, logged loudly), an overall timeout, more
+than ``max_pending`` requests in progress, or a closed authenticator → TEMPFAIL, never a wrong
+password and never a success. This module imports no database, LDAP or hashing library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from idsvc.audit import AuditEvent, AuditSink
+from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
+from idsvc.auth.penalty import PenaltyTracker
+from idsvc.auth.request import AuthRequest, AuthResult, Outcome
+from idsvc.config import AuthSettings
+from idsvc.directory.base import (
+    AccountChanges,
+    AccountLookup,
+    BindResult,
+    BindVerifier,
+    DomainLookup,
+    Provisioning,
+)
+from idsvc.errors import (
+    ConfigError,
+    Conflict,
+    DirectoryError,
+    InvalidInput,
+    NotFound,
+    PasswordError,
+)
+from idsvc.model import Account, Address, Domain, Service, canonical_address, canonical_domain
+
+log = logging.getLogger(__name__)
+
+PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
+MAX_SERVICE_LENGTH = 64
+MAX_AUDIT_LOGIN = 256
+MAX_REHASH_TASKS = 64
+DOMAIN_CACHE_SIZE = 10_000
+DOMAIN_CACHE_MAX_TTL = 60.0  # a domain change made outside idsvc shows within a minute
+DEFAULT_TIMEOUT = 30.0  # a request that takes longer than this is a TEMPFAIL
+
+# ASCII control characters and space; non-ASCII text is checked by Unicode category instead.
+_ASCII_BAD = re.compile(r"[\x00-\x20\x7f]")
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+
+_BIND_OUTCOMES = {
+    BindResult.OK: Outcome.OK,
+    BindResult.INVALID_CREDENTIALS: Outcome.MISMATCH,
+    BindResult.EXPIRED: Outcome.EXPIRED,
+    BindResult.DISABLED: Outcome.DISABLED,
+}
+
+
+class Hasher(Protocol):
+    """What the engine needs from ``idsvc.passwords.PasswordHasher``."""
+
+    def verify(self, password: str, stored: str) -> bool: ...
+
+    def needs_rehash(self, stored: str) -> bool: ...
+
+    def hash(self, password: str, scheme: str | None = None) -> str: ...
+
+    def dummy_verify(self, password: str) -> None: ...
+
+    def is_cheap(self, stored: str) -> bool: ...
+
+
+class AuthDirectory(AccountLookup, DomainLookup, Protocol):
+    """The least a directory must offer the engine (BindVerifier / Provisioning are optional)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    outcome: Outcome
+    user: str | None = None  # canonical account, when known
+    actor: str = ""  # who proved their identity (the master user for authzid)
+    names: tuple[str, ...] = ()  # canonical accounts concerned (penalties)
+    cached: bool = False
+    detail: str = ""
+
+
+def _login_problem(text: str, what: str, limit: int) -> str | None:
+    """Why ``text`` is unacceptable as a login-like field, or None."""
+    if not text:
+        return f"empty {what}"
+    if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
+        return f"{what} too long"
+    if "\x00" in text:
+        return f"NUL in {what}"
+    if text.isascii():
+        if _ASCII_BAD.search(text):
+            return f"control character or space in {what}"
+    elif any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in text):
+        return f"control, format or space character in {what}"
+    return None
+
+
+def _password_problem(password: str, limit: int) -> str | None:
+    if not password:
+        return "empty password"
+    if len(password) > limit:
+        return "password too long"
+    try:
+        if len(password.encode("utf-8")) > limit:
+            return "password too long"
+    except UnicodeEncodeError:
+        return "password is not valid Unicode"
+    if "\x00" in password:
+        return "NUL in password"
+    return None
+
+
+def _is_loopback(remote_ip: str | None) -> bool:
+    if not remote_ip:
+        return False
+    try:
+        addr = ipaddress.ip_address(remote_ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def _refusal(account: Account, domain: Domain | None, service: Service | None) -> str | None:
+    """Why an account that proved its password may still not log in (DISABLED), or None."""
+    if not account.enabled:
+        return "account disabled"
+    if domain is None or not domain.enabled:
+        return "domain disabled"
+    if service is None or service not in account.services:
+        return "service not enabled"
+    return None
+
+
+def _sanitize(text: str | None, limit: int = MAX_AUDIT_LOGIN) -> str:
+    """Printable, bounded form of client-supplied text for logs and the audit trail."""
+    if not text:
+        return ""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+class Authenticator:
+    """See the module docstring. One instance per process, shared by every adapter."""
+
+    def __init__(
+        self,
+        directory: AuthDirectory,
+        hasher: Hasher,
+        settings: AuthSettings,
+        *,
+        audit: AuditSink,
+        rehash: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hash_workers: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._dir = directory
+        self._hasher = hasher
+        self._settings = settings
+        self._audit = audit
+        self._clock = clock
+        self._sleep = sleep
+        self._timeout = timeout
+        self._binder = directory if isinstance(directory, BindVerifier) else None
+        self._writer = directory if rehash and isinstance(directory, Provisioning) else None
+        if rehash and self._writer is None:
+            log.warning("rehash on login requested but the directory cannot write; disabled")
+        self._default_domain = (
+            canonical_domain(settings.default_domain) if settings.default_domain else None
+        )
+        try:
+            self._masters = frozenset(canonical_address(u) for u in settings.master_users)
+        except InvalidInput as exc:
+            raise ConfigError(f"auth.master_users: {exc}") from exc
+        workers = hash_workers or min(4, os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idsvc-hash")
+        self._dummy_cheap = hasher.is_cheap(hasher.hash("dummy-password"))
+        use_cache = settings.cache and settings.cache_size > 0
+        self._cache = AuthCache(
+            max_entries=settings.cache_size if use_cache else 0,
+            ttl=settings.cache_ttl,
+            negative_ttl=settings.cache_negative_ttl,
+            clock=clock,
+        )
+        self._domains: TtlCache[Domain] = TtlCache(
+            max_entries=DOMAIN_CACHE_SIZE if use_cache else 0,
+            ttl=min(settings.cache_ttl, DOMAIN_CACHE_MAX_TTL),
+            clock=clock,
+        )
+        self._penalty = PenaltyTracker(
+            enabled=settings.penalty,
+            maximum=settings.penalty_max,
+            window=settings.penalty_window,
+            clock=clock,
+        )
+        self._pending = 0
+        self._rehashing: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> AuthCache:
+        return self._cache
+
+    @property
+    def penalties(self) -> PenaltyTracker:
+        return self._penalty
+
+    @property
+    def pending(self) -> int:
+        """Requests currently being decided (not counting those sleeping off a failure delay)."""
+        return self._pending
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult:
+        """Decide one request. Never raises for anything a client or the directory does."""
+        started = time.perf_counter()
+        if self._closed:
+            decision = _Decision(Outcome.TEMPFAIL, detail="authenticator closed")
+        elif self._pending >= self._settings.max_pending:
+            decision = _Decision(Outcome.TEMPFAIL, detail="too many pending authentications")
+        else:
+            self._pending += 1
+            try:
+                async with asyncio.timeout(self._timeout):
+                    decision = await self._decide(request)
+            except TimeoutError:
+                log.warning("authentication timed out after %.1f s", self._timeout)
+                decision = _Decision(Outcome.TEMPFAIL, detail="timeout")
+            except DirectoryError as exc:
+                log.warning("directory failure during authentication: %s", exc)
+                decision = _Decision(Outcome.TEMPFAIL, detail=f"directory: {type(exc).__name__}")
+            except PasswordError as exc:
+                log.error("UNUSABLE STORED PASSWORD HASH for %s: %s", _sanitize(request.login), exc)
+                decision = _Decision(Outcome.TEMPFAIL, detail="unusable stored password hash")
+            except Exception:
+                log.exception("unexpected error during authentication")
+                decision = _Decision(Outcome.TEMPFAIL, detail="internal error")
+            finally:
+                self._pending -= 1
+        elapsed = time.perf_counter() - started
+
+        delay = 0.0
+        outcome = decision.outcome
+        if outcome in (Outcome.MISMATCH, Outcome.UNKNOWN_USER):
+            delay = self._penalty.record_failure(request.remote_ip, decision.names)
+        elif outcome is Outcome.REJECTED:
+            delay = self._penalty.record_failure(request.remote_ip)
+        elif outcome is Outcome.OK:
+            self._penalty.record_success(decision.names)
+        self._emit(request, decision, elapsed)
+        if outcome.is_failure:
+            delay += self._settings.failure_delay
+            if delay > 0:
+                await self._sleep(delay)
+        return AuthResult(
+            outcome=outcome,
+            user=decision.user,
+            elapsed=elapsed,
+            cached=decision.cached,
+            detail=decision.detail,
+        )
+
+    def invalidate(self, user: str | None = None) -> None:
+        """Forget cached decisions about one canonical user, or everything."""
+        if user is None:
+            self._cache.invalidate()
+            self._domains.discard()
+            return
+        # a name that does not canonicalise cannot have been cached under its canonical form
+        with contextlib.suppress(InvalidInput):
+            user = canonical_address(user)
+        self._cache.invalidate(user)
+
+    def invalidate_domain(self, domain: str) -> None:
+        """Forget cached decisions about every account in ``domain`` and every cached domain
+        (alias-domain mappings may have changed with it)."""
+        with contextlib.suppress(InvalidInput):
+            domain = canonical_domain(domain)
+        self._cache.invalidate_domain(domain)
+        self._domains.discard()
+
+    async def close(self) -> None:
+        """Refuse new requests (TEMPFAIL), let running rehash writes finish (5 s at most), and
+        stop the hashing threads."""
+        self._closed = True
+        tasks = list(self._rehashing.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def _reject_input(self, request: AuthRequest) -> str | None:
+        s = self._settings
+        problem = _login_problem(request.login, "login", s.max_login_length)
+        if problem is None:
+            problem = _password_problem(request.password.reveal(), s.max_password_length)
+        if problem is None and request.realm:
+            problem = _login_problem(request.realm, "realm", s.max_login_length)
+        if problem is None and request.authzid:
+            problem = _login_problem(request.authzid, "authzid", s.max_login_length)
+        if problem is None and (
+            len(request.service) > MAX_SERVICE_LENGTH or not request.service.isprintable()
+        ):
+            problem = "malformed service name"
+        if (
+            problem is None
+            and not s.allow_cleartext_remote
+            and not request.secured
+            and request.mechanism.upper() in PLAINTEXT_MECHANISMS
+            and not _is_loopback(request.remote_ip)
+        ):
+            problem = "cleartext authentication from a remote peer"
+        return problem
+
+    def _joined_login(self, request: AuthRequest) -> str:
+        login = request.login
+        if "@" not in login and request.realm and self._settings.realm_join:
+            return f"{login}@{request.realm}"
+        return login
+
+    async def _decide(self, request: AuthRequest) -> _Decision:
+        problem = self._reject_input(request)
+        if problem is not None:
+            return _Decision(Outcome.REJECTED, detail=problem)
+        password = request.password.reveal()
+        try:
+            address = Address.parse(
+                self._joined_login(request), default_domain=self._default_domain
+            )
+            authzid = (
+                Address.parse(request.authzid, default_domain=self._default_domain)
+                if request.authzid
+                else None
+            )
+        except InvalidInput as exc:
+            await self._dummy_verify(password)
+            return _Decision(Outcome.REJECTED, detail=f"invalid login: {exc}")
+
+        decision = await self._check_credentials(address, request, password)
+        if decision.outcome is not Outcome.OK or authzid is None:
+            return decision
+        if decision.user == str(authzid):
+            return decision
+        return await self._authorize(decision, authzid, request)
+
+    async def _check_credentials(
+        self, address: Address, request: AuthRequest, password: str
+    ) -> _Decision:
+        login = str(address)
+        service = Service.parse(request.service)
+        key: bytes | None = None
+        if self._cache.enabled and service is not None:
+            key = self._cache.key(login, service.value, password)
+            hit = self._cache.get(key)
+            if hit is not None:
+                names = tuple(dict.fromkeys(n for n in (login, hit.user) if n))
+                return _Decision(
+                    hit.outcome,
+                    user=hit.user,
+                    actor=(hit.user or "") if hit.outcome is Outcome.OK else "",
+                    names=names,
+                    cached=True,
+                    detail="cached",
+                )
+
+        account, names = await self._resolve(address)
+        if account is None:
+            await self._dummy_verify(password)
+            self._remember(key, Outcome.UNKNOWN_USER, None, names)
+            return _Decision(Outcome.UNKNOWN_USER, names=names, detail="no such account")
+
+        user = str(account.address)
+        names = (*names, user) if user not in names else names
+        domain = await self._domain(account.address.domain)
+        verdict = await self._verify(account, password)
+        if verdict is not Outcome.OK:
+            if verdict is Outcome.MISMATCH:
+                self._remember(key, Outcome.MISMATCH, user, names)
+            return _Decision(verdict, user=user, names=names, detail=verdict.value)
+        refusal = _refusal(account, domain, service)
+        if refusal is not None:
+            return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
+        self._remember(key, Outcome.OK, user, names)
+        self._maybe_rehash(account, password)
+        return _Decision(Outcome.OK, user=user, actor=user, names=names)
+
+    async def _authorize(
+        self,
+        decision: _Decision,
+        authzid: Address,
+        request: AuthRequest,
+    ) -> _Decision:
+        """The authenticated user asks to act as ``authzid``: only master users may."""
+        master = decision.user or ""
+        if master not in self._masters:
+            return _Decision(
+                Outcome.REJECTED, user=master, names=decision.names, detail="authzid not allowed"
+            )
+        target, _names = await self._resolve(authzid)
+        if target is None:
+            return _Decision(
+                Outcome.REJECTED, user=master, names=decision.names, detail="authzid unknown"
+            )
+        domain = await self._domain(target.address.domain)
+        if _refusal(target, domain, Service.parse(request.service)) is not None:
+            return _Decision(
+                Outcome.REJECTED, user=master, names=decision.names, detail="authzid disabled"
+            )
+        return _Decision(
+            Outcome.OK,
+            user=str(target.address),
+            actor=master,
+            names=decision.names,
+            cached=decision.cached,
+            detail=f"master user {master}",
+        )
+
+    async def _resolve(self, address: Address) -> tuple[Account | None, tuple[str, ...]]:
+        """The account for a canonical login, following alias domains; plus the names tried."""
+        login = str(address)
+        account = await self._dir.find_account(address)
+        if account is not None:
+            return account, (login,)
+        domain = await self._domain(address.domain)
+        if domain is None or domain.name == address.domain:
+            return None, (login,)
+        target = Address(address.local, domain.name)
+        return await self._dir.find_account(target), (login, str(target))
+
+    async def _domain(self, name: str) -> Domain | None:
+        found, domain = self._domains.get(name)
+        if found:
+            return domain
+        domain = await self._dir.find_domain(name)
+        self._domains.put(name, domain)
+        return domain
+
+    async def _verify(self, account: Account, password: str) -> Outcome:
+        stored = account.password_hash
+        if stored is None:
+            if self._binder is not None:
+                return _BIND_OUTCOMES[await self._binder.bind_check(account, password)]
+            await self._dummy_verify(password)
+            return Outcome.MISMATCH  # no password and no way to check one: it cannot match
+        if self._hasher.is_cheap(stored):
+            ok = self._hasher.verify(password, stored)
+        else:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
+        return Outcome.OK if ok else Outcome.MISMATCH
+
+    async def _dummy_verify(self, password: str) -> None:
+        if self._dummy_cheap:
+            self._hasher.dummy_verify(password)
+        else:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
+
+    def _remember(
+        self, key: bytes | None, outcome: Outcome, user: str | None, names: tuple[str, ...]
+    ) -> None:
+        if key is not None:
+            self._cache.put(key, CachedDecision(outcome, user), names)
+
+    # -- rehash on login -------------------------------------------------------------------
+
+    def _maybe_rehash(self, account: Account, password: str) -> None:
+        stored = account.password_hash
+        if self._writer is None or stored is None or self._closed:
+            return
+        user = str(account.address)
+        if user in self._rehashing or len(self._rehashing) >= MAX_REHASH_TASKS:
+            return
+        try:
+            if not self._hasher.needs_rehash(stored):
+                return
+        except PasswordError:
+            return
+        task = asyncio.get_running_loop().create_task(self._rehash(account, password))
+        self._rehashing[user] = task
+        task.add_done_callback(lambda _t: self._rehashing.pop(user, None))
+
+    async def _rehash(self, account: Account, password: str) -> None:
+        """Store a hash in the configured scheme; failures are logged and change nothing else."""
+        assert self._writer is not None
+        user = str(account.address)
+        try:
+            loop = asyncio.get_running_loop()
+            new_hash = await loop.run_in_executor(self._executor, self._hasher.hash, password)
+            await self._writer.update_account(
+                account.address,
+                AccountChanges(password_hash=new_hash),
+                if_revision=account.revision,
+            )
+            log.info("rehashed the stored password of %s", user)
+        except (Conflict, NotFound):
+            log.info("rehash of %s skipped: the account changed meanwhile", user)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rehash of %s failed (authentication unaffected)", user)
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def _emit(self, request: AuthRequest, decision: _Decision, elapsed: float) -> None:
+        event = AuditEvent(
+            action="auth",
+            outcome=decision.outcome.value,
+            actor=decision.actor,
+            target=decision.user or _sanitize(request.login),
+            remote=_sanitize(request.remote_ip, 64) or None,
+            service=_sanitize(request.service, MAX_SERVICE_LENGTH),
+            detail={
+                "mechanism": _sanitize(request.mechanism, 32),
+                "protocol": _sanitize(request.protocol, 32),
+                "cached": decision.cached,
+                "elapsed_ms": round(elapsed * 1000, 3),
+                "reason": decision.detail,
+            },
+        )
+        try:
+            self._audit.emit(event)
+        except Exception:  # an audit sink must never break authentication
+            log.exception("audit sink failed")
