@@ -93,11 +93,13 @@ class Mechanism(ABC):
 
     def __init__(self) -> None:
         self._steps = 0
+        self._started = False
         self._done = False
 
     def start(self, initial: bytes | None) -> Step:
-        if self._steps or self._done:
+        if self._started or self._done:
             return self._finish(Fail(FailReason.FINISHED))
+        self._started = True
         if initial is None:
             return self._track(self._begin())
         return self.step(initial)
@@ -105,6 +107,7 @@ class Mechanism(ABC):
     def step(self, data: bytes) -> Step:
         if self._done:
             return Fail(FailReason.FINISHED)
+        self._started = True
         self._steps += 1
         if self._steps > min(self.max_steps, MAX_STEPS):
             return self._finish(Fail(FailReason.TOO_MANY_STEPS))
