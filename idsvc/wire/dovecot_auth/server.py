@@ -61,6 +61,7 @@ PROTOCOL_NAME = "dovecot"  # AuthRequest.protocol, for the audit trail
 UNSUPPORTED_MECH_REASON = "Unsupported authentication mechanism"
 UNKNOWN_ID_REASON = "Authentication request timed out"  # Dovecot's answer to CONT for no request
 WRITE_HIGH_WATER = 256 * 1024  # stop reading while this much output is unsent
+CLOSE_TIMEOUT = 5.0  # close() waits this long for connections to wind down
 
 FAIL_CODES: dict[Outcome, proto.FailCode | None] = {
     Outcome.MISMATCH: None,
@@ -106,6 +107,7 @@ class _Connection:
         self.state = "version"  # version -> cpid -> ready
         self.last_input = time.monotonic()
         self.closing = False
+        self.finished = asyncio.Event()
         self._idle_handle: asyncio.TimerHandle | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -134,7 +136,10 @@ class _Connection:
         except (ConnectionError, OSError) as exc:
             log.debug("%s: %s: connection error: %s", self.server.name, self.peer, exc)
         finally:
-            await self._shutdown()
+            try:
+                await self._shutdown()
+            finally:
+                self.finished.set()
 
     async def _shutdown(self) -> None:
         self.closing = True
@@ -301,7 +306,10 @@ class _Connection:
         elif result.outcome is Outcome.TEMPFAIL:
             self.abort("temporary failure (directory unavailable?)")
         else:
-            self._write(proto.fail_reply(req.request_id, FAIL_CODES.get(result.outcome)))
+            code = FAIL_CODES.get(result.outcome)
+            if result.outcome is Outcome.REJECTED and request.authzid and result.user:
+                code = proto.FailCode.AUTHZ_FAIL  # the password was right; the authzid is not
+            self._write(proto.fail_reply(req.request_id, code))
 
     def _write(self, data: bytes) -> None:
         if not self.closing:
@@ -377,8 +385,14 @@ class DovecotAuthServer:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
-        for conn in list(self._connections):
+        connections = list(self._connections)
+        for conn in connections:
             conn.abort("server shutting down")
+        if connections:
+            await asyncio.wait(
+                [asyncio.ensure_future(c.finished.wait()) for c in connections],
+                timeout=CLOSE_TIMEOUT,
+            )
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
