@@ -1,0 +1,254 @@
+"""The ``idsvc`` command line: argument tables, dispatch, and where errors become exit codes.
+
+Sub-commands: ``domain``, ``user``, ``alias`` (provisioning, ``idsvc.cli.admin``), ``auth test``,
+``pw``, ``config check``, ``healthcheck`` (``idsvc.cli.tools``) and ``serve`` (``idsvc.serve``).
+Global options ``--config FILE``, ``--json`` and ``--verbose`` are accepted before or after the
+sub-command. With no configuration at all the embedded default store is used.
+
+Exit codes: 0 ok; 1 not found or authentication failed; 2 usage error, invalid input or invalid
+configuration; 3 conflict (exists already, stale revision, domain not empty); 70 internal error;
+75 temporary failure (directory down, store locked) — retry later. Errors are one line on
+stderr, never a traceback (``--verbose`` adds the traceback of an internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from idsvc.cli.common import (
+    EXIT_SOFTWARE,
+    EXIT_USAGE,
+    exit_code_for,
+    one_line,
+)
+from idsvc.cli.context import Context
+from idsvc.config import load_settings
+from idsvc.errors import ConfigError, IdsvcError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("idsvc.cli")
+
+EPILOG = """exit codes: 0 ok, 1 not found / authentication failed, 2 usage or invalid input,
+3 conflict / exists, 70 internal error, 75 temporary failure (retry later)"""
+
+
+def _globals(defaults: bool) -> argparse.ArgumentParser:
+    """The global options; the copy attached to sub-commands must not override earlier values."""
+    p = argparse.ArgumentParser(add_help=False)
+    d = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE", default=d(None), help="settings file (TOML)")
+    p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=d(False), help="log to stderr (INFO)"
+    )
+    return p
+
+
+def _password_opts(p: argparse.ArgumentParser, *, hashes: bool = False) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first stdin line"
+    )
+    g.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
+    if hashes:
+        g.add_argument(
+            "--password-hash-stdin",
+            action="store_true",
+            help="read an existing {SCHEME} hash from stdin (import)",
+        )
+
+
+def _paging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--limit", type=int, default=100, help="rows per page (max 1000)")
+    p.add_argument("--cursor", help="continue after this cursor (from a previous page)")
+    p.add_argument("--all", action="store_true", help="walk every page, streaming the rows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _globals(defaults=False)
+    parser = argparse.ArgumentParser(
+        prog="idsvc",
+        description="Identity and authentication service for mail systems.",
+        epilog=EPILOG,
+        parents=[_globals(defaults=True)],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+    ) -> argparse.ArgumentParser:
+        return group.add_parser(name, help=text, description=text, parents=[common])
+
+    # domain
+    domain = cmd(sub, "domain", "manage mail domains").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(domain, "add", "create a domain")
+    p.add_argument("name")
+    p.add_argument("--default-quota", metavar="SIZE", help="quota for new users (1G, 500M, bytes)")
+    p.add_argument("--alias-domain", action="append", metavar="DOMAIN", help="repeatable")
+    p.add_argument("--description")
+    p.add_argument("--disable", action="store_true", help="create it disabled")
+    p = cmd(domain, "set", "change a domain")
+    p.add_argument("name")
+    p.add_argument("--default-quota", metavar="SIZE")
+    p.add_argument(
+        "--alias-domain", action="append", metavar="DOMAIN", help="replaces the list; repeatable"
+    )
+    p.add_argument("--description")
+    p.add_argument("--enable", action="store_true")
+    p.add_argument("--disable", action="store_true")
+    p = cmd(domain, "list", "list domains")
+    _paging(p)
+    p = cmd(domain, "show", "show one domain")
+    p.add_argument("name")
+    p = cmd(domain, "del", "delete a domain")
+    p.add_argument("name")
+    p.add_argument("--cascade", action="store_true", help="also delete its users and aliases")
+
+    # user
+    user = cmd(sub, "user", "manage mail accounts").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(user, "add", "create an account (password prompted twice, or from stdin/file)")
+    p.add_argument("address")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--quota", metavar="SIZE", help="1G, 500M, bytes; default: the domain's")
+    p.add_argument("--services", metavar="LIST", help="e.g. smtp,imap (default: all)")
+    p.add_argument("--disable", action="store_true", help="create it disabled")
+    _password_opts(p, hashes=True)
+    p = cmd(user, "set", "change display name, quota or services")
+    p.add_argument("address")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--quota", metavar="SIZE")
+    p.add_argument("--services", metavar="LIST", help="e.g. smtp,imap (replaces the set)")
+    p = cmd(user, "passwd", "set a new password")
+    p.add_argument("address")
+    _password_opts(p, hashes=True)
+    for name, text in (("disable", "disable an account"), ("enable", "enable an account")):
+        cmd(user, name, text).add_argument("address")
+    p = cmd(user, "list", "list accounts")
+    p.add_argument("domain", nargs="?", help="only this domain")
+    _paging(p)
+    cmd(user, "show", "show one account").add_argument("address")
+    cmd(user, "del", "delete an account").add_argument("address")
+
+    # alias
+    alias = cmd(sub, "alias", "manage aliases").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(alias, "add", "create an alias (source local@domain, or @domain for a catch-all)")
+    p.add_argument("source")
+    p.add_argument("destinations", nargs="+", metavar="DESTINATION")
+    p.add_argument("--disable", action="store_true")
+    p = cmd(alias, "list", "list aliases")
+    p.add_argument("domain", nargs="?", help="only this domain")
+    _paging(p)
+    cmd(alias, "show", "show one alias").add_argument("source")
+    cmd(alias, "del", "delete an alias").add_argument("source")
+
+    # auth test
+    auth = cmd(sub, "auth", "authentication diagnostics").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(auth, "test", "check a password through the auth core (like doveadm auth test)")
+    p.add_argument("user")
+    p.add_argument("--service", default="imap", help="smtp, submission, imap, pop3 (imap)")
+    p.add_argument("--remote-ip", metavar="IP")
+    p.add_argument("--realm", help="saslauthd-style realm joined as user@realm")
+    _password_opts(p)
+
+    # pw
+    p = cmd(sub, "pw", "hash a password, or test one against a hash (like doveadm pw)")
+    p.add_argument("-s", "--scheme", help="scheme for the new hash (default from settings)")
+    p.add_argument("-t", "--test", metavar="HASH", help="verify the password against HASH")
+    p.add_argument("-l", "--list", action="store_true", help="list the known schemes")
+    _password_opts(p)
+
+    # config
+    config = cmd(sub, "config", "configuration").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    cmd(config, "check", "validate and print the effective configuration (secrets redacted)")
+
+    cmd(sub, "serve", "run the listeners (saslauthd, dovecot-auth, api) until SIGTERM")
+    cmd(sub, "healthcheck", "exit 0 if the directory answers")
+    return parser
+
+
+async def _provision(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli import admin
+
+    handler = {"domain": admin.domain_cmd, "user": admin.user_cmd, "alias": admin.alias_cmd}
+    async with ctx.runtime() as runtime:
+        return await handler[args.command](ctx, args, runtime.provisioner)
+
+
+def _dispatch(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli import tools
+
+    command = args.command
+    if command in ("domain", "user", "alias"):
+        return asyncio.run(_provision(ctx, args))
+    if command == "auth":
+        return asyncio.run(tools.auth_test(ctx, args))
+    if command == "pw":
+        return tools.pw(ctx, args)
+    if command == "config":
+        return tools.config_check(ctx, args)
+    if command == "healthcheck":
+        return asyncio.run(tools.healthcheck(ctx, args))
+    raise AssertionError(f"unhandled command {command}")
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"idsvc: {one_line(message)}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``idsvc`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings, path = load_settings(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if args.command == "serve":
+        from idsvc.serve import run
+
+        return run(settings, path)
+
+    from idsvc.logs import setup_logging
+
+    setup_logging(settings.logging, level=None if args.verbose else "WARNING")
+    ctx = Context(settings, path, json=args.json, verbose=args.verbose)
+    try:
+        return _dispatch(ctx, args)
+    except IdsvcError as exc:
+        _error(str(exc))
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:  # e.g. `idsvc user list --all | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # a bug: one line by default, the traceback with --verbose
+        log.debug("internal error", exc_info=True)
+        if args.verbose:
+            log.error("internal error", exc_info=True)
+        _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)")
+        return EXIT_SOFTWARE

@@ -1,0 +1,272 @@
+"""``idsvc serve``: build the runtime, start every enabled listener, run until SIGTERM/SIGINT.
+
+What it does:
+
+* sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
+* starts each enabled listener — saslauthd mux, Dovecot auth-client, REST API — whose module is
+  importable (a listener that is not part of this build is reported and skipped, so ``serve``
+  also runs with none), and logs where each one listens;
+* on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
+  requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
+* on SIGHUP reopens log files; configuration reload is not supported yet and it says so;
+* tells systemd ``READY=1`` / ``STOPPING=1`` when ``NOTIFY_SOCKET`` is set (Type=notify).
+
+How it fails: a listener that cannot bind (address in use, live socket, permissions) or any other
+start-up error stops the listeners already started and returns a non-zero exit code with one
+clear log line: 1 for a bind/start failure, 2 for invalid settings, 75 when the directory is
+unreachable at start-up, 70 for an unexpected error (with its traceback in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idsvc.config import Settings
+from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
+from idsvc.logs import reopen_logs, setup_logging
+
+if TYPE_CHECKING:
+    from idsvc.runtime import Listener, Runtime
+
+log = logging.getLogger("idsvc.serve")
+
+SHUTDOWN_GRACE = 10.0  # seconds for listeners to finish in-flight requests
+EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_SOFTWARE, EXIT_TEMPFAIL = 0, 1, 2, 70, 75
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """How to build one listener: where its class lives and how it is configured."""
+
+    name: str
+    module: str
+    cls: str
+    enabled: Callable[[Settings], bool]
+    build: Callable[[type[Any], Settings, Runtime], Listener]
+    where: Callable[[Settings], str]
+
+
+def _dovecot_where(s: Settings) -> str:
+    parts = [str(s.dovecot_auth.socket.path)] if s.dovecot_auth.socket.enabled else []
+    if s.dovecot_auth.tcp:
+        parts.append(f"tcp {s.dovecot_auth.tcp}")
+    return ", ".join(parts)
+
+
+LISTENERS: tuple[ListenerSpec, ...] = (
+    ListenerSpec(
+        "saslauthd",
+        "idsvc.wire.saslauthd.server",
+        "SaslauthdServer",
+        lambda s: s.saslauthd.socket.enabled,
+        lambda cls, s, rt: cls(s.saslauthd, rt.authenticator),
+        lambda s: str(s.saslauthd.socket.path),
+    ),
+    ListenerSpec(
+        "dovecot-auth",
+        "idsvc.wire.dovecot_auth.server",
+        "DovecotAuthServer",
+        lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
+        lambda cls, s, rt: cls(s.dovecot_auth, rt.authenticator),
+        _dovecot_where,
+    ),
+    ListenerSpec(
+        "api",
+        "idsvc.api.server",
+        "ApiServer",
+        lambda s: s.api.enabled,
+        lambda cls, s, rt: cls(s, rt),
+        lambda s: s.api.listen,
+    ),
+)
+
+
+def load_listener_class(spec: ListenerSpec) -> type[Any] | None:
+    """The listener class, or None when its module is not part of this build."""
+    try:
+        module = importlib.import_module(spec.module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if spec.module == missing or spec.module.startswith(missing + "."):
+            return None
+        raise  # the module exists but one of its own imports is missing: a real error
+    cls = getattr(module, spec.cls, None)
+    return cls if isinstance(cls, type) else None
+
+
+def describe(listener: Any, spec: ListenerSpec, settings: Settings) -> str:
+    """Where a started listener listens (its own report when it has one, else the settings)."""
+    parts: list[str] = []
+    path = getattr(listener, "path", None)
+    if path is not None:
+        parts.append(str(path))
+    port = getattr(listener, "tcp_port", None)
+    if isinstance(port, int):
+        parts.append(f"tcp port {port}")
+    url = getattr(listener, "url", None)
+    if isinstance(url, str):
+        parts.append(url)
+    return ", ".join(parts) or spec.where(settings)
+
+
+def sd_notify(state: str) -> None:
+    """Send ``state`` to systemd when run as ``Type=notify``; silently nothing otherwise."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state.encode("ascii"), address)
+
+
+def _directory_name(settings: Settings) -> str:
+    d = settings.directory
+    if d.backend == "ldap":
+        return "ldap " + " ".join(d.ldap.uris)
+    return f"embedded {d.embedded.path}"
+
+
+class Server:
+    """One ``idsvc serve`` run: start, wait for a signal, stop."""
+
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self.runtime: Runtime | None = None
+
+    def request_stop(self, why: str = "stop requested") -> None:
+        if self._stop.is_set():
+            log.warning("%s again: not waiting for in-flight requests any longer", why)
+            self._force.set()
+            return
+        log.info("%s: shutting down", why)
+        self._stop.set()
+
+    def _on_hup(self) -> None:
+        reopened = reopen_logs()
+        log.warning(
+            "SIGHUP: %d log file(s) reopened; configuration reload is not supported yet, "
+            "restart idsvc to apply configuration changes",
+            reopened,
+        )
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    async def start(self) -> Runtime:
+        """Open the runtime and start the listeners; on failure everything started is closed."""
+        from idsvc.runtime import build_runtime
+
+        source = self.config_path or "none, defaults and environment"
+        log.info(
+            "idsvc starting (config: %s; directory: %s)", source, _directory_name(self.settings)
+        )
+        runtime = await build_runtime(self.settings)
+        self.runtime = runtime
+        try:
+            for spec in LISTENERS:
+                if not spec.enabled(self.settings):
+                    log.info("%s: disabled in the configuration", spec.name)
+                    continue
+                cls = load_listener_class(spec)
+                if cls is None:
+                    log.warning("%s: not available in this build, not started", spec.name)
+                    continue
+                listener = spec.build(cls, self.settings, runtime)
+                try:
+                    await listener.start()
+                except IdsvcError as exc:
+                    raise StartError(f"{spec.name}: {exc}") from exc
+                except OSError as exc:
+                    raise StartError(f"{spec.name}: cannot listen: {exc}") from exc
+                runtime.listeners.append(listener)
+                log.info("%s: listening on %s", spec.name, describe(listener, spec, self.settings))
+        except BaseException:
+            await self.stop()
+            raise
+        if runtime.listeners:
+            names = ", ".join(listener.name for listener in runtime.listeners)
+            log.info("ready: %d listener(s): %s", len(runtime.listeners), names)
+        else:
+            log.warning("ready: no listener is running (none enabled or available); idle")
+        return runtime
+
+    async def stop(self) -> bool:
+        """Close listeners and runtime; False when they did not finish within the grace time."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is None:
+            return True
+        closing = asyncio.create_task(runtime.close())
+        forced = asyncio.create_task(self._force.wait())
+        done, _ = await asyncio.wait(
+            {closing, forced}, timeout=SHUTDOWN_GRACE, return_when=asyncio.FIRST_COMPLETED
+        )
+        forced.cancel()
+        if closing in done:
+            closing.result()
+            return True
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await closing
+        log.error("shutdown did not finish within %.0f s; exiting anyway", SHUTDOWN_GRACE)
+        return False
+
+    async def run(self) -> int:
+        self._install_signals()
+        try:
+            await self.start()
+            sd_notify("READY=1")
+            await self._stop.wait()
+            sd_notify("STOPPING=1")
+            clean = await self.stop()
+            log.info("stopped")
+            return EXIT_OK if clean else EXIT_SOFTWARE
+        finally:
+            self._remove_signals()
+
+
+class StartError(IdsvcError):
+    """A listener could not be started (the message names it and the reason)."""
+
+
+def run(settings: Settings, config_path: Path | None = None) -> int:
+    """Run ``idsvc serve`` in this process; returns the exit code."""
+    setup_logging(settings.logging)
+    try:
+        return asyncio.run(Server(settings, config_path).run())
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        return EXIT_CONFIG
+    except TemporaryFailure as exc:
+        log.error("directory unavailable: %s", exc)
+        return EXIT_TEMPFAIL
+    except IdsvcError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_START
+    except Exception:
+        log.exception("internal error")
+        return EXIT_SOFTWARE
