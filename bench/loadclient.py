@@ -99,14 +99,34 @@ def _saslauthd(args: argparse.Namespace) -> AuthClient:
     return SaslauthdClient(args.target, args.service, args.realm, args.timeout)
 
 
+class _DovecotAdapter:
+    """Maps ``bench.dovecot_client``'s True/False/None onto :class:`Verdict`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        try:
+            from bench.dovecot_client import DovecotClient
+        except ImportError:  # run as a script from inside bench/
+            from dovecot_client import DovecotClient  # type: ignore[no-redef]
+
+        self._client = DovecotClient(args.target, args.service, args.timeout)
+
+    async def check(self, login: str, password: str) -> Verdict:
+        answer = await self._client.check(login, password)
+        return Verdict.FAIL if answer is None else Verdict.OK if answer else Verdict.NO
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
 PROTOCOLS: dict[str, Callable[[argparse.Namespace], AuthClient]] = {
     "saslauthd": _saslauthd,
+    "dovecot": _DovecotAdapter,
 }
 
 
 def add_protocol_options(parser: argparse.ArgumentParser) -> None:
     """Options specific to a protocol; each plug-in adds its own here."""
-    parser.add_argument("--service", default="smtp", help="saslauthd service field")
+    parser.add_argument("--service", default="smtp", help="saslauthd / dovecot service field")
     parser.add_argument("--realm", default="", help="saslauthd realm field")
 
 
