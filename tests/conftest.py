@@ -6,7 +6,12 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.embedded", "tests.fixtures.slapd", "tests.fixtures.postfix"]
+pytest_plugins = [
+    "tests.fixtures.embedded",
+    "tests.fixtures.slapd",
+    "tests.fixtures.postfix",
+    "tests.fixtures.ci",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
