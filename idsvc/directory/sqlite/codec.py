@@ -1,0 +1,271 @@
+"""Conversions between model objects and rows, listing cursors, and write-side checks.
+
+What it does: turns rows into ``Domain``/``Account``/``Alias`` and back, encodes the opaque listing
+cursor (URL-safe base64 of a kind tag and the last key returned), computes the index range of a
+``prefix`` search, and checks values before they are written (canonical names, bounded texts,
+quotas inside SQLite's integer range).
+
+What it does not: canonicalise. Arguments arrive canonical (``idsvc.model``); a value that is not
+canonical is refused, never rewritten.
+
+How it fails: ``InvalidInput`` (or its ``InvalidAddress``/``InvalidDomain`` subclasses) with a
+message that never echoes the offending text; ``DirectoryError`` for a stored value this code
+cannot read (a damaged row).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from idsvc.directory.base import MAX_PAGE
+from idsvc.errors import DirectoryError, InvalidAddress, InvalidDomain, InvalidInput
+from idsvc.model import (
+    MAX_ADDRESS,
+    Account,
+    Address,
+    Alias,
+    Domain,
+    Service,
+    canonical_address,
+    canonical_alias_source,
+    canonical_domain,
+)
+
+MAX_TEXT = 4096  # display name, description
+MAX_HASH = 4096  # a stored password hash
+MAX_DESTINATIONS = 1000
+MAX_INTEGER = 2**63 - 1  # SQLite INTEGER
+MAX_CURSOR = 2 * MAX_ADDRESS  # characters of an encoded cursor
+
+Row = tuple[Any, ...]
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+def seconds(moment: datetime) -> int:
+    """A timezone-aware datetime as integer Unix seconds."""
+    if moment.tzinfo is None:
+        raise InvalidInput("timestamps must be timezone-aware")
+    return int(moment.timestamp())
+
+
+def moment(value: int) -> datetime:
+    return datetime.fromtimestamp(int(value), UTC)
+
+
+def services_text(services: Iterable[Service]) -> str:
+    return ",".join(sorted(Service(s).value for s in services))
+
+
+def services_of(text: str) -> frozenset[Service]:
+    try:
+        return frozenset(Service(name) for name in text.split(",") if name)
+    except ValueError as exc:
+        raise DirectoryError("embedded store holds an unknown service name") from exc
+
+
+def destinations_text(destinations: Iterable[str]) -> str:
+    return json.dumps(sorted(set(destinations)), separators=(",", ":"))
+
+
+def destinations_of(text: str) -> tuple[str, ...]:
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise DirectoryError("embedded store holds damaged alias destinations") from exc
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise DirectoryError("embedded store holds damaged alias destinations")
+    return tuple(values)
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+DOMAIN_COLUMNS = (
+    "d.name, d.enabled, d.default_quota, d.description, d.created, d.updated, d.revision"
+)
+ACCOUNT_COLUMNS = (
+    "address, password_hash, display_name, enabled, quota, services, created, updated, revision"
+)
+ALIAS_COLUMNS = "source, destinations, enabled, created, updated, revision"
+
+
+def domain_of(row: Row) -> Domain:
+    """``DOMAIN_COLUMNS`` followed by the space-separated alias domains (or NULL)."""
+    name, enabled, quota, description, created, updated, revision, aliases = row
+    return Domain(
+        name=name,
+        enabled=bool(enabled),
+        default_quota=quota,
+        alias_domains=tuple(sorted(aliases.split())) if aliases else (),
+        description=description,
+        created=moment(created),
+        updated=moment(updated),
+        revision=revision,
+    )
+
+
+def account_of(row: Row) -> Account:
+    address, pw_hash, display, enabled, quota, services, created, updated, revision = row
+    local, _, domain = address.rpartition("@")
+    return Account(
+        address=Address(local, domain),
+        password_hash=pw_hash,
+        display_name=display,
+        enabled=bool(enabled),
+        quota=quota,
+        services=services_of(services),
+        created=moment(created),
+        updated=moment(updated),
+        revision=revision,
+    )
+
+
+def account_row(account: Account, domain_id: int) -> Row:
+    """Values for ``INSERT INTO accounts (address, domain_id, <ACCOUNT_COLUMNS minus address>)``."""
+    return (
+        str(account.address),
+        domain_id,
+        account.password_hash,
+        account.display_name,
+        int(account.enabled),
+        account.quota,
+        services_text(account.services),
+        seconds(account.created),
+        seconds(account.updated),
+        account.revision,
+    )
+
+
+def alias_of(row: Row) -> Alias:
+    source, destinations, enabled, created, updated, revision = row
+    return Alias(
+        source=source,
+        destinations=destinations_of(destinations),
+        enabled=bool(enabled),
+        created=moment(created),
+        updated=moment(updated),
+        revision=revision,
+    )
+
+
+# -- listings ----------------------------------------------------------------------------------
+
+
+def page_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput("limit must be a positive integer")
+    return min(limit, MAX_PAGE)
+
+
+def encode_cursor(kind: str, key: str) -> str:
+    raw = f"{kind}\x00{key}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None) -> str | None:
+    """The last key of the previous page, or None for the first page."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
+        raise InvalidInput("invalid cursor")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        tag, sep, key = raw.decode("utf-8").partition("\x00")
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput("invalid cursor") from exc
+    if not sep or tag != kind or encode_cursor(kind, key) != cursor:
+        raise InvalidInput("invalid cursor (not from this listing)")
+    return key
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """``(low, high)`` so that ``low <= key < high`` holds exactly for keys starting with prefix.
+
+    Keys compare by code point (SQLite's BINARY collation on UTF-8 gives the same order). The
+    successor of a prefix is the prefix with its last character incremented; a prefix made only of
+    U+10FFFF has no upper bound. No LIKE/GLOB is involved, so ``%``, ``_`` and ``*`` in a prefix
+    are ordinary characters.
+    """
+    if not isinstance(prefix, str) or len(prefix) > MAX_ADDRESS:
+        raise InvalidInput("prefix must be a string of at most 254 characters")
+    if "\x00" in prefix:
+        raise InvalidInput("prefix must not contain NUL")
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return prefix, None
+    return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
+
+
+# -- checks before a write ---------------------------------------------------------------------
+
+
+def check_domain_name(name: str, what: str = "domain") -> str:
+    try:
+        canonical = canonical_domain(name)
+    except InvalidDomain as exc:
+        raise InvalidDomain(f"{what}: {exc}") from exc
+    if canonical != name:
+        raise InvalidDomain(f"{what} is not in canonical form")
+    return name
+
+
+def check_address(address: Address) -> str:
+    if not isinstance(address, Address):
+        raise InvalidAddress("an account address must be an idsvc.model.Address")
+    text = str(address)
+    if canonical_address(text) != text:
+        raise InvalidAddress("account address is not in canonical form")
+    return text
+
+
+def check_source(source: str) -> str:
+    if canonical_alias_source(source) != source:
+        raise InvalidAddress("alias source is not in canonical form")
+    return source
+
+
+def check_destinations(destinations: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(destinations, str):
+        raise InvalidInput("alias destinations must be a sequence of addresses")
+    unique = sorted(set(destinations))
+    if not unique:
+        raise InvalidInput("an alias needs at least one destination")
+    if len(unique) > MAX_DESTINATIONS:
+        raise InvalidInput(f"an alias has at most {MAX_DESTINATIONS} destinations")
+    for destination in unique:
+        if canonical_address(destination) != destination:
+            raise InvalidAddress("alias destination is not in canonical form")
+    return tuple(unique)
+
+
+def check_quota(value: int, what: str = "quota") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
+        raise InvalidInput(f"{what} must be an integer between 0 and {MAX_INTEGER}")
+    return value
+
+
+def check_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string")
+    if len(value) > limit:
+        raise InvalidInput(f"{what} longer than {limit} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} must not contain NUL")
+    return value
+
+
+def check_hash(value: str | None) -> str | None:
+    return None if value is None else check_text(value, "password hash", MAX_HASH)
+
+
+def check_services(services: Iterable[Service]) -> frozenset[Service]:
+    try:
+        return frozenset(Service(s) for s in services)
+    except ValueError as exc:
+        raise InvalidInput("unknown service") from exc
