@@ -28,7 +28,8 @@ def test_key_is_keyed_digest_not_password() -> None:
     clock = Clock()
     a, b = make(clock), make(clock)
     key = a.key("bob@example.org", "imap", "s3cret")
-    assert len(key) == 32 and b"s3cret" not in key
+    assert len(key) == 32
+    assert b"s3cret" not in key
     assert key == a.key("bob@example.org", "imap", "s3cret")
     assert key != b.key("bob@example.org", "imap", "s3cret")  # per-instance random key
     assert key != a.key("bob@example.org", "smtp", "s3cret")
@@ -43,14 +44,16 @@ def test_positive_and_negative_ttls() -> None:
     cache = make(clock)
     cache.put(b"ok", OK, ["bob@example.org"])
     cache.put(b"bad", BAD, ["bob@example.org"])
-    assert cache.get(b"ok") == OK and cache.get(b"bad") == BAD
+    assert cache.get(b"ok") == OK
+    assert cache.get(b"bad") == BAD
     clock.now += 60.0
     assert cache.get(b"bad") is None
     assert cache.get(b"ok") == OK
     clock.now += 240.0
     assert cache.get(b"ok") is None
     assert len(cache) == 0
-    assert cache.hits == 3 and cache.misses == 2
+    assert cache.hits == 3
+    assert cache.misses == 2
 
 
 @pytest.mark.parametrize(
@@ -59,7 +62,8 @@ def test_positive_and_negative_ttls() -> None:
 def test_never_cached(outcome: Outcome) -> None:
     cache = make(Clock())
     cache.put(b"k", CachedDecision(outcome, "bob@example.org"), ["bob@example.org"])
-    assert cache.get(b"k") is None and len(cache) == 0
+    assert cache.get(b"k") is None
+    assert len(cache) == 0
 
 
 def test_unknown_user_is_negative() -> None:
@@ -79,7 +83,8 @@ def test_zero_ttl_or_size_disables() -> None:
     assert only_negative.enabled
     only_negative.put(b"ok", OK, ["bob@example.org"])
     only_negative.put(b"bad", BAD, ["bob@example.org"])
-    assert only_negative.get(b"ok") is None and only_negative.get(b"bad") == BAD
+    assert only_negative.get(b"ok") is None
+    assert only_negative.get(b"bad") == BAD
 
 
 def test_lru_bound_evicts_least_recently_used() -> None:
@@ -102,7 +107,9 @@ def test_invalidate_user_drops_every_entry_naming_it() -> None:
     cache.put(b"c", OK, ["bob@alias.org", "bob@example.org"])  # alias-domain login
     cache.put(b"d", OK, ["alice@example.org"])
     assert cache.invalidate("bob@example.org") == 3
-    assert cache.get(b"a") is None and cache.get(b"b") is None and cache.get(b"c") is None
+    assert cache.get(b"a") is None
+    assert cache.get(b"b") is None
+    assert cache.get(b"c") is None
     assert cache.get(b"d") == OK
     # the alias name's index no longer points at the removed entry
     assert cache.invalidate("bob@alias.org") == 0
@@ -116,7 +123,8 @@ def test_invalidate_domain_covers_login_and_resolved_domains() -> None:
     assert cache.invalidate_domain("alias.org") == 1
     assert cache.get(b"a") == OK
     assert cache.invalidate_domain("example.org") == 1
-    assert cache.get(b"c") == OK and len(cache) == 1
+    assert cache.get(b"c") == OK
+    assert len(cache) == 1
 
 
 def test_invalidate_all() -> None:
@@ -124,7 +132,8 @@ def test_invalidate_all() -> None:
     for i in range(10):
         cache.put(bytes([i]), OK, [f"u{i}@example.org"])
     assert cache.invalidate() == 10
-    assert len(cache) == 0 and cache.invalidate("u1@example.org") == 0
+    assert len(cache) == 0
+    assert cache.invalidate("u1@example.org") == 0
 
 
 def test_put_replaces_existing_entry() -> None:
@@ -132,7 +141,8 @@ def test_put_replaces_existing_entry() -> None:
     cache = make(clock)
     cache.put(b"k", BAD, ["bob@example.org"])
     cache.put(b"k", OK, ["bob@example.org"])
-    assert cache.get(b"k") == OK and len(cache) == 1
+    assert cache.get(b"k") == OK
+    assert len(cache) == 1
     clock.now += 100  # beyond the negative TTL: the replacement carries the positive one
     assert cache.get(b"k") == OK
 
@@ -150,7 +160,8 @@ def test_ttl_cache_hits_misses_and_none_values() -> None:
     assert cache.get("a") == (False, None)
     assert cache.get("none") == (True, None)
     clock.now += 10.0
-    assert cache.get("a") == (False, None) and cache.get("b") == (False, None)
+    assert cache.get("a") == (False, None)
+    assert cache.get("b") == (False, None)
     cache.put("c", "C")
     cache.discard("c")
     assert cache.get("c") == (False, None)

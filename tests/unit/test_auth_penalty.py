@@ -47,7 +47,8 @@ def test_network_key(remote: str | None, key: str | None) -> None:
 
 def test_unparsable_key_is_bounded() -> None:
     key = network_key("x" * 10_000)
-    assert key is not None and len(key) == 257
+    assert key is not None
+    assert len(key) == 257
 
 
 def test_per_ip_escalation_and_window() -> None:
