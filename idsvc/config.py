@@ -178,6 +178,12 @@ class ApiSettings(_Section):
     tls_key: Path | None = None
     bootstrap_token_file: Path = Field(default_factory=lambda: default_state_dir() / "admin.token")
     max_body: int = Field(1_048_576, ge=1024)
+    state_path: Path | None = None  # tokens + audit; default: state.db next to the embedded store
+    audit_retention_days: int = Field(365, ge=0)  # 0 keeps audit records for ever
+    token_failures: int = Field(10, ge=1)  # failed token attempts per client before 429
+    token_failure_window: float = Field(60.0, gt=0, le=86400)  # seconds
+    auth_test_per_minute: int = Field(30, ge=1)  # POST /auth/test calls per token
+    metrics_public: Literal["loopback", "always", "never"] = "loopback"  # else a token is needed
 
 
 class LoggingSettings(_Section):

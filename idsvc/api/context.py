@@ -1,0 +1,41 @@
+"""The objects a request handler needs, kept on ``app.state`` (no module globals).
+
+``create_app`` builds one :class:`ApiContext` per application; handlers reach it through
+:func:`context_of`. The provisioner here is the runtime's, or — when the runtime's audit sink
+does not already persist into the state store — a twin that also writes the persistent trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from idsvc.audit import AuditSink
+from idsvc.config import Settings
+from idsvc.provisioning import Provisioner
+from idsvc.state import StateStore
+
+if TYPE_CHECKING:
+    from idsvc.api.metrics import ApiMetrics
+    from idsvc.api.security import SlidingLimiter
+    from idsvc.runtime import Runtime
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    runtime: Runtime
+    state: StateStore
+    provisioner: Provisioner
+    audit: AuditSink  # where the API's own events go (log + persistent trail)
+    token_failures: SlidingLimiter
+    auth_tests: SlidingLimiter
+    metrics: ApiMetrics
+
+
+def context_of(request: Request) -> ApiContext:
+    ctx = request.app.state.idsvc
+    assert isinstance(ctx, ApiContext)
+    return ctx

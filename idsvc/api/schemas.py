@@ -1,0 +1,199 @@
+"""Request and response bodies of the REST API (pydantic, ``extra="forbid"`` on input).
+
+Inputs carry only shape limits (types, lengths, counts); meaning is validated once, by
+``idsvc.provisioning`` and ``idsvc.model`` (canonicalisation), so the CLI, REST and SCIM agree.
+Outputs never carry password hashes or token secrets (the token create response is the one
+exception: its ``token`` field is the secret, shown once).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from idsvc.model import Service
+from idsvc.state import Scope
+
+T = TypeVar("T")
+
+MAX_DOMAINS_IN_BODY = 100
+MAX_DESTINATIONS_IN_BODY = 1000
+MAX_QUOTA = 2**62
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- domains ------------------------------------------------------------------------------------
+
+
+class DomainCreate(_In):
+    name: str = Field(min_length=1, max_length=1024)
+    enabled: bool = True
+    default_quota: int = Field(0, ge=0, le=MAX_QUOTA, description="bytes, 0 = unlimited")
+    alias_domains: list[str] = Field(
+        default_factory=list, max_length=MAX_DOMAINS_IN_BODY, description="other names for it"
+    )
+    description: str = Field("", max_length=1024)
+
+
+class DomainPatch(_In):
+    """JSON merge patch; absent (or null) fields stay as they are."""
+
+    enabled: bool | None = None
+    default_quota: int | None = Field(None, ge=0, le=MAX_QUOTA)
+    alias_domains: list[str] | None = Field(None, max_length=MAX_DOMAINS_IN_BODY)
+    description: str | None = Field(None, max_length=1024)
+
+
+class DomainOut(_Out):
+    name: str
+    enabled: bool
+    default_quota: int
+    alias_domains: list[str]
+    description: str
+    created: datetime
+    updated: datetime
+    revision: int
+
+
+# -- users --------------------------------------------------------------------------------------
+
+
+class UserCreate(_In):
+    """``address`` is ``local@domain`` or a bare local part (the domain comes from the path).
+    Give exactly one of ``password`` (hashed here) or ``password_hash`` (an import, accepted
+    only when ``idsvc.passwords.validate_hash`` allows it)."""
+
+    address: str = Field(min_length=1, max_length=1024)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    password_hash: str | None = Field(None, min_length=1, max_length=1024)
+    display_name: str = Field("", max_length=256)
+    enabled: bool = True
+    quota: int | None = Field(None, ge=0, le=MAX_QUOTA, description="default: domain's quota")
+    services: list[Service] | None = Field(None, max_length=16)
+
+
+class UserPatch(_In):
+    """JSON merge patch; absent (or null) fields stay as they are."""
+
+    display_name: str | None = Field(None, max_length=256)
+    enabled: bool | None = None
+    quota: int | None = Field(None, ge=0, le=MAX_QUOTA)
+    services: list[Service] | None = Field(None, max_length=16)
+
+
+class PasswordIn(_In):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordHashIn(_In):
+    password_hash: str = Field(
+        min_length=1, max_length=1024, description="a {SCHEME} hash validate_hash accepts"
+    )
+
+
+class UserOut(_Out):
+    address: str
+    display_name: str
+    enabled: bool
+    quota: int
+    services: list[Service]
+    maildir: str
+    created: datetime
+    updated: datetime
+    revision: int
+
+
+# -- aliases ------------------------------------------------------------------------------------
+
+
+class AliasCreate(_In):
+    """``source`` is ``local@domain`` (a bare local part takes the path's domain) or ``@domain``
+    for a catch-all."""
+
+    source: str = Field(min_length=1, max_length=1024)
+    destinations: list[str] = Field(min_length=1, max_length=MAX_DESTINATIONS_IN_BODY)
+    enabled: bool = True
+
+
+class AliasPatch(_In):
+    destinations: list[str] | None = Field(None, min_length=1, max_length=MAX_DESTINATIONS_IN_BODY)
+    enabled: bool | None = None
+
+
+class AliasOut(_Out):
+    source: str
+    destinations: list[str]
+    enabled: bool
+    created: datetime
+    updated: datetime
+    revision: int
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64)
+    scope: Scope
+    domains: list[str] = Field(default_factory=list, max_length=MAX_DOMAINS_IN_BODY)
+    owner: str | None = Field(None, min_length=1, max_length=1024, description="owner mailbox")
+
+
+class TokenOut(_Out):
+    id: str
+    name: str
+    scope: Scope
+    domains: list[str]
+    owner: str | None
+    created: datetime
+    created_by: str
+    revoked: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret; shown only in this response")
+
+
+# -- audit and diagnostics ----------------------------------------------------------------------
+
+
+class AuditOut(_Out):
+    id: int
+    time: datetime
+    action: str
+    outcome: str
+    actor: str
+    target: str
+    remote: str | None
+    service: str | None
+    detail: dict[str, object]
+
+
+class AuthTestIn(_In):
+    login: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024)
+    service: Service = Service.IMAP
+
+
+class AuthTestOut(_Out):
+    outcome: str = Field(description="ok, mismatch, unknown_user, disabled, expired, rejected, …")
+    user: str | None
+
+
+class Health(_Out):
+    status: str
+
+
+class ListOf(_Out, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: done")
+    total: int | None = Field(description="number of matching objects when the backend knows it")

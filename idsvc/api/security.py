@@ -1,0 +1,196 @@
+"""Who is calling and what it may touch: bearer tokens, scopes, the rank rule, rate limits.
+
+Scopes (``idsvc.state.Scope``):
+
+* ``admin`` — every verb on every object.
+* ``domain_admin`` (domains D) — read and write accounts and aliases whose domain is in D, read
+  and update (not create, delete, or re-point alias domains of) the domains in D, manage tokens
+  whose authority lies inside its own. Objects outside D answer **404** exactly as absent ones do.
+* ``read_only`` (every domain, or domains D) — GET only; a write on a visible object is **403**.
+
+**Rank rule.** Every token is a grant of authority; a token may name an ``owner`` mailbox. A
+token *covers* another when the other's authority is a subset of its own (``admin`` covers all;
+``domain_admin`` D covers ``domain_admin``/``read_only`` tokens naming only domains in D, but not
+a global ``read_only`` nor any ``admin``). A mailbox *outranks* a token when one of the mailbox's
+active owned tokens is not covered by it. Writes to such a mailbox (password, PATCH, DELETE) and
+to tokens the caller does not cover answer **403** — the mailbox is in the caller's domain, so its
+existence is no secret, but taking it over would escalate. Reads stay allowed.
+
+Failed token attempts are counted per client address; after ``api.token_failures`` failures
+within ``api.token_failure_window`` seconds every request from that address answers **429** with
+``Retry-After`` until the window has passed — before the token is even looked at.
+
+How it fails: a missing/malformed/unknown/revoked token is a 401 problem with
+``WWW-Authenticate: Bearer``; the state store being down is a 503.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from idsvc.api.context import context_of
+from idsvc.api.problems import Forbidden, TooManyRequests, Unauthorized
+from idsvc.errors import NotFound
+from idsvc.state import Scope, TokenInfo
+
+bearer = HTTPBearer(auto_error=False, description="An idsvc API token: idsvc_<id>_<secret>")
+
+MAX_TRACKED_CLIENTS = 10_000
+
+
+class SlidingLimiter:
+    """At most ``limit`` events per ``window`` seconds per key; bounded number of keys (the
+    least recently seen key is forgotten first). ``clock`` is injectable for tests."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        max_keys: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._max_keys = max_keys
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._clock = clock
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = deque()
+            self._hits[key] = hits
+            while len(self._hits) > self._max_keys:
+                self._hits.popitem(last=False)
+        else:
+            self._hits.move_to_end(key)
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        return hits
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds to wait when ``key`` is over its limit, else None."""
+        now = self._clock()
+        hits = self._recent(key, now)
+        if len(hits) < self.limit:
+            return None
+        return max(1, math.ceil(hits[0] + self.window - now))
+
+    def hit(self, key: str) -> None:
+        now = self._clock()
+        hits = self._recent(key, now)
+        hits.append(now)
+        if len(hits) > self.limit:
+            hits.popleft()
+
+    def take(self, key: str) -> int | None:
+        """Count one event unless over the limit; returns the wait when refused."""
+        wait = self.retry_after(key)
+        if wait is None:
+            self.hit(key)
+        return wait
+
+    def forget(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller."""
+
+    token: TokenInfo
+    remote: str
+
+    @property
+    def actor(self) -> str:
+        return self.token.actor
+
+    @property
+    def is_admin(self) -> bool:
+        return self.token.scope is Scope.ADMIN
+
+    @property
+    def all_domains(self) -> bool:
+        """Sees every domain (admin, or a read-only token without a domain list)."""
+        return self.is_admin or (self.token.scope is Scope.READ_ONLY and not self.token.domains)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.token.domains
+
+    def can_read(self, domain: str) -> bool:
+        return self.all_domains or domain in self.token.domains
+
+    def can_write(self, domain: str) -> bool:
+        if self.is_admin:
+            return True
+        return self.token.scope is Scope.DOMAIN_ADMIN and domain in self.token.domains
+
+    def covers(self, other: TokenInfo) -> bool:
+        """True when ``other``'s authority is a subset of this token's (see the rank rule)."""
+        if self.is_admin:
+            return True
+        if self.token.scope is not Scope.DOMAIN_ADMIN or other.scope is Scope.ADMIN:
+            return False
+        if not other.domains:  # a global read-only token sees more than any domain admin
+            return False
+        return set(other.domains) <= set(self.token.domains)
+
+    # -- checks that raise ----------------------------------------------------------------------
+
+    def readable(self, domain: str, what: str) -> None:
+        """404 (same as absent) unless the domain is visible; ``what`` is the absent message."""
+        if not self.can_read(domain):
+            raise NotFound(what)
+
+    def writable(self, domain: str, what: str) -> None:
+        """404 when invisible, 403 when visible but not writable."""
+        self.readable(domain, what)
+        if not self.can_write(domain):
+            raise Forbidden("this token may not change objects in this domain")
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("only an admin token may do this")
+
+    def require_writer(self) -> None:
+        if self.token.scope is Scope.READ_ONLY:
+            raise Forbidden("this token is read-only")
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client and request.client.host else "local"
+
+
+async def authenticate(request: Request) -> Principal:
+    """Resolve the bearer token or raise 401/429. Used as a dependency on every private route."""
+    ctx = context_of(request)
+    key = client_key(request)
+    wait = ctx.token_failures.retry_after(key)
+    if wait is not None:
+        raise TooManyRequests("too many failed token attempts from this address", retry_after=wait)
+    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
+    if credentials is None:  # not counted: only presented tokens can be guessed
+        raise Unauthorized("a bearer token is required")
+    info = await ctx.state.verify_token(credentials.credentials)
+    if info is None:
+        ctx.token_failures.hit(key)
+        raise Unauthorized("the token is not valid")
+    return Principal(info, key)
+
+
+async def ensure_not_outranked(request: Request, principal: Principal, address: str) -> None:
+    """403 when the mailbox ``address`` owns a token that ``principal`` does not cover."""
+    if principal.is_admin:
+        return
+    for owned in await context_of(request).state.tokens_of_owner(address):
+        if not principal.covers(owned):
+            raise Forbidden("this account outranks the token (it owns a wider token)")
