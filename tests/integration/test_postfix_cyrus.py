@@ -1,0 +1,195 @@
+"""A real Postfix (``smtpd_sasl_type = cyrus``, libsasl2 → our saslauthd mux) and real swaks.
+
+SMTP AUTH PLAIN and LOGIN over STARTTLS: 235 for a good password, 535 for a bad one or an unknown
+user, 454 while the directory (a slapd of our own) is killed, and 235 again within seconds after
+it is started again, with nothing restarted on our side or Postfix's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.postfix import PostfixSasl, PostfixServer
+from tests.integration.saslauthd_support import (
+    USERS,
+    authenticator,
+    populate,
+    running,
+    which_or_fail,
+)
+
+pytestmark = pytest.mark.postfix
+
+_CODE = re.compile(r"^<~\*?\s+(\d{3})[ -]", re.MULTILINE)
+
+
+async def swaks_auth(
+    pf: PostfixServer, user: str, password: str, mech: str = "PLAIN", *, to: str | None = None
+) -> tuple[int, str]:
+    """AUTH over STARTTLS with swaks; returns (the AUTH reply code, transcript).
+
+    With ``to`` a whole message is sent to that (remote) recipient after AUTH.
+    """
+    argv = [
+        which_or_fail("swaks"), "--server", f"{pf.host}:{pf.port}", "-tls",
+        "--auth", mech, "--auth-user", user, "--auth-password", password,
+        "--ehlo", "client.idsvc.test", "--from", "sender@idsvc.test",
+        "--to", to or "someone@remote.example", "--timeout", "20",
+    ]  # fmt: skip
+    if to is None:
+        argv += ["--quit-after", "AUTH"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out_bytes, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out = out_bytes.decode(errors="replace")
+    # the AUTH reply is the first 235/535/454 after the "~> AUTH" line (LOGIN has 334 steps)
+    after = out.split("~> AUTH", 1)[-1]
+    codes = [int(c) for c in _CODE.findall(after) if c not in ("334",)]
+    assert codes, out
+    return codes[0], out
+
+
+@pytest.fixture
+async def populated(directory: Any) -> Any:
+    await populate(directory)
+    return directory
+
+
+@pytest.fixture
+async def cyrus_postfix(
+    populated: Any,
+    postfix_factory: Callable[..., PostfixServer],
+    postfix_run_dir: Path,
+) -> AsyncIterator[PostfixServer]:
+    mux = postfix_run_dir / "mux"
+    # as in production: the socket belongs to a group smtpd's user is in, not world-writable
+    async with running(mux, authenticator(populated), mode=0o660, group="postfix"):
+        yield await asyncio.to_thread(postfix_factory, PostfixSasl.cyrus(mux))
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
+async def test_good_password_235(cyrus_postfix: PostfixServer, mech: str) -> None:
+    code, out = await swaks_auth(cyrus_postfix, USERS.good, USERS.good_pw, mech)
+    assert code == 235, out
+    cyrus_postfix.wait_for_log(rf"sasl_method={mech}, sasl_username=alice@example\.org")
+
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [
+        (USERS.good, "wrong-password"),
+        (USERS.unknown, USERS.good_pw),
+        (USERS.disabled, USERS.disabled_pw),
+        (USERS.imap_only, USERS.imap_only_pw),
+    ],
+)
+async def test_failures_535(
+    cyrus_postfix: PostfixServer, mech: str, user: str, password: str
+) -> None:
+    code, out = await swaks_auth(cyrus_postfix, user, password, mech)
+    assert code == 535, out
+
+
+async def test_authenticated_relay_and_unauthenticated_refusal(
+    cyrus_postfix: PostfixServer,
+) -> None:
+    code, out = await swaks_auth(
+        cyrus_postfix, USERS.good, USERS.good_pw, to="friend@remote.example"
+    )
+    assert code == 235, out
+    assert re.search(r"<~\s+250 2\.0\.0 Ok: queued", out), out
+    # no AUTH: relaying to a remote domain is refused (reject_unauth_destination)
+    proc = await asyncio.create_subprocess_exec(
+        which_or_fail("swaks"), "--server", f"{cyrus_postfix.host}:{cyrus_postfix.port}",
+        "-tls", "--from", "x@idsvc.test", "--to", "friend@remote.example",
+        "--quit-after", "RCPT", "--timeout", "20",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert re.search(r"<~\*\s+554 5\.7\.1 .*Relay access denied", raw.decode()), raw.decode()
+
+
+async def test_no_auth_offered_before_starttls(cyrus_postfix: PostfixServer) -> None:
+    reader, writer = await asyncio.open_connection(cyrus_postfix.host, cyrus_postfix.port)
+    try:
+        assert (await reader.readline()).startswith(b"220")
+        writer.write(b"EHLO client.idsvc.test\r\n")
+        lines = []
+        while True:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            lines.append(line)
+            if line[3:4] == b" ":
+                break
+        assert b"250-STARTTLS\r\n" in lines
+        assert not [x for x in lines if b"AUTH" in x]
+        writer.write(b"QUIT\r\n")
+    finally:
+        writer.close()
+
+
+# -- the directory goes away and comes back --------------------------------------------------
+
+
+@pytest.fixture
+def own_slapd() -> Iterator[Any]:
+    """A slapd only this test kills (the session one is shared)."""
+    from tests.fixtures.slapd import SlapdServer, find_binary
+
+    if find_binary("slapd") is None:
+        which_or_fail("slapd")
+    server = SlapdServer(tls=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.slapd
+@pytest.mark.slow
+async def test_directory_down_454_then_recovery(
+    own_slapd: Any, postfix_factory: Callable[..., PostfixServer], postfix_run_dir: Path
+) -> None:
+    from idsvc.directory.ldap import LdapDirectory
+
+    directory = await LdapDirectory.open(own_slapd.settings(own_slapd.new_subtree("pf")))
+    try:
+        await populate(directory)
+        mux = postfix_run_dir / "mux"
+        async with running(mux, authenticator(directory), mode=0o660, group="postfix"):
+            pf = await asyncio.to_thread(postfix_factory, PostfixSasl.cyrus(mux))
+            assert (await swaks_auth(pf, USERS.good, USERS.good_pw))[0] == 235
+
+            await asyncio.to_thread(own_slapd.kill)
+            for mech in ("PLAIN", "LOGIN"):
+                code, out = await swaks_auth(pf, USERS.good, USERS.good_pw, mech)
+                assert code == 454, out  # temporary, never 535 for a good password
+            code, out = await swaks_auth(pf, USERS.good, "wrong-password")
+            assert code == 454, out  # nothing can be decided while the directory is down
+
+            await asyncio.to_thread(own_slapd.start)
+            started = time.monotonic()
+            code = 0
+            while time.monotonic() - started < 15:
+                code, out = await swaks_auth(pf, USERS.good, USERS.good_pw)
+                if code == 235:
+                    break
+                assert code == 454, out
+                await asyncio.sleep(0.5)
+            assert code == 235, "no recovery within 15 s of slapd coming back"
+            recovered = time.monotonic() - started
+            assert recovered < 15
+            assert (await swaks_auth(pf, USERS.good, "wrong-password"))[0] == 535
+            pf.wait_for_log(r"SASL PLAIN authentication failed: generic failure")  # the 454s
+            pf.wait_for_log(r"SASL PLAIN authentication failed: authentication failure")
+    finally:
+        await directory.close()
