@@ -225,9 +225,12 @@ def _parse_passlib(text: str) -> _Parsed | None:
         if not text.startswith(marker):
             continue
         try:
-            rounds = int(handler.from_string(text).rounds)
+            parsed = handler.from_string(text)
+            rounds = int(parsed.rounds)
         except (ValueError, TypeError):
             raise _bad(name, "malformed passlib string") from None
+        if not parsed.checksum:  # passlib also parses bare settings without a hash
+            raise _bad(name, "malformed passlib string (no hash)")
         if rounds > max_rounds:
             raise _bad(name, f"rounds {rounds} beyond this service's limit {max_rounds}")
         return _Parsed(name, text.encode("ascii"))
