@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from idsvc.api import problems
-from idsvc.api.common import API_PREFIX
 from idsvc.api.context import ApiContext
 from idsvc.api.limits import RequestLimits
 from idsvc.api.metrics import ApiMetrics, MetricsMiddleware
@@ -46,9 +45,9 @@ def build_app(settings: Settings) -> FastAPI:
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    for module in (domains, users, aliases, tokens, audit, auth_test):
-        app.include_router(module.router, prefix=API_PREFIX)
-    app.include_router(ops.router)
+    # routers carry their full prefix so that a matched route's ``path`` is the whole template
+    for module in (domains, users, aliases, tokens, audit, auth_test, ops):
+        app.include_router(module.router)
     metrics = ApiMetrics()
     app.state.metrics = metrics
     app.add_middleware(RequestLimits, max_body=settings.api.max_body)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from idsvc.api.common import (
+    API_PREFIX,
     Cursor,
     Limit,
     Prefix,
@@ -28,7 +29,7 @@ from idsvc.errors import InvalidInput
 from idsvc.model import Alias, canonical_alias_source, canonical_domain
 from idsvc.provisioning import alias_view
 
-router = APIRouter(tags=["aliases"], dependencies=[Depends(authenticate)])
+router = APIRouter(prefix=API_PREFIX, tags=["aliases"], dependencies=[Depends(authenticate)])
 Caller = Annotated[Principal, Depends(authenticate)]
 READ_ERRORS = error_responses(401, 404, 422, 429, 503)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503)

@@ -11,14 +11,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from idsvc.api.common import Cursor, Limit
+from idsvc.api.common import API_PREFIX, Cursor, Limit
 from idsvc.api.context import context_of
 from idsvc.api.problems import error_responses
 from idsvc.api.schemas import AuditOut, ListOf
 from idsvc.api.security import Principal, authenticate
 from idsvc.errors import InvalidInput
 
-router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[Depends(authenticate)])
+router = APIRouter(
+    prefix=API_PREFIX + "/audit", tags=["audit"], dependencies=[Depends(authenticate)]
+)
 Caller = Annotated[Principal, Depends(authenticate)]
 Text = Annotated[str | None, Query(max_length=1024)]
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from idsvc.api.common import API_PREFIX
 from idsvc.api.context import context_of
 from idsvc.api.problems import TooManyRequests, error_responses
 from idsvc.api.schemas import AuthTestIn, AuthTestOut
@@ -19,7 +20,9 @@ from idsvc.api.security import Principal, authenticate
 from idsvc.auth.request import AuthRequest
 from idsvc.model import Address, Secret
 
-router = APIRouter(prefix="/auth", tags=["diagnostics"], dependencies=[Depends(authenticate)])
+router = APIRouter(
+    prefix=API_PREFIX + "/auth", tags=["diagnostics"], dependencies=[Depends(authenticate)]
+)
 Caller = Annotated[Principal, Depends(authenticate)]
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from idsvc.api.common import (
+    API_PREFIX,
     Cursor,
     Limit,
     Prefix,
@@ -30,7 +31,9 @@ from idsvc.errors import NotFound
 from idsvc.model import Domain, canonical_domain
 from idsvc.provisioning import domain_view
 
-router = APIRouter(prefix="/domains", tags=["domains"], dependencies=[Depends(authenticate)])
+router = APIRouter(
+    prefix=API_PREFIX + "/domains", tags=["domains"], dependencies=[Depends(authenticate)]
+)
 Caller = Annotated[Principal, Depends(authenticate)]
 READ_ERRORS = error_responses(401, 404, 422, 429, 503)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from idsvc.api.common import Cursor, Limit, location
+from idsvc.api.common import API_PREFIX, Cursor, Limit, location
 from idsvc.api.context import context_of
 from idsvc.api.problems import Forbidden, error_responses
 from idsvc.api.schemas import ListOf, TokenCreate, TokenCreated, TokenOut
@@ -22,7 +22,9 @@ from idsvc.errors import NotFound
 from idsvc.model import Address
 from idsvc.state import TokenInfo, check_scope, create_token
 
-router = APIRouter(prefix="/tokens", tags=["tokens"], dependencies=[Depends(authenticate)])
+router = APIRouter(
+    prefix=API_PREFIX + "/tokens", tags=["tokens"], dependencies=[Depends(authenticate)]
+)
 Caller = Annotated[Principal, Depends(authenticate)]
 READ_ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)
