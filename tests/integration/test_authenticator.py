@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -600,6 +601,19 @@ async def test_ldap_down_is_tempfail_then_recovers(hasher: PasswordHasher) -> No
         server.cleanup()
 
 
+# Another process holds SQLite's WAL locks (the write, checkpoint, recover and every read-mark
+# byte of the -shm file: offsets 120..127 in SQLite's unix VFS). SQLite retries for about 10 s,
+# then reports SQLITE_PROTOCOL, which the embedded store maps to TemporaryFailure.
+_LOCKER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 8, 120)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
 async def test_locked_sqlite_is_tempfail(tmp_path: Path, hasher: PasswordHasher) -> None:
     from idsvc.directory.sqlite import SqliteDirectory
 
@@ -607,18 +621,24 @@ async def test_locked_sqlite_is_tempfail(tmp_path: Path, hasher: PasswordHasher)
     directory = await SqliteDirectory.open(EmbeddedSettings(path=path, busy_timeout=0.2))
     try:
         await populate(directory, hasher)
-        auth, _ = make(directory, hasher, cache=False)
+        sleeps = Sleeps()
+        auth, _ = make(directory, hasher, sleep=sleeps, cache=False)
         assert (await auth.authenticate(req("bob@example.org"))).ok
-        locker = sqlite3.connect(path, isolation_level=None)
+        locker = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, f"{path}-shm"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
-            locker.execute("PRAGMA locking_mode=EXCLUSIVE")
-            locker.execute("BEGIN EXCLUSIVE")
-            locker.execute("PRAGMA user_version=PRAGMA user_version")  # touch to hold the lock
+            assert locker.stdout is not None
+            assert locker.stdout.readline().strip() == "locked"
             result = await auth.authenticate(req("bob@example.org"))
-            assert result.outcome is Outcome.TEMPFAIL
         finally:
-            locker.rollback() if locker.in_transaction else None
-            locker.close()
+            locker.communicate(timeout=10)  # closing stdin releases the lock
+        assert result.outcome is Outcome.TEMPFAIL
+        assert result.detail == "directory: TemporaryFailure"
+        assert sleeps.delays == []
         assert (await auth.authenticate(req("bob@example.org"))).ok
         await auth.close()
     finally:
