@@ -71,7 +71,7 @@ import ldap.controls.readentry
 import ldap.dn
 
 from idsvc.config import LdapSettings
-from idsvc.directory import filters
+from idsvc.directory import filters, mapping
 from idsvc.directory.base import (
     MAX_PAGE,
     AccountChanges,
@@ -79,7 +79,7 @@ from idsvc.directory.base import (
     BindResult,
     DomainChanges,
 )
-from idsvc.directory.filters import DN, Filter
+from idsvc.directory.filters import Filter
 from idsvc.directory.mapping import IDSVC, AttributeProfile, Entry, Mod
 from idsvc.errors import (
     AlreadyExists,
@@ -335,12 +335,13 @@ class _Pool:
 # -- cursors -------------------------------------------------------------------------------------
 
 
-def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(b"v1:" + key.encode("utf-8")).decode("ascii").rstrip("=")
+def encode_cursor(kind: str, key: str) -> str:
+    raw = f"v1:{kind}:{key}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
-    """The key a cursor resumes after; InvalidInput if it is not one of ours."""
+def decode_cursor(kind: str, cursor: str) -> str:
+    """The key a cursor of listing ``kind`` resumes after; InvalidInput if it is not one."""
     if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
         raise InvalidInput("invalid cursor")
     try:
@@ -348,9 +349,10 @@ def decode_cursor(cursor: str) -> str:
         text = raw.decode("utf-8")
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput("invalid cursor") from exc
-    if not text.startswith("v1:") or len(text) == 3:
-        raise InvalidInput("invalid cursor")
-    return text[3:]
+    tag = f"v1:{kind}:"
+    if not text.startswith(tag) or len(text) == len(tag) or "\x00" in text:
+        raise InvalidInput("invalid cursor (not from this listing)")
+    return text[len(tag) :]
 
 
 # -- the directory -------------------------------------------------------------------------------
@@ -490,27 +492,6 @@ class LdapDirectory:
             if not cookie:
                 return
             page.cookie = cookie
-
-    def _smallest(
-        self,
-        ldo: Any,
-        base: str,
-        scope: int,
-        filt: Filter,
-        attrs: list[str],
-        convert: Callable[[Entry], T],
-        key: Callable[[T], str],
-        keep: int,
-    ) -> list[T]:
-        """The ``keep`` items with the smallest keys, in order, from a paged search."""
-        best: list[T] = []
-        for entry in self._paged(ldo, base, scope, filt, attrs):
-            best.append(convert(entry))
-            if len(best) >= 2 * keep:
-                best.sort(key=key)
-                del best[keep:]
-        best.sort(key=key)
-        return best[:keep]
 
     def _first_page(self, ldo: Any, base: str, scope: int, filt: Filter, size: int) -> list[str]:
         """DNs of the first ``size`` matches (no attributes)."""
@@ -657,12 +638,14 @@ class LdapDirectory:
         if not self._profile.writable:
             raise DirectoryError(f"the {self._profile.name} profile is read-only")
 
-    async def add_domain(self, domain: Domain) -> Domain:
-        self._require_writable()
+    def _domain_names_taken(
+        self, ldo: Any, names: tuple[str, ...], *, except_dn: str | None = None
+    ) -> None:
+        """AlreadyExists if a domain other than ``except_dn`` uses one of ``names`` as its name
+        or as an alias domain (one namespace). Check-then-write: see docs/ldap.md."""
+        if not names:
+            return
         p = self._profile
-        dn = p.domain_dn(domain.name, self._base)
-        attrs = p.domain_attrs()
-        names = (domain.name, *domain.alias_domains)
         taken = filters.and_(
             filters.object_class(p.domain_class),
             filters.or_(
@@ -670,13 +653,19 @@ class LdapDirectory:
                 *(filters.eq(p.alias_domain, n) for n in names),
             ),
         )
+        for entry in self._search(ldo, self._domains, SCOPE_ONELEVEL, taken, NO_ATTRS, 2):
+            if except_dn is None or entry.dn.lower() != except_dn.lower():
+                raise AlreadyExists("a domain name or alias domain is already in use")
+
+    async def add_domain(self, domain: Domain) -> Domain:
+        self._require_writable()
+        p = self._profile
+        domain = mapping.new_domain(domain)
+        dn = p.domain_dn(domain.name, self._base)
+        attrs = p.domain_attrs()
 
         def op(ldo: Any) -> Domain:
-            clash = self._search(ldo, self._domains, SCOPE_ONELEVEL, taken, NO_ATTRS, 1)
-            if clash:
-                if clash[0].dn.lower() == dn.lower():
-                    raise AlreadyExists(f"domain {domain.name} already exists")
-                raise AlreadyExists("a domain name or alias domain is already in use")
+            self._domain_names_taken(ldo, (domain.name, *domain.alias_domains))
             return p.domain_from_entry(self._add(ldo, dn, p.domain_to_attrs(domain), attrs))
 
         return await self._write(op)
@@ -686,9 +675,15 @@ class LdapDirectory:
     ) -> Domain:
         self._require_writable()
         p = self._profile
+        changes = mapping.checked_domain_changes(name, changes)
         filt, attrs, mods = self._exact_domain(name), p.domain_attrs(), p.domain_mods(changes)
 
         def op(ldo: Any) -> Domain:
+            if changes.alias_domains:
+                entry = self._point(ldo, self._domains, filt, NO_ATTRS)
+                if entry is None:
+                    raise NotFound(f"no domain {name}")
+                self._domain_names_taken(ldo, changes.alias_domains, except_dn=entry.dn)
             return p.domain_from_entry(self._cas_modify(ldo, filt, attrs, mods, if_revision))
 
         return await self._write(op)
@@ -726,6 +721,7 @@ class LdapDirectory:
     async def add_account(self, account: Account) -> Account:
         self._require_writable()
         p = self._profile
+        account = mapping.new_account(account)
         dn = p.account_dn(account.address, self._base)
         attrs = p.account_attrs(with_hash=self._with_hash)
 
@@ -740,6 +736,7 @@ class LdapDirectory:
     ) -> Account:
         self._require_writable()
         p = self._profile
+        changes = mapping.checked_account_changes(changes)
         filt, mods = p.account_filter(address), p.account_mods(changes)
         attrs = p.account_attrs(with_hash=self._with_hash)
 
@@ -765,6 +762,7 @@ class LdapDirectory:
     async def add_alias(self, alias: Alias) -> Alias:
         self._require_writable()
         p = self._profile
+        alias = mapping.new_alias(alias)
         dn = p.alias_dn(alias.source, self._base)
 
         def op(ldo: Any) -> Alias:
@@ -777,6 +775,7 @@ class LdapDirectory:
     ) -> Alias:
         self._require_writable()
         p = self._profile
+        changes = mapping.checked_alias_changes(changes)
         filt, attrs, mods = p.alias_filter(source), p.alias_attrs(), p.alias_mods(changes)
 
         def op(ldo: Any) -> Alias:
@@ -793,7 +792,7 @@ class LdapDirectory:
     async def _list(
         self,
         kind: str,
-        base: DN,
+        domain: str | None,
         scope: int,
         attrs: list[str],
         convert: Callable[[Entry], T],
@@ -802,34 +801,64 @@ class LdapDirectory:
         cursor: str | None,
         limit: int,
     ) -> Page[T]:
-        if not isinstance(limit, int) or limit < 1:
+        """Two searches: a paged scan of the keys only (counts ``total``, keeps the ``limit+1``
+        smallest keys after the cursor), then one search for those entries in full."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInput("limit must be a positive integer")
+        if not isinstance(prefix, str) or len(prefix) > 254 or "\x00" in prefix:
+            raise InvalidInput("prefix must be a string of at most 254 characters without NUL")
         limit = min(limit, MAX_PAGE)
-        after = decode_cursor(cursor) if cursor is not None else None
-        filt = self._profile.listing_filter(kind, prefix=prefix, after=after)
+        after = decode_cursor(kind, cursor) if cursor is not None else None
+        p = self._profile
+        object_class, key_attr = p.kind(kind)
+        base = self._domains if domain is None else p.domain_dn(domain, self._base)
+        scan = p.listing_filter(kind, prefix=prefix, after=None)
+        keep = limit + 1
 
-        def op(ldo: Any) -> list[T]:
+        def op(ldo: Any) -> tuple[int, list[T]]:
+            total = 0
+            best: list[tuple[str, str]] = []  # (comparison key, stored value)
             try:
-                return self._smallest(ldo, base, scope, filt, attrs, convert, key, limit + 1)
-            except ldap.NO_SUCH_OBJECT:
-                return []  # a domain that does not exist has nothing to list
+                for entry in self._paged(ldo, base, scope, scan, [key_attr]):
+                    stored = entry.first(key_attr)
+                    if stored is None or not stored.lower().startswith(prefix):
+                        continue
+                    total += 1
+                    if after is not None and stored.lower() <= after:
+                        continue
+                    best.append((stored.lower(), stored))
+                    if len(best) >= 2 * keep:
+                        best.sort()
+                        del best[keep:]
+            except ldap.NO_SUCH_OBJECT as exc:
+                if domain is not None:
+                    raise NotFound(f"domain {domain} does not exist") from exc
+                raise
+            best.sort()
+            del best[keep:]
+            if not best:
+                return total, []
+            wanted = filters.and_(
+                filters.object_class(object_class),
+                filters.or_(*(filters.eq(key_attr, stored) for _, stored in best)),
+            )
+            entries = self._search(ldo, base, scope, wanted, attrs)
+            return total, sorted((convert(e) for e in entries), key=key)
 
-        items = await self._run(
+        total, items = await self._run(
             self._writer, op, retry=True, budget=self._budget + 4 * self._settings.timeout
         )
-        if after is not None:  # the server's ORDERING rule already excluded these; be exact
-            items = [item for item in items if key(item) > after]
         more = len(items) > limit
         items = items[:limit]
-        next_cursor = encode_cursor(key(items[-1])) if more and items else None
-        return Page(items=items, next_cursor=next_cursor)
+        next_cursor = encode_cursor(kind, key(items[-1])) if more and items else None
+        return Page(items=items, next_cursor=next_cursor, total=total)
 
     async def list_domains(
         self, *, prefix: str = "", cursor: str | None = None, limit: int = 100
     ) -> Page[Domain]:
         p = self._profile
         return await self._list(
-            "domain", self._domains, SCOPE_ONELEVEL, p.domain_attrs(), p.domain_from_entry,
+            "domain", None, SCOPE_ONELEVEL, p.domain_attrs(), p.domain_from_entry,
             lambda d: d.name, prefix, cursor, limit,
         )  # fmt: skip
 
@@ -842,13 +871,12 @@ class LdapDirectory:
         limit: int = 100,
     ) -> Page[Account]:
         p = self._profile
-        base = self._domains if domain is None else p.domain_dn(domain, self._base)
 
         def convert(entry: Entry) -> Account:
             return p.account_from_entry(entry, with_hash=self._with_hash)
 
         return await self._list(
-            "account", base, SCOPE_SUBTREE, p.account_attrs(with_hash=self._with_hash), convert,
+            "account", domain, SCOPE_SUBTREE, p.account_attrs(with_hash=self._with_hash), convert,
             lambda a: str(a.address), prefix, cursor, limit,
         )  # fmt: skip
 
@@ -861,9 +889,8 @@ class LdapDirectory:
         limit: int = 100,
     ) -> Page[Alias]:
         p = self._profile
-        base = self._domains if domain is None else p.domain_dn(domain, self._base)
         return await self._list(
-            "alias", base, SCOPE_SUBTREE, p.alias_attrs(), p.alias_from_entry,
+            "alias", domain, SCOPE_SUBTREE, p.alias_attrs(), p.alias_from_entry,
             lambda a: a.source, prefix, cursor, limit,
         )  # fmt: skip
 
