@@ -30,7 +30,7 @@ from idsvc.cli.common import (
 )
 from idsvc.cli.context import Context
 from idsvc.errors import InvalidInput
-from idsvc.model import Account, Alias, Domain, Page
+from idsvc.model import Account, Address, Alias, Domain, Page
 from idsvc.provisioning import Provisioner, account_view, alias_view, domain_view
 
 T = TypeVar("T")
@@ -172,6 +172,8 @@ async def domain_cmd(ctx: Context, args: argparse.Namespace, prov: Provisioner) 
 async def user_cmd(ctx: Context, args: argparse.Namespace, prov: Provisioner) -> int:
     who = actor()
     action = args.action
+    if action in ("add", "passwd"):
+        Address.parse(args.address)  # refuse a bad address before asking for a password
     if action == "add":
         services = None if args.services is None else parse_services(args.services)
         if args.password_hash_stdin:
