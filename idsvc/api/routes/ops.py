@@ -20,7 +20,8 @@ from idsvc.api.security import authenticate
 
 router = APIRouter(tags=["operations"])
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# answered without a token from anywhere; /metrics only as api.metrics_public says
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 @router.get("/healthz", response_model=Health)
