@@ -643,3 +643,33 @@ async def test_locked_sqlite_is_tempfail(tmp_path: Path, hasher: PasswordHasher)
         await auth.close()
     finally:
         await directory.close()
+
+
+async def test_ldap_bind_mode_uses_bind_check(slapd: SlapdServer, hasher: PasswordHasher) -> None:
+    """auth_method=bind: the directory hides the hash (None) and slapd checks the password."""
+    from idsvc.directory.ldap import LdapDirectory
+
+    base = slapd.new_subtree(f"bindmode-{time.monotonic_ns()}")
+    directory = await LdapDirectory.open(slapd.settings(base, auth_method="bind"))
+    try:
+        await populate(directory, hasher)
+        bob = await directory.find_account(Address("bob", "example.org"))
+        assert bob is not None
+        assert bob.password_hash is None
+        counted = Counting(directory)
+        auth, _ = make(counted, hasher, cache=False)
+        assert (await auth.authenticate(req("bob@example.org"))).ok
+        assert counted.calls["bind_check"] == 1
+        assert (await auth.authenticate(req("bob@example.org", "wrong"))).outcome is (
+            Outcome.MISMATCH
+        )
+        assert (await auth.authenticate(req("off@example.org"))).outcome is Outcome.DISABLED
+        assert (await auth.authenticate(req("nobody@example.org"))).outcome is (
+            Outcome.UNKNOWN_USER
+        )
+        before = counted.calls["bind_check"]
+        assert (await auth.authenticate(req("bob@example.org", ""))).outcome is Outcome.REJECTED
+        assert counted.calls["bind_check"] == before  # an empty password never reaches a bind
+        await auth.close()
+    finally:
+        await directory.close()
