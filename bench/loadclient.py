@@ -14,8 +14,8 @@ attempt, as libsasl does) is here; a Dovecot auth-client plug-in adds a factory 
 in :func:`add_protocol_options` without touching the loop.
 
 Users: ``--user-template`` / ``--password-template`` are ``str.format`` templates over ``n``
-(0 ≤ n < ``--users``), e.g. ``user{n:06d}@bench.example`` and ``pw-{n}``. A bad password is the
-good one with ``-wrong`` appended.
+(0 ≤ n < ``--users``) and ``d`` (``n % --domains``), e.g. ``user{n}@d{d}.example`` and
+``pw-{n}``. A bad password is the good one with ``-wrong`` appended.
 
 What it does not do: talk to anything but loopback / UNIX sockets, or retry. A FAIL (connection
 closed without a reply, refused, timeout) is counted, never hidden.
@@ -164,8 +164,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             while budget > 0 and time.monotonic() < deadline:
                 budget -= 1
                 n = rng.randrange(args.users)
-                login = args.user_template.format(n=n)
-                password = args.password_template.format(n=n)
+                d = n % args.domains
+                login = args.user_template.format(n=n, d=d)
+                password = args.password_template.format(n=n, d=d)
                 bad = rng.random() < args.bad_ratio
                 if bad:
                     password += "-wrong"
@@ -216,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, required=True, help="stop after this many attempts")
     p.add_argument("--duration", type=float, required=True, help="stop after this many seconds")
     p.add_argument("--users", type=int, required=True)
+    p.add_argument("--domains", type=int, default=1, help="template key d = n %% domains")
     p.add_argument("--user-template", default="user{n:06d}@bench.example")
     p.add_argument("--password-template", default="pw-{n}")
     p.add_argument("--bad-ratio", type=float, default=0.2)
@@ -225,8 +227,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= 1024:
         p.error("--concurrency must be 1..1024")
-    if args.requests < 1 or args.duration <= 0 or args.users < 1:
-        p.error("--requests, --duration and --users must be positive")
+    if args.requests < 1 or args.duration <= 0 or args.users < 1 or args.domains < 1:
+        p.error("--requests, --duration, --users and --domains must be positive")
     if not 0.0 <= args.bad_ratio <= 1.0:
         p.error("--bad-ratio must be within 0..1")
     return args
