@@ -31,8 +31,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from idsvc.api.context import context_of
@@ -170,14 +171,16 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client and request.client.host else "local"
 
 
-async def authenticate(request: Request) -> Principal:
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
     """Resolve the bearer token or raise 401/429. Used as a dependency on every private route."""
     ctx = context_of(request)
     key = client_key(request)
     wait = ctx.token_failures.retry_after(key)
     if wait is not None:
         raise TooManyRequests("too many failed token attempts from this address", retry_after=wait)
-    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
     if credentials is None:  # not counted: only presented tokens can be guessed
         raise Unauthorized("a bearer token is required")
     info = await ctx.state.verify_token(credentials.credentials)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
+from fastapi import FastAPI
 
 from idsvc.api.app import create_app
 from idsvc.config import Settings
@@ -105,13 +106,14 @@ class ApiServer:
         self._task: asyncio.Task[None] | None = None
         self.url: str | None = None
         self.path: Path | None = None
+        self.app: FastAPI | None = None
 
     def _config(self, state: StateStore) -> uvicorn.Config:
         api = self.settings.api
         where = parse_listen(api.listen)
         if (api.tls_cert is None) != (api.tls_key is None):
             raise ConfigError("api.tls_cert and api.tls_key must be given together")
-        app = create_app(self.settings, self.runtime, state)
+        app = self.app = create_app(self.settings, self.runtime, state)
         common = {
             "lifespan": "off",
             "log_config": None,

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from idsvc.api.context import context_of
 from idsvc.api.problems import error_responses
 from idsvc.api.schemas import Health
-from idsvc.api.security import authenticate
+from idsvc.api.security import authenticate, bearer
 
 router = APIRouter(tags=["operations"])
 
@@ -60,6 +60,6 @@ async def metrics(request: Request) -> Response:
     ctx = context_of(request)
     policy = ctx.settings.api.metrics_public
     if policy == "never" or (policy == "loopback" and not _is_local(request)):
-        await authenticate(request)
+        await authenticate(request, await bearer(request))
     ctx.metrics.audit_dropped.set(ctx.state.audit_sink.dropped)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
