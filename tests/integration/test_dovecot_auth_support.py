@@ -222,3 +222,46 @@ async def doveadm_auth_test(
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
+
+
+# --- swaks against a real Postfix ---------------------------------------------------------------
+
+_SMTP_CODE = re.compile(r"^<~\*?\s+(\d{3})[ -]", re.MULTILINE)
+
+
+def which_or_fail(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if found:
+        return found
+    if in_ci():
+        pytest.fail(f"{name} is required under CI=true")
+    pytest.skip(f"{name} not installed")
+
+
+async def swaks(host: str, port: int, *args: str) -> str:
+    """Run swaks over STARTTLS against ``host:port`` (a bounded run) and return its transcript."""
+    argv = [
+        which_or_fail("swaks"), "--server", f"{host}:{port}", "-tls",
+        "--ehlo", "client.idsvc.test", "--from", "sender@idsvc.test", "--timeout", "20", *args,
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return out.decode(errors="replace")
+
+
+async def swaks_auth(
+    host: str, port: int, user: str, password: str, mech: str = "PLAIN", *, quit_after: str = "AUTH"
+) -> tuple[int, str]:
+    """SMTP AUTH with swaks; (the final AUTH reply code, transcript)."""
+    out = await swaks(
+        host, port, "--to", "someone@remote.example", "--auth", mech,
+        "--auth-user", user, "--auth-password", password, "--quit-after", quit_after,
+    )  # fmt: skip
+    after = out.split("~> AUTH", 1)[-1]
+    codes = [int(c) for c in _SMTP_CODE.findall(after) if c != "334"]
+    assert codes, out
+    return codes[0], out
