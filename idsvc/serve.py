@@ -52,7 +52,7 @@ class ListenerSpec:
     module: str
     cls: str
     enabled: Callable[[Settings], bool]
-    build: Callable[[type[Any], Settings, Runtime], Listener]
+    build: Callable[[type[Any], Settings, Runtime, Any], Listener]  # last: the state store
     where: Callable[[Settings], str]
 
 
@@ -69,7 +69,7 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         "idsvc.wire.saslauthd.server",
         "SaslauthdServer",
         lambda s: s.saslauthd.socket.enabled,
-        lambda cls, s, rt: cls(s.saslauthd, rt.authenticator),
+        lambda cls, s, rt, state: cls(s.saslauthd, rt.authenticator),
         lambda s: str(s.saslauthd.socket.path),
     ),
     ListenerSpec(
@@ -77,7 +77,7 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         "idsvc.wire.dovecot_auth.server",
         "DovecotAuthServer",
         lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
-        lambda cls, s, rt: cls(s.dovecot_auth, rt.authenticator),
+        lambda cls, s, rt, state: cls(s.dovecot_auth, rt.authenticator),
         _dovecot_where,
     ),
     ListenerSpec(
@@ -85,7 +85,7 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         "idsvc.api.server",
         "ApiServer",
         lambda s: s.api.enabled,
-        lambda cls, s, rt: cls(s, rt),
+        lambda cls, s, rt, state: cls(s, rt, state),
         lambda s: s.api.listen,
     ),
 )
@@ -106,6 +106,9 @@ def load_listener_class(spec: ListenerSpec) -> type[Any] | None:
 
 def describe(listener: Any, spec: ListenerSpec, settings: Settings) -> str:
     """Where a started listener listens (its own report when it has one, else the settings)."""
+    url = getattr(listener, "url", None)
+    if isinstance(url, str):
+        return url
     parts: list[str] = []
     path = getattr(listener, "path", None)
     if path is not None:
@@ -113,9 +116,6 @@ def describe(listener: Any, spec: ListenerSpec, settings: Settings) -> str:
     port = getattr(listener, "tcp_port", None)
     if isinstance(port, int):
         parts.append(f"tcp port {port}")
-    url = getattr(listener, "url", None)
-    if isinstance(url, str):
-        parts.append(url)
     return ", ".join(parts) or spec.where(settings)
 
 
@@ -146,6 +146,7 @@ class Server:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.runtime: Runtime | None = None
+        self.state: Any = None  # idsvc.state.StateStore when the API is served
 
     def request_stop(self, why: str = "stop requested") -> None:
         if self._stop.is_set():
@@ -182,7 +183,18 @@ class Server:
         log.info(
             "idsvc starting (config: %s; directory: %s)", source, _directory_name(self.settings)
         )
-        runtime = await build_runtime(self.settings)
+        audit = None
+        if self.settings.api.enabled and load_listener_class(LISTENERS[-1]) is not None:
+            # the API's state store also receives every audit event (auth and provisioning)
+            from idsvc.state import StateStore, runtime_audit
+
+            self.state = await StateStore.open_for(self.settings)
+            audit = runtime_audit(self.state)
+        try:
+            runtime = await build_runtime(self.settings, audit=audit)
+        except BaseException:
+            await self._close_state()
+            raise
         self.runtime = runtime
         try:
             for spec in LISTENERS:
@@ -193,7 +205,7 @@ class Server:
                 if cls is None:
                     log.warning("%s: not available in this build, not started", spec.name)
                     continue
-                listener = spec.build(cls, self.settings, runtime)
+                listener = spec.build(cls, self.settings, runtime, self.state)
                 try:
                     await listener.start()
                 except IdsvcError as exc:
@@ -212,12 +224,24 @@ class Server:
             log.warning("ready: no listener is running (none enabled or available); idle")
         return runtime
 
+    async def _close_state(self) -> None:
+        state, self.state = self.state, None
+        if state is not None:
+            await state.close()
+
+    async def _close_all(self, runtime: Runtime) -> None:
+        try:
+            await runtime.close()
+        finally:
+            await self._close_state()
+
     async def stop(self) -> bool:
         """Close listeners and runtime; False when they did not finish within the grace time."""
         runtime, self.runtime = self.runtime, None
         if runtime is None:
+            await self._close_state()
             return True
-        closing = asyncio.create_task(runtime.close())
+        closing = asyncio.create_task(self._close_all(runtime))
         forced = asyncio.create_task(self._force.wait())
         done, _ = await asyncio.wait(
             {closing, forced}, timeout=SHUTDOWN_GRACE, return_when=asyncio.FIRST_COMPLETED

@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 15.0
 
 
+async def _serve_or_fail(server: uvicorn.Server) -> None:
+    """uvicorn calls ``sys.exit()`` when it cannot bind; inside our event loop that SystemExit
+    would end the whole process past every handler, so turn it into an ordinary error."""
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise OSError(f"uvicorn stopped during start-up (exit code {exc.code})") from None
+
+
 def parse_listen(listen: str) -> tuple[str, int] | Path:
     """``(host, port)`` for TCP or a ``Path`` for ``unix:/path``."""
     if listen.startswith("unix:"):
@@ -142,7 +151,7 @@ class ApiServer:
             raise ConfigError(f"api: cannot load TLS or app configuration: {exc}") from exc
         server = _Server(config)
         self._server = server
-        self._task = asyncio.create_task(server.serve(), name="idsvc-api")
+        self._task = asyncio.create_task(_serve_or_fail(server), name="idsvc-api")
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT
         while not server.started:
             if self._task.done():

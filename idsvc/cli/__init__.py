@@ -1,7 +1,8 @@
 """The ``idsvc`` command line: argument tables, dispatch, and where errors become exit codes.
 
 Sub-commands: ``domain``, ``user``, ``alias`` (provisioning, ``idsvc.cli.admin``), ``auth test``,
-``pw``, ``config check``, ``healthcheck`` (``idsvc.cli.tools``) and ``serve`` (``idsvc.serve``).
+``pw``, ``config check``, ``healthcheck`` (``idsvc.cli.tools``), ``token`` (REST API tokens,
+``idsvc.cli.tokens``) and ``serve`` (``idsvc.serve``).
 Global options ``--config FILE``, ``--json`` and ``--verbose`` are accepted before or after the
 sub-command. With no configuration at all the embedded default store is used.
 
@@ -46,7 +47,11 @@ def _globals(defaults: bool) -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", default=d(None), help="settings file (TOML)")
     p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
     p.add_argument(
-        "-v", "--verbose", action="store_true", default=d(False), help="log to stderr (INFO)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=d(False),
+        help="log to stderr (INFO, audit events included)",
     )
     return p
 
@@ -166,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realm", help="saslauthd-style realm joined as user@realm")
     _password_opts(p)
 
+    # tokens of the REST API
+    token = cmd(sub, "token", "REST API tokens").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(token, "create", "create a token and print it once")
+    p.add_argument("name", help="what the token is for")
+    p.add_argument("--admin", action="store_true", help="global admin")
+    p.add_argument("--domain-admin", action="append", metavar="DOMAIN", help="repeatable")
+    p.add_argument("--read-only", action="store_true", help="read only (all or --domain)")
+    p.add_argument("--domain", action="append", metavar="DOMAIN", help="narrow --read-only")
+    p.add_argument("--owner", metavar="ADDRESS", help="mailbox of the person holding it")
+    p = cmd(token, "list", "list tokens (never their secrets)")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--cursor")
+    p.add_argument("--revoked", action="store_true", help="include revoked tokens")
+    cmd(token, "revoke", "revoke a token").add_argument("id")
+
     # pw
     p = cmd(sub, "pw", "hash a password, or test one against a hash (like doveadm pw)")
     p.add_argument("-s", "--scheme", help="scheme for the new hash (default from settings)")
@@ -188,7 +210,8 @@ async def _provision(ctx: Context, args: argparse.Namespace) -> int:
     from idsvc.cli import admin
 
     handler = {"domain": admin.domain_cmd, "user": admin.user_cmd, "alias": admin.alias_cmd}
-    async with ctx.runtime() as runtime:
+    read_only = args.action in ("list", "show")
+    async with ctx.runtime(audited=not read_only) as runtime:
         return await handler[args.command](ctx, args, runtime.provisioner)
 
 
@@ -200,6 +223,10 @@ def _dispatch(ctx: Context, args: argparse.Namespace) -> int:
         return asyncio.run(_provision(ctx, args))
     if command == "auth":
         return asyncio.run(tools.auth_test(ctx, args))
+    if command == "token":
+        from idsvc.cli.tokens import token_cmd
+
+        return asyncio.run(token_cmd(ctx, args))
     if command == "pw":
         return tools.pw(ctx, args)
     if command == "config":
@@ -232,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from idsvc.logs import setup_logging
 
-    setup_logging(settings.logging, level=None if args.verbose else "WARNING")
+    verbose = "DEBUG" if settings.logging.level == "DEBUG" else "INFO"
+    setup_logging(settings.logging, level=verbose if args.verbose else "ERROR")
     ctx = Context(settings, path, json=args.json, verbose=args.verbose)
     try:
         return _dispatch(ctx, args)

@@ -5,8 +5,9 @@ and provisioner from the settings and closes them again, so a command that does 
 directory (``pw``, ``config check``) never opens it. Imports of the runtime happen lazily for the
 same reason.
 
-The audit trail of CLI changes goes to the ``idsvc.audit`` logger (shown with ``--verbose``) and,
-when the state store of the REST API is available, into its persistent audit table too.
+The audit trail of CLI changes goes to the ``idsvc.audit`` logger (shown with ``--verbose``) and
+into the persistent audit table of the state store (``idsvc.state``, shared with the REST API),
+so ``GET /api/v1/audit`` shows changes made with the CLI too; read-only commands skip the store.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING
 from idsvc.config import Settings
 
 if TYPE_CHECKING:
+    from idsvc.audit import AuditSink
     from idsvc.runtime import Runtime
+    from idsvc.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +37,38 @@ class Context:
     verbose: bool = False
 
     @contextlib.asynccontextmanager
-    async def runtime(self) -> AsyncIterator[Runtime]:
-        """The opened runtime for the duration of one command."""
+    async def state(self) -> AsyncIterator[StateStore | None]:
+        """The REST API's state store (tokens, persistent audit), or None when not in this build.
+
+        A store that exists but cannot be opened is an error: changes must not go unaudited.
+        """
+        try:
+            from idsvc.state import StateStore
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and exc.name.startswith("idsvc"):
+                yield None
+                return
+            raise
+        store = await StateStore.open_for(self.settings)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    @contextlib.asynccontextmanager
+    async def runtime(self, *, audited: bool = False) -> AsyncIterator[Runtime]:
+        """The opened runtime for the duration of one command. With ``audited`` every audit event
+        is also persisted in the state store (what ``GET /api/v1/audit`` shows)."""
         from idsvc.runtime import build_runtime
 
-        runtime = await build_runtime(self.settings)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            audit: AuditSink | None = None
+            if audited:
+                store = await stack.enter_async_context(self.state())
+                if store is not None:
+                    from idsvc.state import runtime_audit
+
+                    audit = runtime_audit(store)
+            runtime = await build_runtime(self.settings, audit=audit)
+            stack.push_async_callback(runtime.close)
             yield runtime
-        finally:
-            await runtime.close()

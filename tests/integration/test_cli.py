@@ -143,8 +143,9 @@ def ldap_config(server: SlapdServer, base_dn: str, workdir: Path) -> dict[str, A
 _subtree = iter(range(1, 1_000_000))
 
 
-@pytest.fixture(params=["embedded", "ldap"])
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+@pytest.fixture(params=["embedded", "ldap"], name="cli")
+def cli_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """``Cli`` on each backend in turn (shared with test_cli_serve.py)."""
     config = base_config(tmp_path)
     if request.param == "ldap":
         server: SlapdServer = request.getfixturevalue("slapd")
@@ -154,8 +155,8 @@ def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
     return Cli(tmp_path, config, request.param)
 
 
-@pytest.fixture
-def embedded_cli(tmp_path: Path) -> Cli:
+@pytest.fixture(name="embedded_cli")
+def embedded_cli_fixture(tmp_path: Path) -> Cli:
     return Cli(tmp_path, base_config(tmp_path), "embedded")
 
 
