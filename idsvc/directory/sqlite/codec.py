@@ -25,6 +25,7 @@ from typing import Any
 from idsvc.directory.base import MAX_PAGE
 from idsvc.errors import DirectoryError, InvalidAddress, InvalidDomain, InvalidInput
 from idsvc.model import (
+    ALL_SERVICES,
     MAX_ADDRESS,
     Account,
     Address,
@@ -59,8 +60,17 @@ def moment(value: int) -> datetime:
     return datetime.fromtimestamp(int(value), UTC)
 
 
+_SERVICES_TEXT: dict[frozenset[Service], str] = {}  # at most 2**len(Service) entries
+
+
 def services_text(services: Iterable[Service]) -> str:
-    return ",".join(sorted(Service(s).value for s in services))
+    key = services if isinstance(services, frozenset) else frozenset(services)
+    text = _SERVICES_TEXT.get(key)
+    if text is None:
+        text = ",".join(sorted(Service(s).value for s in key))
+        if key <= ALL_SERVICES:
+            _SERVICES_TEXT[key] = text
+    return text
 
 
 def services_of(text: str) -> frozenset[Service]:
@@ -265,6 +275,8 @@ def check_hash(value: str | None) -> str | None:
 
 
 def check_services(services: Iterable[Service]) -> frozenset[Service]:
+    if isinstance(services, frozenset) and services <= ALL_SERVICES:
+        return services
     try:
         return frozenset(Service(s) for s in services)
     except ValueError as exc:

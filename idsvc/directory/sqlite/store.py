@@ -27,6 +27,7 @@ above, ``TemporaryFailure`` for a locked database, I/O errors, a full disk or an
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import sqlite3
@@ -293,8 +294,18 @@ class SqliteDirectory:
             raise InvalidInput("batch must be a positive integer")
         added = 0
         iterator = iter(accounts)
-        while chunk := list(itertools.islice(iterator, batch)):
-            added += await self._run(functools.partial(_insert_accounts, accounts=chunk), "write")
+        chunk = list(itertools.islice(iterator, batch))
+        while chunk:
+            # the next chunk is taken from the iterable while the worker inserts this one
+            task = asyncio.ensure_future(
+                self._run(functools.partial(_insert_accounts, accounts=chunk), "write")
+            )
+            try:
+                chunk = list(itertools.islice(iterator, batch))
+            except BaseException:
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            added += await task
         return added
 
     async def update_account(
