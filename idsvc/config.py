@@ -21,7 +21,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from idsvc.errors import ConfigError
 
@@ -105,6 +113,15 @@ class LdapSettings(_Section):
                 raise ValueError(f"unsupported LDAP URI scheme: {uri!r}")
         if not self.uris:
             raise ValueError("at least one LDAP URI is required")
+        if not self.base_dn.strip():
+            raise ValueError("base_dn must not be empty")
+        # a DN without its password would silently fall back to an anonymous bind
+        if self.bind_dn and bind is None:
+            raise ValueError("bind_dn is set but bind_password / bind_password_file is not")
+        if self.writer_dn and writer is None:
+            raise ValueError("writer_dn is set but writer_password / writer_password_file is not")
+        if self.starttls and any(uri.startswith("ldaps://") for uri in self.uris):
+            raise ValueError("starttls cannot be combined with ldaps:// URIs (already TLS)")
         return self
 
 
@@ -141,6 +158,20 @@ class AuthSettings(_Section):
     master_users: tuple[str, ...] = ()  # may log in as another user (authzid)
     allow_cleartext_remote: bool = True  # PLAIN/LOGIN from a non-local peer without TLS
     max_pending: int = Field(4096, ge=1)  # concurrent authentications before TEMPFAIL
+
+    @field_validator("default_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        from idsvc.model import canonical_domain
+
+        return None if value is None else canonical_domain(value)  # InvalidDomain: ValueError
+
+    @field_validator("master_users")
+    @classmethod
+    def _masters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from idsvc.model import canonical_address
+
+        return tuple(canonical_address(user) for user in value)
 
 
 class SocketSettings(_Section):
@@ -185,6 +216,19 @@ class ApiSettings(_Section):
     auth_test_per_minute: int = Field(30, ge=1)  # POST /auth/test calls per token
     metrics_public: Literal["loopback", "always", "never"] = "loopback"  # else a token is needed
 
+    @model_validator(mode="after")
+    def _listen_and_tls(self) -> ApiSettings:
+        if self.listen.startswith("unix:"):
+            if not self.listen[5:].startswith("/"):
+                raise ValueError(f"listen: UNIX socket path must be absolute: {self.listen!r}")
+        else:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"listen: expected host:port or unix:/path, got {self.listen!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
+
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -199,6 +243,25 @@ class Settings(_Section):
     dovecot_auth: DovecotAuthSettings = Field(default_factory=DovecotAuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _distinct_sockets(self) -> Settings:
+        seen: dict[Path, str] = {}
+        paths = [
+            ("saslauthd.socket.path", self.saslauthd.socket),
+            ("dovecot_auth.socket.path", self.dovecot_auth.socket),
+        ]
+        for key, socket in paths:
+            if not socket.enabled:
+                continue
+            if socket.path in seen:
+                raise ValueError(f"{key} is the same path as {seen[socket.path]}")
+            seen[socket.path] = key
+        if self.api.enabled and self.api.listen.startswith("unix:"):
+            api_path = Path(self.api.listen[5:])
+            if api_path in seen:
+                raise ValueError(f"api.listen is the same path as {seen[api_path]}")
+        return self
 
 
 def _env_value(raw: str) -> Any:
@@ -250,7 +313,8 @@ def load_settings(
         return Settings.model_validate(data), path
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: "
+            + err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,15 +1,19 @@
-"""Settings: TOML + environment overrides, dotted-key errors, secrets from files, redaction."""
+"""Settings: TOML + environment overrides, dotted-key errors, secrets from files, redaction,
+cross-field checks, and the logging settings as ``idsvc.logs`` applies them."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from idsvc import config
+from idsvc import config, logs
 from idsvc.cli.tools import to_toml
-from idsvc.config import Settings, load_settings
+from idsvc.config import LoggingSettings, Settings, load_settings
 from idsvc.errors import ConfigError
 
 
@@ -203,3 +207,110 @@ def test_settings_are_immutable() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
         settings.auth.cache = False  # type: ignore[misc]
+
+
+# -- cross-field checks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[directory.ldap]\nbind_dn = "cn=r,o=m"\n', "directory.ldap: bind_dn is set but"),
+        ('[directory.ldap]\nwriter_dn = "cn=w,o=m"\n', "directory.ldap: writer_dn is set but"),
+        ('[directory.ldap]\nbase_dn = " "\n', "base_dn must not be empty"),
+        (
+            '[directory.ldap]\nuris = ["ldaps://ldap.example.org"]\nstarttls = true\n',
+            "starttls cannot be combined with ldaps://",
+        ),
+        ('[api]\ntls_cert = "/etc/ssl/cert.pem"\n', "api: tls_cert and tls_key must be given"),
+        ('[api]\nlisten = "8080"\n', "api: listen: expected host:port"),
+        ('[api]\nlisten = "unix:relative.sock"\n', "must be absolute"),
+        ('[auth]\ndefault_domain = "bad_domain!"\n', "auth.default_domain"),
+        ('[auth]\nmaster_users = ["not an address"]\n', "auth.master_users"),
+        (
+            '[saslauthd.socket]\npath = "/run/x/s"\n[dovecot_auth.socket]\npath = "/run/x/s"\n',
+            "dovecot_auth.socket.path is the same path as saslauthd.socket.path",
+        ),
+    ],
+)
+def test_cross_field_checks(tmp_path: Path, toml: str, expected: str) -> None:
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert expected in str(info.value)
+    assert "Value error," not in str(info.value)
+
+
+def test_cross_field_checks_accept_good_combinations(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [directory.ldap]
+        uris = ["ldap://127.0.0.1:389"]
+        starttls = true
+        bind_dn = "cn=reader,o=mail"
+        bind_password = "x"
+        [auth]
+        default_domain = "Example.ORG"
+        master_users = ["Admin@Example.org"]
+        [dovecot_auth.socket]
+        path = "/run/x/sock"
+        enabled = false
+        [saslauthd.socket]
+        path = "/run/x/sock"
+        [api]
+        listen = "unix:/run/x/api.sock"
+        """,
+    )
+    settings, _ = load_settings(path, env={})
+    assert settings.auth.default_domain == "example.org"  # canonical once, at start-up
+    assert settings.auth.master_users == ("admin@example.org",)
+
+
+# -- logging settings in use (idsvc.logs) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        ("AUTH\t1\tPLAIN\tservice=smtp\tresp=AGFsaWNlAHMzY3JldA==", "AGFsaWNlAHMzY3JldA=="),
+        ("login failed password=hunter2 user=bob", "hunter2"),
+        ('{"user": "bob", "password": "hunter2"}', "hunter2"),
+        ("token idsvc_abc123_SECRETSECRETSECRET presented", "SECRETSECRETSECRET"),
+    ],
+)
+def test_log_lines_mask_secret_looking_values(message: str, secret: str) -> None:
+    masked = logs.mask_secrets(message)
+    assert secret not in masked
+    assert "***" in masked
+
+
+def test_json_log_lines_embed_audit_events() -> None:
+    stream = io.StringIO()
+    handler = logs.setup_logging(LoggingSettings(format="json", level="INFO"), stream=stream)
+    try:
+        logging.getLogger("idsvc.audit").info('{"action":"auth","outcome":"ok"}')
+        logging.getLogger("idsvc.test").warning("bind failed password=%s", "hunter2")
+        logging.getLogger("idsvc.test").debug("not shown at INFO")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["audit"] == {"action": "auth", "outcome": "ok"}
+    assert lines[0]["logger"] == "idsvc.audit"
+    assert lines[1]["level"] == "WARNING"
+    assert "hunter2" not in lines[1]["message"]
+
+
+def test_text_logs_and_replacing_the_handler() -> None:
+    stream = io.StringIO()
+    first = logs.setup_logging(LoggingSettings(), stream=io.StringIO())
+    second = logs.setup_logging(LoggingSettings(level="WARNING"), stream=stream)
+    try:
+        assert first not in logging.getLogger().handlers  # replaced, not stacked
+        logging.getLogger("idsvc.test").info("quiet")
+        logging.getLogger("idsvc.test").warning("loud")
+    finally:
+        logging.getLogger().removeHandler(second)
+    assert stream.getvalue().count("\n") == 1
+    assert "WARNING idsvc.test: loud" in stream.getvalue()
