@@ -6,8 +6,11 @@ answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded dra
 
 * the 4 mandatory fields must arrive within ``settings.read_timeout``; after the 4th, a 5th
   (``client_addr``, cyrus-sasl master only) is awaited at most ``settings.fifth_field_grace``
-  (clients write the whole request in one go, and stock 2.1.28 clients send 4 fields and wait for
-  the reply, so a strict 5-field reader would deadlock against them);
+  (stock 2.1.28 clients send 4 fields and wait for the reply, so a strict 5-field reader would
+  deadlock against them). The grace is only spent when there is a reason to expect more: part of
+  a 5th field is already buffered, or the first four came in several reads. libsasl writes its
+  request with a single ``writev``, so a 4-field request read in one piece is answered at once;
+  otherwise every stock client would pay the grace (measured: 18 auths/s at concurrency 1);
 * the request goes to the auth core as ``AuthRequest(login, Secret(password), service,
   realm=realm or None, remote_ip=<field 5 IP>, secured=True, mechanism="PLAIN",
   protocol="saslauthd")``. ``secured=True`` because the peer is the local MTA (only processes
@@ -174,18 +177,25 @@ class SaslauthdServer:
     async def _read_request(self, reader: asyncio.StreamReader, decoder: RequestDecoder) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.read_timeout
+        chunks = 0
         try:
             async with asyncio.timeout_at(deadline):
                 while decoder.fields < MIN_FIELDS:
                     data = await reader.read(READ_SIZE)
                     if not data:
                         raise _Hangup(f"truncated request ({decoder.fields} fields)")
+                    chunks += 1
                     decoder.feed(data)
         except TimeoutError:
             raise _Hangup(f"read timeout ({decoder.fields} fields)") from None
         if decoder.fields > MIN_FIELDS or self._settings.fifth_field_grace <= 0:
             return
-        # fields 1-4 are in; a 5th (client_addr) may follow in the same write or very soon
+        if chunks == 1 and not decoder.partial:
+            # libsasl writes the whole request with one writev(), and one read returns all that
+            # had arrived: a 5th field would have come with the other four. Waiting anyway
+            # would cap every 4-field client at 1/grace requests per second.
+            return
+        # fields 1-4 came in pieces, or part of a 5th is here: give the rest a short grace
         grace = min(loop.time() + self._settings.fifth_field_grace, deadline)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(grace):

@@ -1,0 +1,363 @@
+"""Benchmark: idsvc's saslauthd mux vs Cyrus ``saslauthd -a ldap``, same slapd, same users.
+
+What it runs, all on this machine, in one go:
+
+* one real ``slapd`` (``tests.fixtures.slapd.SlapdServer``, no TLS) loaded offline with
+  ``--users`` ``{SSHA}`` accounts by ``bench/ldapdata.py``;
+* **idsvc** as its own process (``idsvc serve``, LDAP backend, only the saslauthd listener,
+  failure delay 0, penalties off, cache off, log level WARNING) — ``auth_method`` ``search``
+  (read the hash, verify here) and, with ``--ours-bind``, ``bind``;
+* **Cyrus saslauthd** 2.1.28 (Debian ``sasl2-bin``) ``-a ldap -n 5`` without ``-c`` (cache off),
+  ``ldap_auth_method: bind`` and ``custom`` (read ``userPassword``, compare in saslauthd);
+* for each server and each concurrency (1, 8, 32): a warm-up, then ``bench/loadclient.py`` as a
+  separate process (good/bad mix ``--bad-ratio``), bounded by ``--requests`` and ``--duration``.
+
+Figures per run: auths/s, p50/p99 latency (client side), server CPU seconds per 1000 auths (from
+``/proc/<pid>/stat`` utime+stime summed over the daemon's process tree, threads included), the
+same for slapd, the client's own CPU, and correctness (a bad password answered OK, a good one
+answered NO, failures). Prints a markdown table, and the throughput/p99 ratios against each Cyrus
+mode.
+
+What it does not do: pin CPUs or isolate the box (the machine is shared — run it twice and look
+at the spread), or talk to anything but 127.0.0.1 and UNIX sockets. Every process it starts is
+stopped by pid at the end, also on errors.
+
+Usage: ``.venv/bin/python bench/saslauthd_vs_cyrus.py [--users 100000] [--duration 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.ldapdata import Dataset, load_users  # noqa: E402
+from tests.fixtures.slapd import SlapdServer  # noqa: E402
+
+SASLAUTHD = "/usr/sbin/saslauthd"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONCURRENCIES = (1, 8, 32)
+
+
+# -- /proc accounting -----------------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name is in parentheses and may contain spaces: split after the last ')'
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (by ppid), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime (all threads) of ``pids``; a vanished pid counts 0."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+# -- servers under test ---------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    name: str
+    mux: Path
+    pids: list[int]
+    root_pid: int
+
+    def cpu(self) -> float:
+        return cpu_seconds(process_tree(self.root_pid))
+
+
+def _wait_socket(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear within {timeout} s")
+
+
+def _kill_tree(root: int) -> None:
+    pids = process_tree(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_stat_fields(p) is not None for p in pids):
+            if all((_stat_fields(p) or ["Z"])[0] == "Z" for p in pids):
+                break
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def idsvc_daemon(work: Path, slapd: SlapdServer, base: str, auth_method: str) -> Iterator[Daemon]:
+    mux = work / f"idsvc-{auth_method}" / "mux"
+    mux.parent.mkdir(parents=True)
+    config = work / f"idsvc-{auth_method}.toml"
+    config.write_text(
+        f"""
+[directory]
+backend = "ldap"
+[directory.ldap]
+uris = ["{slapd.uri}"]
+base_dn = "{base}"
+bind_dn = "{slapd.reader_dn}"
+bind_password = "{slapd.reader_pw}"
+pool_size = 8
+auth_method = "{auth_method}"
+[auth]
+failure_delay = 0.0
+penalty = false
+cache = false
+rehash_on_login = false
+max_pending = 4096
+[saslauthd]
+max_connections = 1024
+[saslauthd.socket]
+path = "{mux}"
+mode = 0o666
+[dovecot_auth.socket]
+enabled = false
+path = "{mux.parent / 'unused-auth-client'}"
+[api]
+enabled = false
+[logging]
+level = "WARNING"
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
+    env["IDSVC_CONFIG"] = str(config)
+    log = (work / f"idsvc-{auth_method}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+        try:
+            _wait_socket(mux)
+        except RuntimeError:
+            log.flush()
+            tail = (work / f"idsvc-{auth_method}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(
+                f"idsvc serve did not come up (exit {proc.poll()}):\n{tail}"
+            ) from None
+        yield Daemon(f"idsvc ({auth_method})", mux, [proc.pid], proc.pid)
+    finally:
+        _kill_tree(proc.pid)
+        proc.wait(timeout=10)
+        log.close()
+
+
+@contextlib.contextmanager
+def cyrus_daemon(
+    work: Path, slapd: SlapdServer, base: str, method: str, workers: int
+) -> Iterator[Daemon]:
+    rundir = work / f"cyrus-{method}"
+    rundir.mkdir()
+    conf = work / f"cyrus-{method}.conf"
+    conf.write_text(
+        f"ldap_servers: {slapd.uri}/\n"
+        f"ldap_bind_dn: {slapd.reader_dn}\n"
+        f"ldap_bind_pw: {slapd.reader_pw}\n"
+        f"ldap_search_base: {base}\n"
+        "ldap_scope: sub\n"
+        "ldap_filter: (&(objectClass=idsvcAccount)(idsvcAddress=%u))\n"
+        f"ldap_auth_method: {method}\n"
+        "ldap_version: 3\n"
+        "ldap_timeout: 10\n"
+        "ldap_time_limit: 10\n"
+    )
+    conf.chmod(0o600)
+    # no -c: credential cache off; -n: preforked worker processes; it daemonizes
+    subprocess.run(
+        [SASLAUTHD, "-a", "ldap", "-O", str(conf), "-n", str(workers), "-m", str(rundir)],
+        check=True,
+        timeout=30,
+    )
+    pid_file = rundir / "saslauthd.pid"
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    root = int(pid_file.read_text().split()[0])
+    try:
+        _wait_socket(rundir / "mux")
+        time.sleep(0.3)  # let the workers fork
+        yield Daemon(f"cyrus saslauthd ({method}, -n {workers})", rundir / "mux", [root], root)
+    finally:
+        _kill_tree(root)
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+
+def run_load(
+    daemon: Daemon, data: Dataset, args: argparse.Namespace, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    argv = [
+        sys.executable, str(REPO / "bench" / "loadclient.py"),
+        "--protocol", "saslauthd", "--target", str(daemon.mux),
+        "--concurrency", str(concurrency), "--requests", str(args.requests),
+        "--duration", str(seconds), "--users", str(data.users),
+        "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
+        "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
+        "--bad-ratio", str(args.bad_ratio), "--seed", str(concurrency),
+    ]  # fmt: skip
+    slapd_pid = data.server.pid
+    assert slapd_pid is not None
+    server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO
+    )
+    server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
+    result: dict[str, Any] = json.loads(proc.stdout)
+    n = max(1, result["attempts"])
+    result["server_cpu_per_1k"] = round((server1 - server0) * 1000 / n, 3)
+    result["slapd_cpu_per_1k"] = round((slapd1 - slapd0) * 1000 / n, 3)
+    result["server"] = daemon.name
+    return result
+
+
+def bench_daemon(daemon: Daemon, data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for c in args.concurrency:
+        run_load(daemon, data, args, c, args.warmup)  # connections, slapd's caches
+        result = run_load(daemon, data, args, c, args.duration)
+        print(json.dumps(result), file=sys.stderr)
+        out.append(result)
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| server | conc | auths/s | p50 ms | p99 ms | server CPU s/1k | slapd CPU s/1k "
+        "| client CPU s | attempts | fail | bad→OK | good→NO |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {r['server']} | {r['concurrency']} | {r['auths_per_s']:.0f} | {r['p50_ms']:.2f} "
+        f"| {r['p99_ms']:.2f} | {r['server_cpu_per_1k']:.3f} | {r['slapd_cpu_per_1k']:.3f} "
+        f"| {r['client_cpu_s']:.2f} | {r['attempts']} | {r['verdicts']['fail']} "
+        f"| {r['wrong_ok']} | {r['wrong_no']} |"
+        for r in results
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
+def ratios(results: list[dict[str, Any]]) -> str:
+    ours = [r for r in results if r["server"].startswith("idsvc")]
+    theirs = [r for r in results if r["server"].startswith("cyrus")]
+    lines = [
+        "| ours | vs | conc | throughput ratio | p99 ours/theirs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for o in ours:
+        for t in theirs:
+            if t["concurrency"] != o["concurrency"]:
+                continue
+            tp = o["auths_per_s"] / t["auths_per_s"] if t["auths_per_s"] else float("inf")
+            p99 = o["p99_ms"] / t["p99_ms"] if t["p99_ms"] else float("inf")
+            lines.append(
+                f"| {o['server']} | {t['server']} | {o['concurrency']} | {tp:.2f} | {p99:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="idsvc saslauthd mux vs Cyrus saslauthd -a ldap")
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per run")
+    p.add_argument("--requests", type=int, default=1_000_000, help="cap per run")
+    p.add_argument("--bad-ratio", type=float, default=0.2)
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    p.add_argument("--cyrus-workers", type=int, default=5)
+    p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
+    p.add_argument("--skip-cyrus", action="store_true")
+    p.add_argument("--json", type=Path, help="also write all results here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("saslauthd needs root (it writes its pid file and socket as root)", file=sys.stderr)
+        return 2
+    if not Path(SASLAUTHD).exists() and not args.skip_cyrus:
+        print(f"{SASLAUTHD} missing (Debian package sasl2-bin)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="idsvc-bench-"))
+    slapd = SlapdServer(tls=False)
+    results: list[dict[str, Any]] = []
+    try:
+        t0 = time.monotonic()
+        data = load_users(slapd, args.users)
+        print(
+            f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
+        )
+        methods = ["search", "bind"] if args.ours_bind else ["search"]
+        for method in methods:
+            with idsvc_daemon(work, slapd, data.base_dn, method) as daemon:
+                results += bench_daemon(daemon, data, args)
+        if not args.skip_cyrus:
+            for method in ("bind", "custom"):
+                with cyrus_daemon(work, slapd, data.base_dn, method, args.cyrus_workers) as daemon:
+                    results += bench_daemon(daemon, data, args)
+    finally:
+        slapd.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{args.users} {{SSHA}} users, bad-ratio {args.bad_ratio}, "
+        f"{args.duration:.0f} s per run, {os.cpu_count()} CPUs (shared)\n"
+    )
+    print(table(results))
+    print(ratios(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
