@@ -1,15 +1,16 @@
 """The one place where LDAP search filters (RFC 4515) and DNs (RFC 4514) are built and escaped.
 
 Every value substituted into a filter goes through ``ldap.filter.escape_filter_chars`` and every
-value put into a DN through ``ldap.dn.escape_dn_chars`` (python-ldap ≥ 3.4.5, where both escape
-NUL correctly) — even when it was validated before. Nothing else in idsvc formats a filter or DN
-string. Results are typed (``Filter``, ``DN``) so a raw string cannot be passed by accident where
-mypy checks.
+value put into a DN through ``ldap.dn.escape_dn_chars`` (python-ldap ≥ 3.4.5, where both handle
+NUL correctly) — even when it was validated before; DN values with control characters are
+refused. Nothing else in idsvc formats a filter or DN string. Results are typed (``Filter``,
+``DN``) so a raw string cannot be passed by accident where mypy checks.
 
 What it does not do: canonicalise (values arrive canonical) or decide which attributes to use
 (that is ``mapping``). How it fails: an attribute name that is not an LDAP descriptor/OID raises
 ``ConfigError`` (names come from code or configuration, never from users); a value longer than
-``MAX_VALUE`` characters or a malformed base DN raises ``InvalidInput``.
+``MAX_VALUE`` characters, a DN value with a control character or a malformed DN raises
+``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -117,11 +118,19 @@ def not_(part: Filter) -> Filter:
     return Filter(f"(!{part})")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def escape_dn_value(value: str) -> str:
-    """RFC 4514 escaping of one RDN value (``,+"\\<>;=``, NUL, leading ``#``/space, trailing
-    space)."""
+    """RFC 4514 escaping of one RDN value (``,+"\\<>;=``, leading ``#``/space, trailing space).
+
+    Control characters (C0 and DEL, NUL included) are refused with InvalidInput rather than
+    escaped: libldap's DN parser drops a leading or trailing TAB/CR/LF, so such a value would
+    not name the entry it was built for. No canonical key contains one."""
     if _value(value) == "":
         raise InvalidInput("an RDN value cannot be empty")
+    if _CONTROL.search(value):
+        raise InvalidInput("control characters are not allowed in a DN value")
     return str(ldap.dn.escape_dn_chars(value))
 
 

@@ -23,17 +23,19 @@ How it works:
   (memory O(limit)); the extra one says whether there is a next page. A listing therefore costs
   one scan of the entries after the cursor in its scope (a domain's subtree when ``domain`` is
   given); no server-side sort control is needed.
-* ``if_revision`` and every revision bump are a compare-and-swap inside one modify:
-  ``delete: idsvcRevision <old>`` + ``add: idsvcRevision <old+1>``; if another writer got there
-  first the delete fails (noSuchAttribute) → ``Conflict``. Writes return the entry as the server
+* ``if_revision`` is a compare-and-swap inside one modify: ``delete: idsvcRevision <old>`` +
+  ``add: idsvcRevision <old+1>``; if another writer got there first the delete fails
+  (noSuchAttribute) → ``Conflict``. Unconditional writes bump the revision with the RFC 4525
+  ``increment`` modification, atomic in the server. Writes return the entry as the server
   stored it (RFC 4527 post-read control).
 
 Error mapping (python-ldap → idsvc.errors), at this boundary only:
 
 =========================================================  ===================================
 SERVER_DOWN, CONNECT_ERROR, TIMEOUT, BUSY, UNAVAILABLE,    TemporaryFailure (never None)
-TIMELIMIT_EXCEEDED, ADMINLIMIT_EXCEEDED, service bind
-refused, any other unexpected error on a read
+TIMELIMIT/ADMINLIMIT_EXCEEDED, UNWILLING_TO_PERFORM,
+LOCAL_ERROR, OTHER, service bind refused, TLS failure,
+any other unexpected error on a read
 two entries for one key, SIZELIMIT_EXCEEDED (point query)  AmbiguousEntry
 REFERRAL result or search continuation reference           TemporaryFailure — never followed,
                                                            never "not found", never success
@@ -106,6 +108,15 @@ WRITER_THREADS = 4
 
 # Errors after which the server is skipped for retry_after and the connection dropped.
 _FAILOVER = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.TIMEOUT, ldap.BUSY, ldap.UNAVAILABLE)
+# Errors that say "not now" on any operation, read or write.
+_TRANSIENT = (
+    *_FAILOVER,
+    ldap.TIMELIMIT_EXCEEDED,
+    ldap.ADMINLIMIT_EXCEEDED,
+    ldap.UNWILLING_TO_PERFORM,
+    ldap.LOCAL_ERROR,
+    ldap.OTHER,
+)
 _AD_SUBCODE = re.compile(r"data ([0-9a-f]{3})", re.IGNORECASE)
 _AD_EXPIRED = {"532", "773"}
 _AD_DISABLED = {"533", "701", "775"}
@@ -148,9 +159,14 @@ def map_error(exc: BaseException, *, write: bool = False, point: bool = False) -
     if isinstance(exc, ldap.SIZELIMIT_EXCEEDED):
         if point:
             return AmbiguousEntry("more than one LDAP entry matches")
-        return TemporaryFailure("LDAP size limit exceeded")
+        return TemporaryFailure(
+            "LDAP size limit exceeded (a paged listing needs size.prtotal=unlimited for the "
+            "writer identity: see docs/ldap.md)"
+        )
+    if isinstance(exc, _TRANSIENT):
+        return TemporaryFailure(f"LDAP error: {_desc(exc)}")
     if isinstance(exc, ldap.LDAPError):
-        if write and not isinstance(exc, _FAILOVER):
+        if write:
             return DirectoryError(f"LDAP server refused the change: {_desc(exc)}")
         return TemporaryFailure(f"LDAP error: {_desc(exc)}")
     return TemporaryFailure(f"LDAP client error: {type(exc).__name__}")
@@ -618,7 +634,10 @@ class LdapDirectory:
             effective = current if current is not None else 1
             if if_revision is not None and if_revision != effective:
                 raise Conflict(f"stale revision {if_revision} (current {effective})")
-            changes = mods + self._profile.revision_mods(current, effective + 1, utcnow())
+            if if_revision is None and current is not None:
+                changes = mods + self._profile.increment_mods(utcnow())
+            else:
+                changes = mods + self._profile.revision_mods(current, effective + 1, utcnow())
             try:
                 response = ldo.modify_ext_s(entry.dn, changes, serverctrls=[self._post_read(attrs)])
             except (ldap.NO_SUCH_ATTRIBUTE, ldap.TYPE_OR_VALUE_EXISTS) as exc:

@@ -46,7 +46,7 @@ from idsvc.model import (
 
 # python-ldap modlist operation codes (ldap.MOD_ADD/DELETE/REPLACE); kept here so this module
 # stays free of the client library.
-MOD_ADD, MOD_DELETE, MOD_REPLACE = 0, 1, 2
+MOD_ADD, MOD_DELETE, MOD_REPLACE, MOD_INCREMENT = 0, 1, 2, 3
 
 Mod = tuple[int, str, list[bytes] | None]
 Attrs = dict[str, list[bytes]]
@@ -410,6 +410,14 @@ class AttributeProfile:
         if changes.enabled is not None:
             mods.append((MOD_REPLACE, self.enabled, _bool(changes.enabled)))
         return mods
+
+    def increment_mods(self, updated: datetime) -> list[Mod]:
+        """An unconditional revision bump: RFC 4525 ``increment: rev`` by 1, atomic in the
+        server, so concurrent writers never lose a bump and never need to retry."""
+        return [
+            (MOD_INCREMENT, self.revision, [b"1"]),
+            (MOD_REPLACE, self.updated, [format_time(updated)]),
+        ]
 
     def revision_mods(self, current: int | None, new: int, updated: datetime) -> list[Mod]:
         """Compare-and-swap of the revision: ``delete: rev <current>`` + ``add: rev <new>`` in
