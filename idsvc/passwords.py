@@ -209,11 +209,11 @@ def _parse_argon2(text: str, label: str) -> _Parsed:
     except argon2.exceptions.InvalidHashError:
         raise _bad(label, "malformed Argon2 string") from None
     if (
-        params.memory_cost > MAX_ARGON2_MEMORY_KIB
-        or params.time_cost > MAX_ARGON2_TIME
+        not 8 * params.parallelism <= params.memory_cost <= MAX_ARGON2_MEMORY_KIB
+        or not 1 <= params.time_cost <= MAX_ARGON2_TIME
         or not 1 <= params.parallelism <= MAX_ARGON2_PARALLELISM
     ):
-        raise _bad(label, "Argon2 parameters beyond this service's limits")
+        raise _bad(label, "Argon2 parameters invalid or beyond this service's limits")
     salt, digest = text.rsplit("$", 2)[1:]
     if len(_b64decode(salt, label)) < 8 or len(_b64decode(digest, label)) < 12:
         raise _bad(label, "Argon2 salt or hash too short")

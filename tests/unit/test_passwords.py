@@ -224,6 +224,14 @@ SECRET = "Tr0ub4dor&3"
         ),
         ("{ARGON2ID}$argon2id$v=19$m=9999999,t=3,p=1$+0SdDuH76dzoeIZ1zX4MEw$ZNsL", "limits"),
         ("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$+0SdDu$ZNsLAuBfMDxwdJEpvJkcXi", "too short"),
+        (
+            "{ARGON2ID}$argon2id$v=19$m=0,t=3,p=1$+0SdDuH76dzoeIZ1zX4MEw$ZNsLAuBfMDxwdJEpvJkcXi",
+            "invalid",
+        ),
+        (
+            "{ARGON2ID}$argon2id$v=19$m=4096,t=0,p=1$+0SdDuH76dzoeIZ1zX4MEw$ZNsLAuBfMDxwdJEpvJkcXi",
+            "invalid",
+        ),
         ("$argon2d$v=19$m=65536,t=3,p=1$+0SdDuH76dzoeIZ1zX4MEw$ZNsLAuBfMDxwdJEpvJkcXi", "argon2"),
         ("{PBKDF2}$1$salt$5000$abcd", "expected .1.<salt>"),
         ("{PBKDF2}$1$salt$0$" + "a" * 40, "rounds outside"),
