@@ -525,3 +525,32 @@ def test_no_config_at_all_uses_the_embedded_default_store(default_home: Path) ->
     assert [d["name"] for d in json.loads(listed.stdout)["items"]] == ["example.org"]
     assert (default_home / "data" / "idsvc" / "idsvc.db").exists()
     assert run("healthcheck", **drop).returncode == 0
+
+
+# -- REST API tokens ----------------------------------------------------------------------------
+
+
+def test_tokens_are_shown_once_and_can_be_revoked(embedded_cli: Cli) -> None:
+    cli = embedded_cli
+    secret = cli.ok(
+        "token", "create", "provisioning robot", "--domain-admin", "example.org"
+    ).strip()
+    assert secret.startswith("idsvc_")
+    listed = cli.json("token", "list")
+    assert len(listed["items"]) == 1
+    token = listed["items"][0]
+    assert token["scope"] == "domain_admin"
+    assert token["domains"] == ["example.org"]
+    assert token["created_by"].startswith("cli:")
+    assert secret not in json.dumps(listed)  # the secret is never shown again
+    assert secret not in cli.ok("token", "list")
+
+    revoked = cli.json("token", "revoke", token["id"])
+    assert revoked["revoked"] is not None
+    assert cli.json("token", "list")["items"] == []  # active ones only by default
+    assert len(cli.json("token", "list", "--revoked")["items"]) == 1
+
+    both = cli.run("token", "create", "x", "--admin", "--read-only")
+    assert both.returncode == 2
+    one_clear_line(both.stderr)
+    assert cli.run("token", "revoke", "nosuchtoken").returncode in (1, 2)

@@ -225,7 +225,13 @@ def test_serve_persists_the_audit_trail_of_cli_and_auth(
     served.wait_for("ready:")
     assert run_testsaslauthd(sockdir / "mux", "bob@example.org", PASSWORD).startswith("0: OK")
     token = Path(cli.config["api"]["bootstrap_token_file"]).read_text(encoding="utf-8").strip()
+    robot = cli.ok("token", "create", "robot", "--domain-admin", "example.org").strip()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        users = http.get(
+            "/api/v1/domains/example.org/users", headers={"Authorization": f"Bearer {robot}"}
+        )  # a token made by the CLI while serve runs works at once
+        assert users.status_code == 200, users.text
+        assert "bob@example.org" in users.text
         deadline = time.monotonic() + 10
         actions: set[str] = set()
         while time.monotonic() < deadline and not {"auth", "account.create"} <= actions:
@@ -234,6 +240,7 @@ def test_serve_persists_the_audit_trail_of_cli_and_auth(
             actions = {item["action"] for item in got.json()["items"]}
             time.sleep(0.2)
         assert "account.create" in actions  # made by the CLI before serve started
+        assert "token.create" in actions
         assert "auth" in actions  # made through the saslauthd socket
         creators = {i["actor"] for i in got.json()["items"] if i["action"] == "account.create"}
         assert all(actor.startswith("cli:") for actor in creators)
