@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from idsvc import config, logs
 from idsvc.cli.tools import to_toml
@@ -314,3 +317,57 @@ def test_text_logs_and_replacing_the_handler() -> None:
         logging.getLogger().removeHandler(second)
     assert stream.getvalue().count("\n") == 1
     assert "WARNING idsvc.test: loud" in stream.getvalue()
+
+
+# -- the shipped example -------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "idsvc.toml.example"
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(_field_paths(annotation, f"{prefix}{name}."))
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def _without_system_paths(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_system_paths(v) for k, v in data.items()}
+    if isinstance(data, str) and data.startswith(("/var/lib/idsvc", "/run/idsvc")):
+        return "<system path>"
+    return data
+
+
+def test_example_config_is_valid_and_shows_the_defaults() -> None:
+    settings, _ = load_settings(EXAMPLE, env={})
+    defaults = Settings().model_dump(mode="json")
+    if os.geteuid() != 0:  # non-root defaults live in XDG dirs; the example shows root's paths
+        defaults = _without_system_paths(
+            json.loads(
+                json.dumps(defaults).replace(str(config.default_state_dir()), "/var/lib/idsvc")
+            )
+        )
+        defaults = _without_system_paths(
+            json.loads(
+                json.dumps(defaults).replace(str(config.default_runtime_dir()), "/run/idsvc")
+            )
+        )
+    assert _without_system_paths(settings.model_dump(mode="json")) == _without_system_paths(
+        defaults
+    )
+
+
+def test_example_config_documents_every_setting() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    tables = {line.strip("[] ") for line in text.splitlines() if line.startswith("[")}
+    missing = []
+    for dotted in _field_paths(Settings):
+        table, _, key = dotted.rpartition(".")
+        if table not in tables or f"{key} =" not in text:
+            missing.append(dotted)
+    assert missing == []
