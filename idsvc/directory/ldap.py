@@ -318,10 +318,10 @@ class _Pool:
                 ldo.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # must come after the TLS options
             if s.starttls and uri.startswith("ldap://"):
                 ldo.start_tls_s()
-            if self.identity.dn:
-                ldo.simple_bind_s(self.identity.dn, self.identity.password or "")
-            else:  # anonymous: still make the connection now so failures show here
-                ldo.simple_bind_s("", "")
+            if self.identity.dn:  # never with an empty password (checked in __init__)
+                ldo.simple_bind_s(self.identity.dn, self.identity.password)
+            # without a DN the connection stays anonymous (the binder: its first operation is
+            # a user's bind, and a failure there is handled like any other)
         except BaseException:
             with contextlib.suppress(ldap.LDAPError):
                 ldo.unbind_ext_s()
@@ -382,6 +382,13 @@ class LdapDirectory:
             self._base = filters.parse_dn(settings.base_dn)
         except InvalidInput as exc:
             raise ConfigError(f"directory.ldap.base_dn: {exc}") from exc
+        for what, dn, secret in (
+            ("bind", settings.bind_dn, settings.bind_password),
+            ("writer", settings.writer_dn, settings.writer_password),
+        ):
+            if dn and (secret is None or not secret.get_secret_value()):
+                # a DN with an empty password is an unauthenticated bind (RFC 4513 §5.1.2)
+                raise ConfigError(f"directory.ldap.{what}_dn is set but its password is empty")
         self._settings = settings
         self._profile = profile
         self._domains = profile.domains_dn(self._base)
@@ -410,7 +417,8 @@ class LdapDirectory:
     @classmethod
     async def open(cls, settings: LdapSettings) -> LdapDirectory:
         """Create the directory. Never fails because LDAP is down (a warning is logged and
-        connections are made when needed); raises ConfigError for an invalid base DN."""
+        connections are made when needed); raises ConfigError for an invalid base DN or a
+        service DN without a password."""
         directory = cls(settings)
         try:
             await directory.ping()

@@ -343,3 +343,11 @@ async def test_closed_directory_fails_temporarily(ldap_directory: LdapDirectory)
     with pytest.raises(TemporaryFailure):
         await ldap_directory.find_domain("example.org")
     await ldap_directory.close()  # idempotent
+
+
+async def test_service_dn_without_password_is_a_config_error(slapd: SlapdServer) -> None:
+    # a DN with an empty password would be an unauthenticated bind (RFC 4513 §5.1.2)
+    with pytest.raises(ConfigError, match="bind_dn"):
+        await LdapDirectory.open(slapd.settings("o=x,dc=idsvc,dc=test", bind_password=""))
+    with pytest.raises(ConfigError, match="writer_dn"):
+        await LdapDirectory.open(slapd.settings("o=x,dc=idsvc,dc=test", writer_password=None))
