@@ -350,4 +350,4 @@ async def test_service_dn_without_password_is_a_config_error(slapd: SlapdServer)
     with pytest.raises(ConfigError, match="bind_dn"):
         await LdapDirectory.open(slapd.settings("o=x,dc=idsvc,dc=test", bind_password=""))
     with pytest.raises(ConfigError, match="writer_dn"):
-        await LdapDirectory.open(slapd.settings("o=x,dc=idsvc,dc=test", writer_password=None))
+        await LdapDirectory.open(slapd.settings("o=x,dc=idsvc,dc=test", writer_password=""))
