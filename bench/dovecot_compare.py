@@ -1,0 +1,385 @@
+"""Benchmark: idsvc's Dovecot auth-client listener vs Dovecot's own auth service, same slapd,
+same users, same protocol, same load client.
+
+What it runs, all on this machine, in one go:
+
+* one real ``slapd`` (``tests.fixtures.slapd.SlapdServer``, no TLS) loaded offline with
+  ``--users`` ``{SSHA}`` accounts by ``bench/ldapdata.py``;
+* **idsvc** as its own process (``idsvc serve``, LDAP backend, only the Dovecot auth listener,
+  ``auth_method = search``, failure delay 0, penalties off, log level WARNING), with the decision
+  cache off, then on;
+* **Dovecot** (Debian ``dovecot-core`` + ``dovecot-ldap``) started standalone with
+  ``dovecot -F -c <temp conf>`` (no protocols, only the ``auth`` service and its
+  ``auth-client`` listener), ``passdb ldap`` in two variants — password lookup
+  (``pass_attrs = …userPassword=password``, Dovecot verifies the ``{SSHA}`` itself) and
+  ``auth_bind = yes`` — each with ``auth_cache_size = 0`` then with a cache, and
+  ``auth_failure_delay = 0``; requests carry ``no-penalty`` so Dovecot's anvil penalty is off too;
+* for each server and each concurrency (1, 8, 32): a warm-up, then ``bench/loadclient.py
+  --protocol dovecot`` as a separate process (one persistent connection per worker, as Postfix's
+  smtpd keeps one; PLAIN with ``resp=``; good/bad mix ``--bad-ratio``), bounded by ``--requests``
+  and ``--duration``. Cache-off runs pick among all users; cache-on runs among ``--hot-users``
+  (a working set that fits any cache, otherwise a cache on 100k random users measures nothing).
+
+Figures per run: auths/s, p50/p99 latency (client side), server CPU seconds per 1000 auths
+(utime+stime of the daemon's whole process tree from ``/proc``), slapd CPU per 1000, the client's
+own CPU, and correctness (bad password → OK, good → FAIL, no answer). Prints a markdown table and
+the idsvc/Dovecot ratios for the like-for-like pairs (cache off vs off, on vs on).
+
+What it does not do: pin CPUs or isolate the box (the machine is shared — run it twice and look
+at the spread), or talk to anything but 127.0.0.1 and UNIX sockets. Every process it starts is
+stopped by pid at the end, also on errors.
+
+Usage: ``.venv/bin/python bench/dovecot_compare.py [--users 100000] [--duration 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.ldapdata import Dataset, load_users  # noqa: E402
+from bench.saslauthd_vs_cyrus import cpu_seconds, process_tree  # noqa: E402
+from tests.fixtures.slapd import SlapdServer  # noqa: E402
+
+DOVECOT = "/usr/sbin/dovecot"
+DOVECOT_LDAP_MODULE = Path("/usr/lib/dovecot/modules/auth/libauthdb_ldap.so")
+CONCURRENCIES = (1, 8, 32)
+FILTER = "(&(objectClass=idsvcAccount)(idsvcAddress=%u))"
+
+
+@dataclass
+class Daemon:
+    name: str
+    socket: Path
+    root_pid: int
+    cache: bool
+
+    def cpu(self) -> float:
+        return cpu_seconds(process_tree(self.root_pid))
+
+
+def _wait_socket(
+    path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise RuntimeError(f"{path} did not appear (exit {proc.poll()}):\n{tail}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the daemon's process tree, SIGKILL what is left after 5 s."""
+    pids = process_tree(proc.pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def idsvc_daemon(work: Path, slapd: SlapdServer, base: str, *, cache: bool) -> Iterator[Daemon]:
+    tag = f"idsvc-cache-{'on' if cache else 'off'}"
+    sock = work / tag / "auth-client"
+    sock.parent.mkdir(parents=True)
+    config = work / f"{tag}.toml"
+    config.write_text(
+        f"""
+[directory]
+backend = "ldap"
+[directory.ldap]
+uris = ["{slapd.uri}"]
+base_dn = "{base}"
+bind_dn = "{slapd.reader_dn}"
+bind_password = "{slapd.reader_pw}"
+pool_size = 8
+auth_method = "search"
+[auth]
+failure_delay = 0.0
+penalty = false
+cache = {"true" if cache else "false"}
+cache_size = 200000
+rehash_on_login = false
+max_pending = 4096
+[dovecot_auth]
+max_connections = 1024
+[dovecot_auth.socket]
+path = "{sock}"
+mode = 0o666
+[saslauthd.socket]
+enabled = false
+path = "{sock.parent / "unused-mux"}"
+[api]
+enabled = false
+[logging]
+level = "WARNING"
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
+    env["IDSVC_CONFIG"] = str(config)
+    log_path = work / f"{tag}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        try:
+            _wait_socket(sock, proc, log_path)
+            name = f"idsvc (search, cache {'on' if cache else 'off'})"
+            yield Daemon(name, sock, proc.pid, cache)
+        finally:
+            _stop(proc)
+
+
+def dovecot_conf(
+    work: Path, tag: str, slapd: SlapdServer, base: str, *, bind: bool, cache: bool
+) -> Path:
+    root = work / tag
+    root.mkdir()
+    ldap_conf = root / "dovecot-ldap.conf.ext"
+    attrs = "idsvcAddress=user" if bind else "idsvcAddress=user,userPassword=password"
+    ldap_conf.write_text(
+        f"uris = {slapd.uri}\n"
+        f"dn = {slapd.reader_dn}\n"
+        f"dnpass = {slapd.reader_pw}\n"
+        f"base = {base}\n"
+        "scope = subtree\n"
+        "ldap_version = 3\n"
+        f"pass_filter = {FILTER}\n"
+        f"pass_attrs = {attrs}\n"
+        f"auth_bind = {'yes' if bind else 'no'}\n"
+        "default_pass_scheme = SSHA\n"
+    )
+    ldap_conf.chmod(0o600)
+    conf = root / "dovecot.conf"
+    conf.write_text(
+        f"""
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = idsvc-bench-{tag}
+log_path = {root}/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_cache_size = {"64M" if cache else "0"}
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 1 hour
+auth_verbose = no
+passdb {{
+  driver = ldap
+  args = {ldap_conf}
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+service auth {{
+  client_limit = 1100
+  unix_listener auth-client {{
+    path = {root}/auth-client
+    mode = 0666
+  }}
+}}
+"""
+    )
+    return conf
+
+
+@contextlib.contextmanager
+def dovecot_daemon(
+    work: Path, slapd: SlapdServer, base: str, *, bind: bool, cache: bool
+) -> Iterator[Daemon]:
+    tag = f"dovecot-{'bind' if bind else 'lookup'}-cache-{'on' if cache else 'off'}"
+    conf = dovecot_conf(work, tag, slapd, base, bind=bind, cache=cache)
+    log_path = conf.parent / "foreground.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_socket(conf.parent / "auth-client", proc, conf.parent / "dovecot.log")
+            name = (
+                f"dovecot ({'auth_bind' if bind else 'lookup'}, cache {'on' if cache else 'off'})"
+            )
+            yield Daemon(name, conf.parent / "auth-client", proc.pid, cache)
+        finally:
+            _stop(proc)
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+
+def run_load(
+    daemon: Daemon, data: Dataset, args: argparse.Namespace, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    users = min(args.hot_users, data.users) if daemon.cache else data.users
+    argv = [
+        sys.executable, str(REPO / "bench" / "loadclient.py"),
+        "--protocol", "dovecot", "--target", str(daemon.socket), "--service", "smtp",
+        "--concurrency", str(concurrency), "--requests", str(args.requests),
+        "--duration", str(seconds), "--users", str(users),
+        "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
+        "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
+        "--bad-ratio", str(args.bad_ratio), "--seed", str(concurrency),
+    ]  # fmt: skip
+    slapd_pid = data.server.pid
+    assert slapd_pid is not None
+    server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO
+    )
+    server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
+    result: dict[str, Any] = json.loads(proc.stdout)
+    n = max(1, result["attempts"])
+    result["server_cpu_per_1k"] = round((server1 - server0) * 1000 / n, 3)
+    result["slapd_cpu_per_1k"] = round((slapd1 - slapd0) * 1000 / n, 3)
+    result["server"] = daemon.name
+    result["cache"] = daemon.cache
+    result["users_picked_from"] = users
+    return result
+
+
+def bench_daemon(daemon: Daemon, data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for c in args.concurrency:
+        run_load(daemon, data, args, c, args.warmup)  # connections, slapd's and the caches
+        result = run_load(daemon, data, args, c, args.duration)
+        print(json.dumps(result), file=sys.stderr)
+        out.append(result)
+    return out
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| server | conc | auths/s | p50 ms | p99 ms | server CPU s/1k | slapd CPU s/1k "
+        "| client CPU s | attempts | no answer | bad→OK | good→FAIL |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {r['server']} | {r['concurrency']} | {r['auths_per_s']:.0f} | {r['p50_ms']:.2f} "
+        f"| {r['p99_ms']:.2f} | {r['server_cpu_per_1k']:.3f} | {r['slapd_cpu_per_1k']:.3f} "
+        f"| {r['client_cpu_s']:.2f} | {r['attempts']} | {r['verdicts']['fail']} "
+        f"| {r['wrong_ok']} | {r['wrong_no']} |"
+        for r in results
+    ]
+    return head + "\n".join(rows) + "\n"
+
+
+def ratios(results: list[dict[str, Any]]) -> str:
+    """idsvc / Dovecot for the same cache setting and concurrency (>1 = idsvc faster)."""
+    ours = [r for r in results if r["server"].startswith("idsvc")]
+    theirs = [r for r in results if r["server"].startswith("dovecot")]
+    lines = [
+        "| ours | vs | conc | throughput ours/theirs | p99 ours/theirs | CPU/1k ours/theirs |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for o in ours:
+        for t in theirs:
+            if t["concurrency"] != o["concurrency"] or t["cache"] != o["cache"]:
+                continue
+            tp = o["auths_per_s"] / t["auths_per_s"] if t["auths_per_s"] else float("inf")
+            p99 = o["p99_ms"] / t["p99_ms"] if t["p99_ms"] else float("inf")
+            cpu = (
+                o["server_cpu_per_1k"] / t["server_cpu_per_1k"]
+                if t["server_cpu_per_1k"]
+                else float("inf")
+            )
+            lines.append(
+                f"| {o['server']} | {t['server']} | {o['concurrency']} | {tp:.2f} | {p99:.2f} "
+                f"| {cpu:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="idsvc Dovecot auth listener vs Dovecot auth (LDAP)")
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--hot-users", type=int, default=2_000, help="working set of cache-on runs")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
+    p.add_argument("--requests", type=int, default=1_000_000, help="cap per run")
+    p.add_argument("--bad-ratio", type=float, default=0.2)
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    p.add_argument(
+        "--only", choices=["idsvc", "dovecot"], help="run one side only (profiling, quick checks)"
+    )
+    p.add_argument("--json", type=Path, help="also write all results here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.only != "idsvc":
+        if os.geteuid() != 0:
+            print("dovecot's master needs root", file=sys.stderr)
+            return 2
+        if not Path(DOVECOT).exists() or not DOVECOT_LDAP_MODULE.exists():
+            print("dovecot-core and dovecot-ldap must be installed", file=sys.stderr)
+            return 2
+    work = Path(tempfile.mkdtemp(prefix="idsvc-dvbench-"))
+    os.chmod(work, 0o755)  # noqa: S103 - dovecot's unprivileged auth process reads its config
+    slapd = SlapdServer(tls=False)
+    results: list[dict[str, Any]] = []
+    try:
+        t0 = time.monotonic()
+        data = load_users(slapd, args.users)
+        print(
+            f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
+        )
+        for cache in (False, True):
+            if args.only != "dovecot":
+                with idsvc_daemon(work, slapd, data.base_dn, cache=cache) as daemon:
+                    results += bench_daemon(daemon, data, args)
+            if args.only != "idsvc":
+                for bind in (False, True):
+                    with dovecot_daemon(work, slapd, data.base_dn, bind=bind, cache=cache) as d:
+                        results += bench_daemon(d, data, args)
+    finally:
+        slapd.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{args.users} {{SSHA}} users (cache-on runs: {args.hot_users} hot users), "
+        f"bad-ratio {args.bad_ratio}, {args.duration:.0f} s per run, {os.cpu_count()} CPUs "
+        "(shared)\n"
+    )
+    print(table(results))
+    print(ratios(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
