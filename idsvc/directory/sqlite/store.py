@@ -33,21 +33,16 @@ import itertools
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from idsvc.config import EmbeddedSettings
 from idsvc.directory.base import AccountChanges, AliasChanges, DomainChanges
 from idsvc.directory.sqlite import codec
-from idsvc.directory.sqlite.codec import (
-    ACCOUNT_COLUMNS,
-    ALIAS_COLUMNS,
-    DOMAIN_COLUMNS,
-    Row,
-)
+from idsvc.directory.sqlite import queries as q
+from idsvc.directory.sqlite.codec import Row
 from idsvc.directory.sqlite.runner import Mode, Runner
 from idsvc.directory.sqlite.schema import initialise, prepare_file
 from idsvc.errors import (
-    AlreadyExists,
     Conflict,
     DirectoryError,
     InvalidInput,
@@ -57,46 +52,6 @@ from idsvc.errors import (
 from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 
 T = TypeVar("T")
-
-_ALIAS_NAMES = "(SELECT group_concat(a.name, ' ') FROM alias_domains a WHERE a.domain_id = d.id)"
-
-# Every statement a lookup runs; ``tests/unit/test_sqlite_scale.py`` checks their query plans.
-# The f-strings below (S608) only ever interpolate the column lists and table names of this
-# module; every value is a bound parameter.
-SQL_FIND_DOMAIN = f"""
-SELECT {DOMAIN_COLUMNS}, {_ALIAS_NAMES} FROM domains d
-WHERE d.id = coalesce((SELECT id FROM domains WHERE name = :name),
-                      (SELECT domain_id FROM alias_domains WHERE name = :name))
-"""  # noqa: S608
-SQL_FIND_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE address = ?"  # noqa: S608
-SQL_FIND_ALIAS = f"SELECT {ALIAS_COLUMNS} FROM aliases WHERE source = ?"  # noqa: S608
-SQL_DOMAIN_ID = "SELECT id FROM domains WHERE name = ?"
-SQL_DOMAIN_FOR_UPDATE = (
-    f"SELECT d.id, {DOMAIN_COLUMNS}, {_ALIAS_NAMES} FROM domains d WHERE d.name = ?"  # noqa: S608
-)
-SQL_NAME_USE = """
-SELECT 'a domain' FROM domains WHERE name = :name
-UNION ALL SELECT 'an alias domain of ' || d.name
-    FROM alias_domains a JOIN domains d ON d.id = a.domain_id WHERE a.name = :name
-"""
-SQL_ADDRESS_USE = """
-SELECT 'an account' FROM accounts WHERE address = :key
-UNION ALL SELECT 'an alias' FROM aliases WHERE source = :key
-"""
-SQL_INSERT_ACCOUNT = """
-INSERT INTO accounts (address, domain_id, password_hash, display_name, enabled, quota, services,
-                      created, updated, revision)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-_DOMAIN_LIST = (
-    "domains d",
-    "d.name",
-    f"{DOMAIN_COLUMNS}, {_ALIAS_NAMES}",
-    "dom",
-)
-_ACCOUNT_LIST = ("accounts", "address", ACCOUNT_COLUMNS, "acc")
-_ALIAS_LIST = ("aliases", "source", ALIAS_COLUMNS, "ali")
 
 
 class SqliteDirectory:
@@ -145,7 +100,7 @@ class SqliteDirectory:
 
     async def find_domain(self, name: str) -> Domain | None:
         def query(conn: sqlite3.Connection) -> Domain | None:
-            row = conn.execute(SQL_FIND_DOMAIN, {"name": name}).fetchone()
+            row = conn.execute(q.SQL_FIND_DOMAIN, {"name": name}).fetchone()
             return None if row is None else codec.domain_of(row)
 
         return await self._run(query, "plain")
@@ -154,14 +109,14 @@ class SqliteDirectory:
         key = str(address)
 
         def query(conn: sqlite3.Connection) -> Account | None:
-            row = conn.execute(SQL_FIND_ACCOUNT, (key,)).fetchone()
+            row = conn.execute(q.SQL_FIND_ACCOUNT, (key,)).fetchone()
             return None if row is None else codec.account_of(row)
 
         return await self._run(query, "plain")
 
     async def find_alias(self, source: str) -> Alias | None:
         def query(conn: sqlite3.Connection) -> Alias | None:
-            row = conn.execute(SQL_FIND_ALIAS, (source,)).fetchone()
+            row = conn.execute(q.SQL_FIND_ALIAS, (source,)).fetchone()
             return None if row is None else codec.alias_of(row)
 
         return await self._run(query, "plain")
@@ -170,12 +125,12 @@ class SqliteDirectory:
 
     async def add_domain(self, domain: Domain) -> Domain:
         name = codec.check_domain_name(domain.name)
-        aliases = _alias_domains(name, domain.alias_domains)
+        aliases = q.alias_domains(name, domain.alias_domains)
         codec.check_quota(domain.default_quota, "default quota")
         codec.check_text(domain.description, "description")
 
         def write(conn: sqlite3.Connection) -> Domain:
-            _name_free(conn, name, "domain")
+            q.name_free(conn, name, "domain")
             now = utcnow()
             cur = conn.execute(
                 "INSERT INTO domains (name, enabled, default_quota, description, created, updated,"
@@ -189,7 +144,7 @@ class SqliteDirectory:
                     codec.seconds(now),
                 ),
             )
-            _set_alias_domains(conn, _rowid(cur), aliases)
+            q.set_alias_domains(conn, q.rowid(cur), aliases)
             return replace(domain, alias_domains=aliases, created=now, updated=now, revision=1)
 
         return await self._run(write, "write")
@@ -199,7 +154,7 @@ class SqliteDirectory:
     ) -> Domain:
         aliases = None
         if changes.alias_domains is not None:
-            aliases = _alias_domains(name, changes.alias_domains)
+            aliases = q.alias_domains(name, changes.alias_domains)
         if changes.default_quota is not None:
             codec.check_quota(changes.default_quota, "default quota")
         if changes.description is not None:
@@ -207,27 +162,27 @@ class SqliteDirectory:
 
         def write(conn: sqlite3.Connection) -> Domain:
             row = conn.execute(
-                SQL_DOMAIN_FOR_UPDATE,
+                q.SQL_DOMAIN_FOR_UPDATE,
                 (name,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"domain {name} does not exist")
             domain_id, old = row[0], codec.domain_of(row[1:])
-            _check_revision(f"domain {name}", old.revision, if_revision)
+            q.check_revision(f"domain {name}", old.revision, if_revision)
             new = replace(
                 old,
-                enabled=_pick(changes.enabled, old.enabled),
-                default_quota=_pick(changes.default_quota, old.default_quota),
-                description=_pick(changes.description, old.description),
-                alias_domains=_pick(aliases, old.alias_domains),
+                enabled=q.pick(changes.enabled, old.enabled),
+                default_quota=q.pick(changes.default_quota, old.default_quota),
+                description=q.pick(changes.description, old.description),
+                alias_domains=q.pick(aliases, old.alias_domains),
                 updated=utcnow(),
                 revision=old.revision + 1,
             )
             if aliases is not None and aliases != old.alias_domains:
                 conn.execute("DELETE FROM alias_domains WHERE domain_id = ?", (domain_id,))
                 for alias in aliases:
-                    _name_free(conn, alias, "alias domain")
-                _set_alias_domains(conn, domain_id, aliases)
+                    q.name_free(conn, alias, "alias domain")
+                q.set_alias_domains(conn, domain_id, aliases)
             conn.execute(
                 "UPDATE domains SET enabled = ?, default_quota = ?, description = ?, updated = ?,"
                 " revision = ? WHERE id = ?",
@@ -246,7 +201,7 @@ class SqliteDirectory:
 
     async def delete_domain(self, name: str, *, cascade: bool = False) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            domain_id = _domain_id(conn, name)
+            domain_id = q.domain_id(conn, name)
             if cascade:
                 conn.execute("DELETE FROM aliases WHERE domain_id = ?", (domain_id,))
                 conn.execute("DELETE FROM accounts WHERE domain_id = ?", (domain_id,))
@@ -263,20 +218,20 @@ class SqliteDirectory:
     async def list_domains(
         self, *, prefix: str = "", cursor: str | None = None, limit: int = 100
     ) -> Page[Domain]:
-        return await self._list(_DOMAIN_LIST, codec.domain_of, None, prefix, cursor, limit)
+        return await self._list(q.DOMAIN_LIST, codec.domain_of, None, prefix, cursor, limit)
 
     # -- accounts -----------------------------------------------------------------------------
 
     async def add_account(self, account: Account) -> Account:
         key = codec.check_address(account.address)
-        _check_account(account)
+        q.check_account(account)
 
         def write(conn: sqlite3.Connection) -> Account:
-            domain_id = _domain_id(conn, account.address.domain)
-            _address_free(conn, key)
+            domain_id = q.domain_id(conn, account.address.domain)
+            q.address_free(conn, key)
             now = utcnow()
             stored = replace(account, created=now, updated=now, revision=1)
-            conn.execute(SQL_INSERT_ACCOUNT, codec.account_row(stored, domain_id))
+            conn.execute(q.SQL_INSERT_ACCOUNT, codec.account_row(stored, domain_id))
             return stored
 
         return await self._run(write, "write")
@@ -298,7 +253,7 @@ class SqliteDirectory:
         while chunk:
             # the next chunk is taken from the iterable while the worker inserts this one
             task = asyncio.ensure_future(
-                self._run(functools.partial(_insert_accounts, accounts=chunk), "write")
+                self._run(functools.partial(q.insert_accounts, accounts=chunk), "write")
             )
             try:
                 chunk = list(itertools.islice(iterator, batch))
@@ -320,18 +275,18 @@ class SqliteDirectory:
         services = None if changes.services is None else codec.check_services(changes.services)
 
         def write(conn: sqlite3.Connection) -> Account:
-            row = conn.execute(SQL_FIND_ACCOUNT, (key,)).fetchone()
+            row = conn.execute(q.SQL_FIND_ACCOUNT, (key,)).fetchone()
             if row is None:
                 raise NotFound(f"account {key} does not exist")
             old = codec.account_of(row)
-            _check_revision(f"account {key}", old.revision, if_revision)
+            q.check_revision(f"account {key}", old.revision, if_revision)
             new = replace(
                 old,
-                password_hash=_pick(changes.password_hash, old.password_hash),
-                display_name=_pick(changes.display_name, old.display_name),
-                enabled=_pick(changes.enabled, old.enabled),
-                quota=_pick(changes.quota, old.quota),
-                services=_pick(services, old.services),
+                password_hash=q.pick(changes.password_hash, old.password_hash),
+                display_name=q.pick(changes.display_name, old.display_name),
+                enabled=q.pick(changes.enabled, old.enabled),
+                quota=q.pick(changes.quota, old.quota),
+                services=q.pick(services, old.services),
                 updated=utcnow(),
                 revision=old.revision + 1,
             )
@@ -370,7 +325,7 @@ class SqliteDirectory:
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[Account]:
-        return await self._list(_ACCOUNT_LIST, codec.account_of, domain, prefix, cursor, limit)
+        return await self._list(q.ACCOUNT_LIST, codec.account_of, domain, prefix, cursor, limit)
 
     # -- aliases ------------------------------------------------------------------------------
 
@@ -379,8 +334,8 @@ class SqliteDirectory:
         destinations = codec.check_destinations(alias.destinations)
 
         def write(conn: sqlite3.Connection) -> Alias:
-            domain_id = _domain_id(conn, alias.domain)
-            _address_free(conn, source)
+            domain_id = q.domain_id(conn, alias.domain)
+            q.address_free(conn, source)
             now = utcnow()
             stored = replace(alias, destinations=destinations, created=now, updated=now, revision=1)
             conn.execute(
@@ -407,15 +362,15 @@ class SqliteDirectory:
             destinations = codec.check_destinations(changes.destinations)
 
         def write(conn: sqlite3.Connection) -> Alias:
-            row = conn.execute(SQL_FIND_ALIAS, (source,)).fetchone()
+            row = conn.execute(q.SQL_FIND_ALIAS, (source,)).fetchone()
             if row is None:
                 raise NotFound(f"alias {source} does not exist")
             old = codec.alias_of(row)
-            _check_revision(f"alias {source}", old.revision, if_revision)
+            q.check_revision(f"alias {source}", old.revision, if_revision)
             new = replace(
                 old,
-                destinations=_pick(destinations, old.destinations),
-                enabled=_pick(changes.enabled, old.enabled),
+                destinations=q.pick(destinations, old.destinations),
+                enabled=q.pick(changes.enabled, old.enabled),
                 updated=utcnow(),
                 revision=old.revision + 1,
             )
@@ -449,7 +404,7 @@ class SqliteDirectory:
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[Alias]:
-        return await self._list(_ALIAS_LIST, codec.alias_of, domain, prefix, cursor, limit)
+        return await self._list(q.ALIAS_LIST, codec.alias_of, domain, prefix, cursor, limit)
 
     # -- listings -----------------------------------------------------------------------------
 
@@ -462,116 +417,16 @@ class SqliteDirectory:
         cursor: str | None,
         limit: int,
     ) -> Page[T]:
-        table, key, columns, kind = spec
         size = codec.page_limit(limit)
-        after = codec.decode_cursor(kind, cursor)
-        low, high = codec.prefix_range(prefix)
-
-        def query(conn: sqlite3.Connection) -> Page[T]:
-            where: list[str] = []
-            params: list[Any] = []
-            if domain is not None:
-                where.append("domain_id = ?")
-                params.append(_domain_id(conn, domain))
-            if high is not None:
-                where.append(f"{key} < ?")
-                params.append(high)
-            count_sql = (
-                f"SELECT count(*) FROM {table} WHERE {' AND '.join([*where, f'{key} >= ?'])}"  # noqa: S608
-            )
-            total = conn.execute(count_sql, [*params, low]).fetchone()[0]
-            if after is not None and after >= low:
-                where.append(f"{key} > ?")
-                params.append(after)
-            else:
-                where.append(f"{key} >= ?")
-                params.append(low)
-            rows = conn.execute(
-                f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY {key} LIMIT ?",  # noqa: S608
-                [*params, size + 1],
-            ).fetchall()
-            items = [convert(row) for row in rows[:size]]
-            more = len(rows) > size
-            last = rows[size - 1][0] if more else None
-            return Page(
-                items=items,
-                next_cursor=None if last is None else codec.encode_cursor(kind, last),
-                total=total,
-            )
-
-        return await self._run(query, "snapshot")
-
-
-# -- helpers that run inside a transaction on a worker thread ----------------------------------
-
-
-def _pick(new: T | None, old: T) -> T:
-    return old if new is None else new
-
-
-def _rowid(cur: sqlite3.Cursor) -> int:
-    if cur.lastrowid is None:
-        raise DirectoryError("embedded store did not return a row id")
-    return cur.lastrowid
-
-
-def _check_revision(what: str, current: int, expected: int | None) -> None:
-    if expected is not None and expected != current:
-        raise Conflict(f"{what} is at revision {current}, not {expected}")
-
-
-def _domain_id(conn: sqlite3.Connection, name: str) -> int:
-    row = conn.execute(SQL_DOMAIN_ID, (name,)).fetchone()
-    if row is None:
-        raise NotFound(f"domain {name} does not exist")
-    return int(row[0])
-
-
-def _name_free(conn: sqlite3.Connection, name: str, what: str) -> None:
-    row = conn.execute(SQL_NAME_USE, {"name": name}).fetchone()
-    if row is not None:
-        raise AlreadyExists(f"{what} {name} is taken: it is already {row[0]}")
-
-
-def _address_free(conn: sqlite3.Connection, key: str) -> None:
-    row = conn.execute(SQL_ADDRESS_USE, {"key": key}).fetchone()
-    if row is not None:
-        raise AlreadyExists(f"{key} already exists as {row[0]}")
-
-
-def _set_alias_domains(conn: sqlite3.Connection, domain_id: int, names: tuple[str, ...]) -> None:
-    conn.executemany(
-        "INSERT INTO alias_domains (name, domain_id) VALUES (?, ?)",
-        [(name, domain_id) for name in names],
-    )
-
-
-def _alias_domains(name: str, names: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(names, str):
-        raise InvalidInput("alias domains must be a sequence of domain names")
-    unique = tuple(sorted({codec.check_domain_name(n, "alias domain") for n in names}))
-    if name in unique:
-        raise InvalidInput("a domain cannot be its own alias domain")
-    return unique
-
-
-def _check_account(account: Account) -> None:
-    codec.check_hash(account.password_hash)
-    codec.check_text(account.display_name, "display name")
-    codec.check_quota(account.quota)
-    codec.check_services(account.services)
-    if account.revision < 1:
-        raise InvalidInput("revision must be at least 1")
-
-
-def _insert_accounts(conn: sqlite3.Connection, accounts: list[Account]) -> int:
-    domains = sorted({a.address.domain for a in accounts})
-    ids: dict[str, int] = {}
-    for name in domains:
-        ids[name] = _domain_id(conn, name)
-    rows = []
-    for account in accounts:
-        _check_account(account)
-        rows.append(codec.account_row(account, ids[account.address.domain]))
-    conn.executemany(SQL_INSERT_ACCOUNT, rows)
-    return len(rows)
+        after = codec.decode_cursor(spec[3], cursor)
+        codec.prefix_range(prefix)  # refuse a bad prefix before going to a thread
+        page = functools.partial(
+            q.list_page,
+            spec=spec,
+            convert=convert,
+            domain=domain,
+            prefix=prefix,
+            after=after,
+            size=size,
+        )
+        return await self._run(page, "snapshot")
