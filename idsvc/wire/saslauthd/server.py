@@ -46,7 +46,7 @@ from typing import Protocol
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, Peer, bind_unix, peer_of, start_server
+from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_unix, peer_of, start_server
 from idsvc.wire.saslauthd.protocol import (
     MIN_FIELDS,
     RequestDecoder,
@@ -89,6 +89,35 @@ class _Hangup(Exception):
 
 def _safe(text: str, limit: int = 64) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+class _LazyPeer:
+    """Names the peer only if a log line is actually emitted (SO_PEERCRED is a syscall)."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    def __str__(self) -> str:
+        return str(peer_of(self._writer))
+
+
+class _Described:
+    """The loggable part of a request, formatted only when a log line is emitted."""
+
+    __slots__ = ("_peer", "_request")
+
+    def __init__(self, request: SaslauthdRequest, peer: _LazyPeer) -> None:
+        self._request = request
+        self._peer = peer
+
+    def __str__(self) -> str:
+        r = self._request
+        return (
+            f"login={_safe(r.login)!r} service={_safe(r.service, 32)!r} realm={_safe(r.realm)!r} "
+            f"client={_safe(r.client_addr or '-')} peer={self._peer}"
+        )
 
 
 class SaslauthdServer:
@@ -157,7 +186,7 @@ class SaslauthdServer:
                 self._tasks.discard(task)
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = peer_of(writer)
+        peer = _LazyPeer(writer)
         decoder = RequestDecoder()
         try:
             await self._read_request(reader, decoder)
@@ -205,12 +234,9 @@ class SaslauthdServer:
                         break
                     decoder.feed(data)
 
-    async def _decide(self, request: SaslauthdRequest, peer: Peer) -> bytes | None:
+    async def _decide(self, request: SaslauthdRequest, peer: _LazyPeer) -> bytes | None:
         started = time.perf_counter()
-        what = (
-            f"login={_safe(request.login)!r} service={_safe(request.service, 32)!r} "
-            f"realm={_safe(request.realm)!r} client={request.client_addr or '-'} peer={peer}"
-        )
+        what = _Described(request, peer)
         if not request.login or not request.password:
             # never reaches the directory (reliability.md #3)
             log.info("%s: empty login or password: %s", self.name, what)
