@@ -63,7 +63,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -490,7 +490,9 @@ class LdapDirectory:
             raise AmbiguousEntry("more than one LDAP entry for one key")
         return entries[0] if entries else None
 
-    def _paged(self, ldo: Any, base: str, scope: int, filt: Filter, attrs: list[str]) -> Any:
+    def _paged(
+        self, ldo: Any, base: str, scope: int, filt: Filter, attrs: list[str]
+    ) -> Iterator[Entry]:
         """Yield entries of a search, RFC 2696 page by page."""
         page = ldap.controls.SimplePagedResultsControl(
             True, size=self._settings.page_size, cookie=b""
@@ -680,7 +682,7 @@ class LdapDirectory:
                 *(filters.eq(p.alias_domain, n) for n in names),
             ),
         )
-        for entry in self._search(ldo, self._domains, SCOPE_ONELEVEL, taken, NO_ATTRS, 2):
+        for entry in self._search(ldo, self._domains, SCOPE_SUBTREE, taken, NO_ATTRS):
             if except_dn is None or entry.dn.lower() != except_dn.lower():
                 raise AlreadyExists("a domain name or alias domain is already in use")
 
