@@ -9,8 +9,10 @@ What it runs, all on this machine, in one go:
   (read the hash, verify here) and, with ``--ours-bind``, ``bind``;
 * **Cyrus saslauthd** 2.1.28 (Debian ``sasl2-bin``) ``-a ldap -n 5`` without ``-c`` (cache off),
   ``ldap_auth_method: bind`` and ``custom`` (read ``userPassword``, compare in saslauthd);
-* for each server and each concurrency (1, 8, 32): a warm-up, then ``bench/loadclient.py`` as a
-  separate process (good/bad mix ``--bad-ratio``), bounded by ``--requests`` and ``--duration``.
+* all servers run side by side; for each concurrency (1, 8, 32) and each of ``--rounds`` rounds,
+  each server in turn (order rotated per round) gets a warm-up and then ``bench/loadclient.py`` as
+  a separate process (good/bad mix ``--bad-ratio``), bounded by ``--requests`` and
+  ``--duration``. Medians over rounds are reported, with the min-max of auths/s.
 
 Figures per run: auths/s, p50/p99 latency (client side), server CPU seconds per 1000 auths (from
 ``/proc/<pid>/stat`` utime+stime summed over the daemon's process tree, threads included), the
@@ -158,7 +160,7 @@ path = "{mux}"
 mode = 0o666
 [dovecot_auth.socket]
 enabled = false
-path = "{mux.parent / 'unused-auth-client'}"
+path = "{mux.parent / "unused-auth-client"}"
 [api]
 enabled = false
 [logging]
@@ -260,24 +262,64 @@ def run_load(
     return result
 
 
-def bench_daemon(daemon: Daemon, data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_all(
+    daemons: list[Daemon], data: Dataset, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Interleave the servers (rotating the order every round) so that load from other users of
+    a shared machine hits them alike; every (server, concurrency) is measured ``--rounds`` times.
+    """
     out = []
     for c in args.concurrency:
-        run_load(daemon, data, args, c, args.warmup)  # connections, slapd's caches
-        result = run_load(daemon, data, args, c, args.duration)
-        print(json.dumps(result), file=sys.stderr)
-        out.append(result)
+        for rnd in range(args.rounds):
+            shift = rnd % len(daemons)
+            for daemon in daemons[shift:] + daemons[:shift]:
+                run_load(daemon, data, args, c, args.warmup)  # connections, slapd's caches
+                result = run_load(daemon, data, args, c, args.duration)
+                result["round"] = rnd
+                print(json.dumps(result), file=sys.stderr)
+                out.append(result)
     return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (server, concurrency): medians over rounds, sums of counts."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["server"], r["concurrency"]), []).append(r)
+    rows = []
+    for (server, conc), runs in groups.items():
+        row: dict[str, Any] = {"server": server, "concurrency": conc, "rounds": len(runs)}
+        for key in (
+            "auths_per_s", "p50_ms", "p99_ms", "server_cpu_per_1k", "slapd_cpu_per_1k",
+            "client_cpu_s",
+        ):  # fmt: skip
+            row[key] = _median([float(x[key]) for x in runs])
+        row["spread"] = (
+            min(x["auths_per_s"] for x in runs),
+            max(x["auths_per_s"] for x in runs),
+        )
+        for key in ("attempts", "wrong_ok", "wrong_no"):
+            row[key] = sum(int(x[key]) for x in runs)
+        row["verdicts"] = {"fail": sum(int(x["verdicts"]["fail"]) for x in runs)}
+        rows.append(row)
+    return rows
 
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| server | conc | auths/s | p50 ms | p99 ms | server CPU s/1k | slapd CPU s/1k "
-        "| client CPU s | attempts | fail | bad→OK | good→NO |\n"
+        "| server | conc | auths/s (min-max) | p50 ms | p99 ms | server CPU s/1k "
+        "| slapd CPU s/1k | client CPU s | attempts | fail | bad→OK | good→NO |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = [
-        f"| {r['server']} | {r['concurrency']} | {r['auths_per_s']:.0f} | {r['p50_ms']:.2f} "
+        f"| {r['server']} | {r['concurrency']} | {r['auths_per_s']:.0f} "
+        f"({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) | {r['p50_ms']:.2f} "
         f"| {r['p99_ms']:.2f} | {r['server_cpu_per_1k']:.3f} | {r['slapd_cpu_per_1k']:.3f} "
         f"| {r['client_cpu_s']:.2f} | {r['attempts']} | {r['verdicts']['fail']} "
         f"| {r['wrong_ok']} | {r['wrong_no']} |"
@@ -313,6 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=1_000_000, help="cap per run")
     p.add_argument("--bad-ratio", type=float, default=0.2)
     p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions per setting")
     p.add_argument("--cyrus-workers", type=int, default=5)
     p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
     p.add_argument("--skip-cyrus", action="store_true")
@@ -338,13 +381,18 @@ def main(argv: list[str] | None = None) -> int:
             f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
         )
         methods = ["search", "bind"] if args.ours_bind else ["search"]
-        for method in methods:
-            with idsvc_daemon(work, slapd, data.base_dn, method) as daemon:
-                results += bench_daemon(daemon, data, args)
-        if not args.skip_cyrus:
-            for method in ("bind", "custom"):
-                with cyrus_daemon(work, slapd, data.base_dn, method, args.cyrus_workers) as daemon:
-                    results += bench_daemon(daemon, data, args)
+        with contextlib.ExitStack() as stack:
+            daemons = [
+                stack.enter_context(idsvc_daemon(work, slapd, data.base_dn, m)) for m in methods
+            ]
+            if not args.skip_cyrus:
+                daemons += [
+                    stack.enter_context(
+                        cyrus_daemon(work, slapd, data.base_dn, m, args.cyrus_workers)
+                    )
+                    for m in ("bind", "custom")
+                ]
+            results = bench_all(daemons, data, args)
     finally:
         slapd.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -352,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.users} {{SSHA}} users, bad-ratio {args.bad_ratio}, "
         f"{args.duration:.0f} s per run, {os.cpu_count()} CPUs (shared)\n"
     )
-    print(table(results))
-    print(ratios(results))
+    rows = summarize(results)
+    print(f"medians over {args.rounds} interleaved rounds\n")
+    print(table(rows))
+    print(ratios(rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
