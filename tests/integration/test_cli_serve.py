@@ -319,3 +319,28 @@ def test_serve_with_invalid_config_is_exit_2(embedded_cli: Cli) -> None:
     assert result.returncode == 2
     assert "saslauthd.read_timeout" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_lets_an_in_flight_request_finish(
+    embedded_cli: Cli, sockdir: Path, serving: list[Served]
+) -> None:
+    cli = embedded_cli
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "dora@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    with_listeners(cli, sockdir)
+    cli.config["api"]["enabled"] = False
+    cli.config["auth"]["failure_delay"] = 1.5  # keeps a wrong-password request in flight
+    served = Served(cli)
+    serving.append(served)
+    served.wait_for("ready:")
+    answer: dict[str, str] = {}
+    client = threading.Thread(
+        target=lambda: answer.update(
+            reply=run_testsaslauthd(sockdir / "mux", "dora@example.org", "wrong")
+        )
+    )
+    client.start()
+    time.sleep(0.4)  # the request is now waiting out its failure delay
+    assert served.stop() == 0
+    client.join(timeout=30)
+    assert answer["reply"].startswith("0: NO")  # answered, not cut off
