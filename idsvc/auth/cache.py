@@ -19,7 +19,6 @@ How it fails: it cannot; a TTL or size of 0 disables it. Time comes from an inje
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -85,12 +84,9 @@ class AuthCache:
     def key(self, login: str, service: str, password: str) -> bytes:
         """The keyed digest identifying (service, canonical login, password). Length-prefixed
         fields, so no two different triples share a message."""
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in (service, login, password):
-            data = part.encode("utf-8", "surrogatepass")
-            mac.update(len(data).to_bytes(4, "big"))
-            mac.update(data)
-        return mac.digest()
+        parts = [part.encode("utf-8", "surrogatepass") for part in (service, login, password)]
+        message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+        return hmac.digest(self._key, message, "sha256")  # one-shot C implementation
 
     def get(self, key: bytes) -> CachedDecision | None:
         entry = self._entries.get(key)

@@ -11,7 +11,8 @@ Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) b
    ``realm_join`` is on (else ``default_domain`` applies), then ``Address.parse``. An invalid or
    look-alike login is REJECTED after a dummy verify, so timing does not tell it apart.
 3. **Cache** (cache.py) of OK / MISMATCH / UNKNOWN_USER keyed by an HMAC of the password.
-4. **Lookup**: ``find_account``; when absent, the alias-domain mapping (``bob@alias.org`` logs in
+4. **Lookup**: ``find_account`` (and the account's domain, from a 30 s domain cache that
+   provisioning invalidates); when absent, the alias-domain mapping (``bob@alias.org`` logs in
    as ``bob@example.org`` when example.org lists alias.org). Unknown user → dummy verify.
 5. **Verify** the stored hash (cheap schemes inline, others in a bounded thread pool) or, for
    bind-only directories (hash None), ``bind_check``. Only then, and only for the right password,
@@ -75,7 +76,7 @@ MAX_SERVICE_LENGTH = 64
 MAX_AUDIT_LOGIN = 256
 MAX_REHASH_TASKS = 64
 DOMAIN_CACHE_SIZE = 10_000
-DOMAIN_CACHE_MAX_TTL = 60.0  # a domain change made outside idsvc shows within a minute
+DOMAIN_CACHE_TTL = 30.0  # a domain change made outside idsvc shows within 30 s
 DEFAULT_TIMEOUT = 30.0  # a request that takes longer than this is a TEMPFAIL
 
 # ASCII control characters and space; non-ASCII text is checked by Unicode category instead.
@@ -176,7 +177,10 @@ def _sanitize(text: str | None, limit: int = MAX_AUDIT_LOGIN) -> str:
     """Printable, bounded form of client-supplied text for logs and the audit trail."""
     if not text:
         return ""
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 class Authenticator:
@@ -223,10 +227,10 @@ class Authenticator:
             negative_ttl=settings.cache_negative_ttl,
             clock=clock,
         )
+        # Domain records are cached even with the decision cache off: they are not
+        # credentials, change rarely, and provisioning invalidates them at once.
         self._domains: TtlCache[Domain] = TtlCache(
-            max_entries=DOMAIN_CACHE_SIZE if use_cache else 0,
-            ttl=min(settings.cache_ttl, DOMAIN_CACHE_MAX_TTL),
-            clock=clock,
+            max_entries=DOMAIN_CACHE_SIZE, ttl=DOMAIN_CACHE_TTL, clock=clock
         )
         self._penalty = PenaltyTracker(
             enabled=settings.penalty,
@@ -263,8 +267,7 @@ class Authenticator:
         else:
             self._pending += 1
             try:
-                async with asyncio.timeout(self._timeout):
-                    decision = await self._decide(request)
+                decision = await self._decide(request)
             except TimeoutError:
                 log.warning("authentication timed out after %.1f s", self._timeout)
                 decision = _Decision(Outcome.TEMPFAIL, detail="timeout")
@@ -388,11 +391,13 @@ class Authenticator:
             return decision
         if decision.user == str(authzid):
             return decision
-        return await self._authorize(decision, authzid, request)
+        async with asyncio.timeout(self._timeout):
+            return await self._authorize(decision, authzid, request)
 
     async def _check_credentials(
         self, address: Address, request: AuthRequest, password: str
     ) -> _Decision:
+        """The cache, then (on a miss, under the overall timeout) the directory and the hash."""
         login = str(address)
         service = Service.parse(request.service)
         key: bytes | None = None
@@ -409,7 +414,12 @@ class Authenticator:
                     cached=True,
                     detail="cached",
                 )
+        async with asyncio.timeout(self._timeout):
+            return await self._fetch_and_verify(address, service, password, key)
 
+    async def _fetch_and_verify(
+        self, address: Address, service: Service | None, password: str, key: bytes | None
+    ) -> _Decision:
         account, names = await self._resolve(address)
         if account is None:
             await self._dummy_verify(password)
