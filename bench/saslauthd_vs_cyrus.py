@@ -132,10 +132,14 @@ def _kill_tree(root: int) -> None:
 
 
 @contextlib.contextmanager
-def idsvc_daemon(work: Path, slapd: SlapdServer, base: str, auth_method: str) -> Iterator[Daemon]:
-    mux = work / f"idsvc-{auth_method}" / "mux"
+def idsvc_daemon(
+    work: Path, slapd: SlapdServer, base: str, auth_method: str, *, cache: bool = False
+) -> Iterator[Daemon]:
+    tag = f"{auth_method}{', cache on' if cache else ''}"
+    name = f"idsvc-{auth_method}{'-cache' if cache else ''}"
+    mux = work / name / "mux"
     mux.parent.mkdir(parents=True)
-    config = work / f"idsvc-{auth_method}.toml"
+    config = work / f"{name}.toml"
     config.write_text(
         f"""
 [directory]
@@ -150,7 +154,7 @@ auth_method = "{auth_method}"
 [auth]
 failure_delay = 0.0
 penalty = false
-cache = false
+cache = {"true" if cache else "false"}
 rehash_on_login = false
 max_pending = 4096
 [saslauthd]
@@ -169,7 +173,8 @@ level = "WARNING"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
     env["IDSVC_CONFIG"] = str(config)
-    log = (work / f"idsvc-{auth_method}.log").open("wb")
+    log_path = work / f"{name}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
         env=env,
@@ -182,11 +187,11 @@ level = "WARNING"
             _wait_socket(mux)
         except RuntimeError:
             log.flush()
-            tail = (work / f"idsvc-{auth_method}.log").read_text(errors="replace")[-3000:]
+            tail = log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(
                 f"idsvc serve did not come up (exit {proc.poll()}):\n{tail}"
             ) from None
-        yield Daemon(f"idsvc ({auth_method})", mux, [proc.pid], proc.pid)
+        yield Daemon(f"idsvc ({tag})", mux, [proc.pid], proc.pid)
     finally:
         _kill_tree(proc.pid)
         proc.wait(timeout=10)
@@ -358,6 +363,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions per setting")
     p.add_argument("--cyrus-workers", type=int, default=5)
     p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
+    p.add_argument(
+        "--ours-cache",
+        action="store_true",
+        help="also run idsvc with auth.cache on (random users: few credential hits, but the "
+        "auth core then also caches domains, saving one LDAP search per auth)",
+    )
     p.add_argument("--skip-cyrus", action="store_true")
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
@@ -385,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
             daemons = [
                 stack.enter_context(idsvc_daemon(work, slapd, data.base_dn, m)) for m in methods
             ]
+            if args.ours_cache:
+                daemons.append(
+                    stack.enter_context(
+                        idsvc_daemon(work, slapd, data.base_dn, "search", cache=True)
+                    )
+                )
             if not args.skip_cyrus:
                 daemons += [
                     stack.enter_context(
