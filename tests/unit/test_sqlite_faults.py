@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -92,13 +93,20 @@ async def test_disk_full_is_temporary_and_rolls_back(store: SqliteDirectory) -> 
 
 
 async def test_overload_fails_fast(store: SqliteDirectory) -> None:
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(store._runner.run(lambda conn: gate.wait(10), "plain"))
+    await asyncio.sleep(0)  # the blocker occupies the only worker thread
     limit = store._runner.max_pending
-    results = await asyncio.gather(
-        *(store.find_account(Address.parse("user@example.org")) for _ in range(limit + 50)),
-        return_exceptions=True,
-    )
+    lookups = [
+        asyncio.ensure_future(store.find_account(Address.parse("user@example.org")))
+        for _ in range(limit + 10)
+    ]
+    await asyncio.sleep(0)  # every lookup is now queued or refused
+    gate.set()
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    assert await blocker is True
     failures = [r for r in results if isinstance(r, BaseException)]
-    assert len(failures) == 50
+    assert len(failures) == 11  # the blocker took one of the `limit` places
     assert all(isinstance(f, TemporaryFailure) for f in failures)
     assert await store.find_account(Address.parse("user@example.org")) is not None
 

@@ -68,14 +68,17 @@ class Runner:
                 raise TemporaryFailure("embedded store overloaded: too many pending requests")
             self._pending += 1
         try:
-            try:
-                future = asyncio.get_running_loop().run_in_executor(self._executor, fn)
-            except RuntimeError as exc:  # shut down by close() from another thread
-                raise DirectoryError("the embedded store is closed") from exc
-            return await future
-        finally:
-            with self._lock:
-                self._pending -= 1
+            future = self._executor.submit(fn)
+        except RuntimeError as exc:  # shut down by close() from another thread
+            self._done(None)
+            raise DirectoryError("the embedded store is closed") from exc
+        # counted until the thread is done, even if the awaiting task is cancelled meanwhile
+        future.add_done_callback(self._done)
+        return await asyncio.wrap_future(future)
+
+    def _done(self, _future: object) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
