@@ -10,6 +10,8 @@ that whole call (generation and hashing overlap with the inserts), and the share
 the hashes is printed apart. ``build()`` is the same thing for other benchmarks to import.
 
 It refuses to touch an existing non-empty PATH unless ``--force`` (which deletes it first).
+``--lookups K`` then times K random ``find_account`` calls (16 concurrent tasks, 4 worker
+threads) on the new store and checks that a stored hash verifies against the password.
 """
 
 from __future__ import annotations
@@ -104,6 +106,36 @@ async def build(
     return BuildResult(rows, elapsed, timing[0], size)
 
 
+def ssha_matches(stored: str, password: str) -> bool:
+    raw = base64.b64decode(stored.removeprefix("{SSHA}"))
+    return ssha(password, raw[20:]) == stored
+
+
+async def lookups(path: Path, n_users: int, count: int, concurrency: int = 16) -> float:
+    """Random ``find_account`` calls per second on an existing store of ``n_users`` users."""
+    store = await SqliteDirectory.open(EmbeddedSettings(path=path, workers=4))
+    try:
+        first = await store.find_account(Address.parse(login(0)))
+        if first is None or first.password_hash is None:
+            raise RuntimeError("user0 is missing from the store")
+        if not ssha_matches(first.password_hash, PASSWORD):
+            print("make_embedded: note: user0's hash does not match the default password")
+        rng = random.Random(2)
+        todo = [rng.randrange(n_users) for _ in range(count)]
+
+        async def worker() -> None:
+            while todo:
+                i = todo.pop()
+                if await store.find_account(Address(f"user{i}", f"d{i % DOMAINS}.example")) is None:
+                    raise RuntimeError(f"user{i} is missing from the store")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("n", type=int, help="number of users")
@@ -111,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=PASSWORD, help="the password of every user")
     parser.add_argument("--batch", type=int, default=20_000, help="accounts per transaction")
     parser.add_argument("--force", action="store_true", help="replace an existing PATH")
+    parser.add_argument("--lookups", type=int, default=0, help="then time this many lookups")
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(
@@ -125,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| {result.rows:,} | {result.seconds:.2f} | {result.rate:,.0f} "
         f"| {result.hash_seconds:.2f} | {result.bytes_on_disk / 1e6:.1f} |"
     )
+    if args.lookups > 0 and result.rows > 0:
+        rate = asyncio.run(lookups(args.path, result.rows, args.lookups))
+        print(f"\nfind_account: {rate:,.0f} lookups/s ({args.lookups:,} random users, 16 tasks)")
     return 0
 
 
