@@ -54,12 +54,8 @@ INSERT INTO accounts (address, domain_id, password_hash, display_name, enabled, 
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-DOMAIN_LIST = (
-    "domains d",
-    "d.name",
-    f"{DOMAIN_COLUMNS}, {ALIAS_NAMES}",
-    "dom",
-)
+# listing specs: (table, key column, selected columns, cursor kind tag)
+DOMAIN_LIST = ("domains d", "d.name", f"{DOMAIN_COLUMNS}, {ALIAS_NAMES}", "dom")
 ACCOUNT_LIST = ("accounts", "address", ACCOUNT_COLUMNS, "acc")
 ALIAS_LIST = ("aliases", "source", ALIAS_COLUMNS, "ali")
 

@@ -161,10 +161,7 @@ class SqliteDirectory:
             codec.check_text(changes.description, "description")
 
         def write(conn: sqlite3.Connection) -> Domain:
-            row = conn.execute(
-                q.SQL_DOMAIN_FOR_UPDATE,
-                (name,),
-            ).fetchone()
+            row = conn.execute(q.SQL_DOMAIN_FOR_UPDATE, (name,)).fetchone()
             if row is None:
                 raise NotFound(f"domain {name} does not exist")
             domain_id, old = row[0], codec.domain_of(row[1:])
