@@ -218,6 +218,34 @@ async def test_starttls_with_the_test_ca(
             await directory.close()
 
 
+async def test_ldaps_with_the_test_ca(
+    slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
+) -> None:
+    _, base = seeded
+    directory = await LdapDirectory.open(
+        slapd.settings(base, uris=(slapd.ldaps_uri,), ca_file=slapd.ca_file)
+    )
+    try:
+        alice = await directory.find_account(Address.parse("alice@example.org"))
+        assert alice is not None
+        assert await directory.bind_check(alice, PASSWORD) is BindResult.OK
+    finally:
+        await directory.close()
+
+
+async def test_ldaps_refuses_an_unverified_certificate(
+    slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
+) -> None:
+    _, base = seeded
+    # no ca_file: the system store does not know the test CA
+    directory = await LdapDirectory.open(slapd.settings(base, uris=(slapd.ldaps_uri,)))
+    try:
+        with pytest.raises(TemporaryFailure):
+            await directory.find_account(Address.parse("alice@example.org"))
+    finally:
+        await directory.close()
+
+
 async def test_starttls_refuses_an_unverified_certificate(
     slapd: SlapdServer, seeded: tuple[LdapDirectory, str], tmp_path: Path
 ) -> None:
