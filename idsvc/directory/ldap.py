@@ -415,11 +415,13 @@ class LdapDirectory:
         self._budget = settings.connect_timeout * len(settings.uris) * 2 + settings.timeout * 2 + 1
 
     @classmethod
-    async def open(cls, settings: LdapSettings) -> LdapDirectory:
+    async def open(
+        cls, settings: LdapSettings, *, profile: AttributeProfile = IDSVC
+    ) -> LdapDirectory:
         """Create the directory. Never fails because LDAP is down (a warning is logged and
         connections are made when needed); raises ConfigError for an invalid base DN or a
         service DN without a password."""
-        directory = cls(settings)
+        directory = cls(settings, profile)
         try:
             await directory.ping()
         except TemporaryFailure as exc:
