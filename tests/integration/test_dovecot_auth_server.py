@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -416,3 +417,45 @@ async def test_many_concurrent_clients(server: DovecotAuthServer) -> None:
 
     outcomes = await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(40))), 60)
     assert all(all(r) for r in outcomes)
+
+
+def _perturb(rng: random.Random, text: str) -> str:
+    """A near miss of ``text``: one character changed, added, dropped, or its case flipped."""
+    i = rng.randrange(len(text))
+    match rng.randrange(5):
+        case 0:
+            return text[:i] + rng.choice("aZ9.@\t\x01 é") + text[i + 1 :]
+        case 1:
+            return text[:i] + rng.choice("aZ9.@\t\x01 é") + text[i:]
+        case 2:
+            return text[:i] + text[i + 1 :]
+        case 3:
+            return text.swapcase()
+        case _:
+            return text
+
+
+async def test_differential_fuzz_over_the_socket(server: DovecotAuthServer) -> None:
+    """Seeded near-miss credentials through the real socket and Authenticator: OK comes back
+    exactly when the password is the account's own and the login names the account (in any
+    case) — the oracle is computed independently of the server."""
+    assert server.path is not None
+    rng = random.Random(4616)
+    conn = await _session(server)
+    for rid in range(1, 301):
+        login = _perturb(rng, USERS.good) if rng.random() < 0.5 else USERS.good
+        password = _perturb(rng, USERS.good_pw) if rng.random() < 0.5 else USERS.good_pw
+        authzid = rng.choice(["", "", login, USERS.disabled])
+        raw = f"{authzid}\0{login}\0{password}".encode()
+        await conn.send(f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={b64(raw)}")
+        reply = await conn.line()
+        should_pass = (
+            login.lower() == USERS.good
+            and password == USERS.good_pw
+            and authzid.lower() in ("", USERS.good)
+        )
+        if should_pass:
+            assert reply == f"OK\t{rid}\tuser=bob@example.org", (login, authzid)
+        else:
+            assert reply.startswith(f"FAIL\t{rid}\t"), (login, password, authzid, reply)
+    await conn.close()
