@@ -53,6 +53,11 @@ class BuildResult:
     bytes_on_disk: int
 
     @property
+    def insert_seconds(self) -> float:
+        """Alias of ``seconds`` (the name bench/auth.py reads)."""
+        return self.seconds
+
+    @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
