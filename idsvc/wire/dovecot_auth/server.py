@@ -36,9 +36,11 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import DovecotAuthSettings
@@ -78,8 +80,12 @@ class Authenticating(Protocol):
     async def authenticate(self, request: AuthRequest) -> AuthResult: ...
 
 
-class _Closed(Exception):
-    """The connection must end now (TEMPFAIL, internal error); no reply is sent."""
+class _State(Enum):
+    """Handshake progress of one connection: VERSION, then CPID, then requests."""
+
+    AWAIT_VERSION = "await-version"
+    AWAIT_CPID = "await-cpid"
+    READY = "ready"
 
 
 @dataclass(slots=True)
@@ -104,11 +110,17 @@ class _Connection:
         self.writer = writer
         self.peer = str(peer_of(writer))
         self.requests: dict[int, _Request] = {}
-        self.state = "version"  # version -> cpid -> ready
+        self.state = _State.AWAIT_VERSION
         self.last_input = time.monotonic()
         self.closing = False
         self.finished = asyncio.Event()
         self._idle_handle: asyncio.TimerHandle | None = None
+        # the commands a READY connection accepts
+        self._handlers: dict[type[proto.Message], Callable[[Any], None]] = {
+            proto.Auth: self._on_auth,
+            proto.Cont: self._on_cont,
+            proto.Cancel: self._on_cancel,
+        }
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -178,23 +190,19 @@ class _Connection:
     # --- messages ------------------------------------------------------------------------------
 
     def _dispatch(self, msg: proto.Message) -> None:
-        if self.state == "ready":
-            if isinstance(msg, proto.Auth):
-                self._on_auth(msg)
-            elif isinstance(msg, proto.Cont):
-                self._on_cont(msg)
-            elif isinstance(msg, proto.Cancel):
-                self._on_cancel(msg)
-            else:
+        if self.state is _State.READY:
+            handler = self._handlers.get(type(msg))
+            if handler is None:
                 raise proto.UnknownCommand(
                     f"unexpected {type(msg).__name__.upper()} after handshake"
                 )
-        elif self.state == "version":
+            handler(msg)
+        elif self.state is _State.AWAIT_VERSION:
             if not isinstance(msg, proto.Version):
                 raise proto.BadVersion("the client did not start with VERSION")
-            self.state = "cpid"
+            self.state = _State.AWAIT_CPID
         elif isinstance(msg, proto.Cpid):
-            self.state = "ready"
+            self.state = _State.READY
         else:
             raise proto.MalformedLine("expected CPID after VERSION")
 
