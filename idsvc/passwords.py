@@ -127,7 +127,7 @@ _CHEAP = frozenset({"PLAIN", "DES-CRYPT", *_DIGESTS})
 
 _PREFIX_RE = re.compile(r"\{([A-Za-z0-9-]{1,32})(?:\.([A-Za-z0-9]{1,8}))?\}")
 _C64 = r"[./0-9A-Za-z]"
-_SHA_SALT = r"[^$:;*!\\\s]{0,16}"
+_SHA_SALT = r"(?:(?![$:;*!\\])[\x21-\x7e]){0,16}"  # printable ASCII, none of $:;*!\
 _CRYPT_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("MD5-CRYPT", re.compile(rf"\$1\${_C64}{{0,8}}\${_C64}{{22}}")),
     ("SHA256-CRYPT", re.compile(rf"\$5\$(?:rounds=([0-9]{{1,9}})\$)?{_SHA_SALT}\${_C64}{{43}}")),
@@ -136,7 +136,7 @@ _CRYPT_FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("DES-CRYPT", re.compile(rf"{_C64}{{13}}")),
 )
 _ARGON2_RE = re.compile(
-    r"\$argon2(id|i)\$(?:v=(?:16|19)\$)?m=\d{1,8},t=\d{1,4},p=\d{1,3}\$[^$]+\$[^$]+"
+    r"\$argon2(id|i)\$(?:v=(?:16|19)\$)?m=[0-9]{1,8},t=[0-9]{1,4},p=[0-9]{1,3}\$[^$]+\$[^$]+"
 )
 _PBKDF2_RE = re.compile(r"\$1\$([^$]{1,64})\$([0-9]{1,9})\$([0-9a-fA-F]{40})")
 _SCRAM_RE = re.compile(r"([0-9]{1,9}),([A-Za-z0-9+/=]{1,200}),([A-Za-z0-9+/=]+),([A-Za-z0-9+/=]+)")
@@ -224,6 +224,8 @@ def _parse_passlib(text: str) -> _Parsed | None:
     for marker, name, handler, max_rounds in _PASSLIB:
         if not text.startswith(marker):
             continue
+        if not text.isascii():
+            raise _bad(name, "non-ASCII characters")
         try:
             parsed = handler.from_string(text)
             rounds = int(parsed.rounds)

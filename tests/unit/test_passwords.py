@@ -243,6 +243,12 @@ SECRET = "Tr0ub4dor&3"
             "limit",
         ),
         ("{PLAIN}" + "x" * 20000, "longer than 16384"),
+        ("$6$sälz$" + "a" * 86, "not a crypt string"),
+        ("{SHA512-CRYPT}$6$s\u0663lt$" + "a" * 86, "not a crypt string"),
+        (
+            "$pbkdf2-sha256$29000$d27NGcP4v5cSwhhjzPk/5w$9JapNh8M6KzAutl9vUHavLsKTCbd9lMW.rj4Ke4KRé",
+            "ASCII",
+        ),
     ],
 )
 def test_unusable_hashes(hasher: PasswordHasher, stored: str, message: str) -> None:
@@ -401,8 +407,13 @@ def test_property_hash_verifies_only_itself(pw: str, scheme: str) -> None:
         ),
         st.builds(
             lambda head, body: head + body,
-            st.sampled_from(["$1$", "$5$", "$6$rounds=", "$2y$10$", "$argon2id$", "$pbkdf2$"]),
-            st.text(alphabet="./0-9A-Za-z$=,", max_size=120),
+            st.sampled_from(
+                [
+                    *("$1$", "$5$", "$6$", "$6$rounds=", "$2y$10$", "$argon2id$", "$pbkdf2$"),
+                    *("$pbkdf2-sha256$29000$", "$bcrypt-sha256$", "{PBKDF2}$1$", "{SCRAM-SHA-1}4,"),
+                ]
+            ),
+            st.one_of(st.text(alphabet="./0-9A-Za-z$=,", max_size=120), st.text(max_size=120)),
         ),
     )
 )
