@@ -45,7 +45,7 @@ async def auth_test(ctx: Context, args: argparse.Namespace) -> int:
         realm=args.realm,
         protocol="cli",
     )
-    async with ctx.runtime() as runtime:
+    async with ctx.runtime(audited=True) as runtime:  # every attempt is audited, also this one
         result = await runtime.authenticator.authenticate(request)
     data: dict[str, Any] = {
         "outcome": result.outcome.value,
