@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from idsvc import errors
+from idsvc.cli import common
+from idsvc.errors import InvalidInput
 from tests.fixtures.slapd import SlapdServer, find_binary
 
 IDSVC = Path(sys.executable).with_name("idsvc")
@@ -554,3 +557,55 @@ def test_tokens_are_shown_once_and_can_be_revoked(embedded_cli: Cli) -> None:
     assert both.returncode == 2
     one_clear_line(both.stderr)
     assert cli.run("token", "revoke", "nosuchtoken").returncode in (1, 2)
+
+
+# -- pure helpers (no subprocess) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("0", 0),
+        ("unlimited", 0),
+        ("1048576", 1048576),
+        ("500M", 500 * 1024**2),
+        ("1G", 1024**3),
+        ("2GiB", 2 * 1024**3),
+        ("3 kb", 3 * 1024),
+        ("1t", 1024**4),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert common.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "1.5G", "-1", "1X", "G", "1" * 30, "1 G B"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        common.parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.NotFound("x"), 1),
+        (errors.InvalidAddress("x"), 2),
+        (errors.ConfigError("x"), 2),
+        (errors.PasswordError("x"), 2),
+        (errors.AlreadyExists("x"), 3),
+        (errors.Conflict("x"), 3),
+        (errors.AmbiguousEntry("x"), 3),
+        (errors.TemporaryFailure("x"), 75),
+        (errors.DirectoryError("x"), 1),
+        (RuntimeError("x"), 70),
+    ],
+)
+def test_exit_codes(error: BaseException, code: int) -> None:
+    assert common.exit_code_for(error) == code
+
+
+def test_error_lines_are_flat_and_bounded() -> None:
+    line = common.one_line("bad\nvalue\x1b[31m " + "x" * 1000)
+    assert "\n" not in line
+    assert "\x1b" not in line
+    assert len(line) <= 500
