@@ -142,3 +142,19 @@ async def test_deleting_a_domain_releases_its_alias_domains(directory: Directory
     assert await directory.find_domain("example.net") is None
     net = await directory.add_domain(Domain(name="example.net"))
     assert await directory.find_domain("example.net") == net
+
+
+async def test_failed_update_leaves_alias_domains_as_they_were(directory: Directory) -> None:
+    await directory.add_domain(Domain(name="other.example", alias_domains=("taken.example",)))
+    before = await directory.add_domain(Domain(name="example.org", alias_domains=("keep.example",)))
+    with pytest.raises(AlreadyExists):
+        await directory.update_domain(
+            "example.org",
+            DomainChanges(alias_domains=("new.example", "taken.example"), description="changed"),
+        )
+    assert await directory.find_domain("example.org") == before
+    assert await directory.find_domain("keep.example") == before
+    assert await directory.find_domain("new.example") is None
+    taken = await directory.find_domain("taken.example")
+    assert taken is not None
+    assert taken.name == "other.example"
