@@ -19,7 +19,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from idsvc.cli.common import (
@@ -215,25 +215,47 @@ async def _provision(ctx: Context, args: argparse.Namespace) -> int:
         return await handler[args.command](ctx, args, runtime.provisioner)
 
 
-def _dispatch(ctx: Context, args: argparse.Namespace) -> int:
-    from idsvc.cli import tools
+def _auth(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.tools import auth_test
 
-    command = args.command
-    if command in ("domain", "user", "alias"):
-        return asyncio.run(_provision(ctx, args))
-    if command == "auth":
-        return asyncio.run(tools.auth_test(ctx, args))
-    if command == "token":
-        from idsvc.cli.tokens import token_cmd
+    return asyncio.run(auth_test(ctx, args))
 
-        return asyncio.run(token_cmd(ctx, args))
-    if command == "pw":
-        return tools.pw(ctx, args)
-    if command == "config":
-        return tools.config_check(ctx, args)
-    if command == "healthcheck":
-        return asyncio.run(tools.healthcheck(ctx, args))
-    raise AssertionError(f"unhandled command {command}")
+
+def _token(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.tokens import token_cmd
+
+    return asyncio.run(token_cmd(ctx, args))
+
+
+def _pw(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.tools import pw
+
+    return pw(ctx, args)
+
+
+def _config(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.tools import config_check
+
+    return config_check(ctx, args)
+
+
+def _health(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.tools import healthcheck
+
+    return asyncio.run(healthcheck(ctx, args))
+
+
+# sub-command -> handler (``serve`` is handled before logging is set up, see ``main``)
+COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
+    "domain": lambda ctx, args: asyncio.run(_provision(ctx, args)),
+    "user": lambda ctx, args: asyncio.run(_provision(ctx, args)),
+    "alias": lambda ctx, args: asyncio.run(_provision(ctx, args)),
+    "auth": _auth,
+    "token": _token,
+    "pw": _pw,
+    "config": _config,
+    "healthcheck": _health,
+}
 
 
 def _error(message: str) -> None:
@@ -263,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.logging, level=verbose if args.verbose else "ERROR")
     ctx = Context(settings, path, json=args.json, verbose=args.verbose)
     try:
-        return _dispatch(ctx, args)
+        return COMMANDS[args.command](ctx, args)
     except IdsvcError as exc:
         _error(str(exc))
         return exit_code_for(exc)
@@ -275,7 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except Exception as exc:  # a bug: one line by default, the traceback with --verbose
-        log.debug("internal error", exc_info=True)
         if args.verbose:
             log.error("internal error", exc_info=True)
         _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)")
