@@ -42,11 +42,18 @@ class CachedDecision:
     user: str | None
 
 
-@dataclass(slots=True)
 class _Entry:
-    decision: CachedDecision
-    names: tuple[str, ...]  # canonical account names this entry is about (for invalidation)
-    expires: float
+    """One cached decision (kept small: there may be ``cache_size`` of them)."""
+
+    __slots__ = ("expires", "names", "outcome", "user")
+
+    def __init__(
+        self, outcome: Outcome, user: str | None, names: tuple[str, ...], expires: float
+    ) -> None:
+        self.outcome = outcome
+        self.user = user
+        self.names = names  # canonical account names this entry is about (for invalidation)
+        self.expires = expires
 
 
 def _domain_of(name: str) -> str:
@@ -70,7 +77,9 @@ class AuthCache:
         self._clock = clock
         self._key = secrets.token_bytes(32)  # per process: cache keys are useless elsewhere
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._by_name: dict[str, set[bytes]] = {}
+        # name -> the key of its one entry, or a set of keys when it has several (rare: one
+        # entry per user is the common case, and a set costs ~200 bytes)
+        self._by_name: dict[str, bytes | set[bytes]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -99,7 +108,7 @@ class AuthCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry.decision
+        return CachedDecision(entry.outcome, entry.user)
 
     def put(self, key: bytes, decision: CachedDecision, names: Iterable[str]) -> None:
         """Remember ``decision``; ``names`` are the canonical accounts it concerns. Outcomes
@@ -112,9 +121,18 @@ class AuthCache:
         if key in self._entries:
             self._remove(key)
         unique = tuple(dict.fromkeys(names))
-        self._entries[key] = _Entry(decision, unique, self._clock() + ttl)
+        user = decision.user
+        if user is not None and unique and user == unique[-1]:
+            user = unique[-1]  # share one string object between user and names
+        self._entries[key] = _Entry(decision.outcome, user, unique, self._clock() + ttl)
         for name in unique:
-            self._by_name.setdefault(name, set()).add(key)
+            held = self._by_name.get(name)
+            if held is None:
+                self._by_name[name] = key
+            elif isinstance(held, set):
+                held.add(key)
+            elif held != key:
+                self._by_name[name] = {held, key}
         while len(self._entries) > self._max:
             self._remove(next(iter(self._entries)))
 
@@ -125,7 +143,8 @@ class AuthCache:
             self._entries.clear()
             self._by_name.clear()
             return dropped
-        keys = self._by_name.pop(user, set())
+        held = self._by_name.pop(user, None)
+        keys = [] if held is None else [held] if isinstance(held, bytes) else list(held)
         for key in keys:
             self._remove(key)
         return len(keys)
@@ -147,11 +166,17 @@ class AuthCache:
         if entry is None:
             return
         for name in entry.names:
-            keys = self._by_name.get(name)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
+            held = self._by_name.get(name)
+            if held is None:
+                continue
+            if isinstance(held, set):
+                held.discard(key)
+                if len(held) == 1:
+                    self._by_name[name] = next(iter(held))
+                elif not held:
                     del self._by_name[name]
+            elif held == key:
+                del self._by_name[name]
 
 
 class TtlCache(Generic[V]):

@@ -219,7 +219,6 @@ class Authenticator:
             raise ConfigError(f"auth.master_users: {exc}") from exc
         workers = hash_workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idsvc-hash")
-        self._dummy_cheap = hasher.is_cheap(hasher.hash("dummy-password"))
         use_cache = settings.cache and settings.cache_size > 0
         self._cache = AuthCache(
             max_entries=settings.cache_size if use_cache else 0,
@@ -427,7 +426,10 @@ class Authenticator:
             return _Decision(Outcome.UNKNOWN_USER, names=names, detail="no such account")
 
         user = str(account.address)
-        names = (*names, user) if user not in names else names
+        if user in names:
+            user = names[names.index(user)]  # one string object for user and names (cache)
+        else:
+            names = (*names, user)
         domain = await self._domain(account.address.domain)
         verdict = await self._verify(account, password)
         if verdict is not Outcome.OK:
@@ -507,11 +509,10 @@ class Authenticator:
         return Outcome.OK if ok else Outcome.MISMATCH
 
     async def _dummy_verify(self, password: str) -> None:
-        if self._dummy_cheap:
-            self._hasher.dummy_verify(password)
-        else:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
+        """Spend what a configured-scheme verify costs. The configured scheme is always a slow
+        one (the hasher refuses cheap schemes for new hashes), so this always runs in the pool."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
 
     def _remember(
         self, key: bytes | None, outcome: Outcome, user: str | None, names: tuple[str, ...]

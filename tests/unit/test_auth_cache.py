@@ -175,3 +175,32 @@ def test_ttl_cache_disabled() -> None:
     assert not cache.enabled
     cache.put("a", "A")
     assert cache.get("a") == (False, None)
+
+
+def test_index_survives_eviction_of_one_of_several_entries() -> None:
+    cache = make(Clock(), size=2)
+    cache.put(b"a", OK, ["bob@example.org"])
+    cache.put(b"b", BAD, ["bob@example.org"])
+    cache.put(b"c", OK, ["carol@example.org"])  # evicts "a", bob keeps "b"
+    assert cache.get(b"a") is None
+    assert cache.invalidate("bob@example.org") == 1
+    assert cache.get(b"b") is None
+    assert cache.get(b"c") == OK
+
+
+def test_memory_per_entry_is_small() -> None:
+    """100k entries must fit comfortably in the service's memory budget (< 600 bytes each,
+    counting the key, the entry, the LRU link and the user index)."""
+    import tracemalloc
+
+    cache = make(Clock(), size=20_000)
+    names = [f"user{i}@d{i % 100}.example" for i in range(20_000)]
+    keys = [cache.key(n, "imap", "pw") for n in names]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for name, key in zip(names, keys, strict=True):
+        cache.put(key, CachedDecision(Outcome.OK, name), (name,))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(cache) == 20_000
+    assert used / 20_000 < 600, used / 20_000
