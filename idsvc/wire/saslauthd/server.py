@@ -2,7 +2,8 @@
 
 What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``),
 reads exactly one request per connection (protocols.md §1), asks the shared ``Authenticator`` and
-answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded drain, and close:
+answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded drain when bytes may
+still be unread, and close:
 
 * the 4 mandatory fields must arrive within ``settings.read_timeout``; after the 4th, a 5th
   (``client_addr``, cyrus-sasl master only) is awaited at most ``settings.fifth_field_grace``
@@ -189,21 +190,23 @@ class SaslauthdServer:
         peer = _LazyPeer(writer)
         decoder = RequestDecoder()
         try:
-            await self._read_request(reader, decoder)
+            clean = await self._read_request(reader, decoder)
             request = decoder.request()
         except _Hangup as exc:
             log.info("%s: %s from %s; closed without reply", self.name, exc, peer)
             return
         except SaslauthdProtocolError as exc:
             log.warning("%s: malformed request from %s: %s", self.name, peer, exc)
-            await self._reply(reader, writer, NO_MALFORMED)
+            await self._reply(reader, writer, NO_MALFORMED, drain=True)
             return
         reply = await self._decide(request, peer)
         if reply is None:
             return  # TEMPFAIL: hang up so the client reports a temporary failure
-        await self._reply(reader, writer, reply)
+        await self._reply(reader, writer, reply, drain=not clean)
 
-    async def _read_request(self, reader: asyncio.StreamReader, decoder: RequestDecoder) -> None:
+    async def _read_request(self, reader: asyncio.StreamReader, decoder: RequestDecoder) -> bool:
+        """Read fields 1-4 (and 5 when expected). True when the request came in one read with
+        nothing after it: then nothing is left unread and the reply needs no drain."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.read_timeout
         chunks = 0
@@ -217,13 +220,14 @@ class SaslauthdServer:
                     decoder.feed(data)
         except TimeoutError:
             raise _Hangup(f"read timeout ({decoder.fields} fields)") from None
+        clean = chunks == 1 and not decoder.partial and not decoder.ignored
         if decoder.fields > MIN_FIELDS or self._settings.fifth_field_grace <= 0:
-            return
-        if chunks == 1 and not decoder.partial:
+            return clean
+        if clean:
             # libsasl writes the whole request with one writev(), and one read returns all that
             # had arrived: a 5th field would have come with the other four. Waiting anyway
             # would cap every 4-field client at 1/grace requests per second.
-            return
+            return True
         # fields 1-4 came in pieces, or part of a 5th is here: give the rest a short grace
         grace = min(loop.time() + self._settings.fifth_field_grace, deadline)
         with contextlib.suppress(TimeoutError):
@@ -233,6 +237,7 @@ class SaslauthdServer:
                     if not data:
                         break
                     decoder.feed(data)
+        return False
 
     async def _decide(self, request: SaslauthdRequest, peer: _LazyPeer) -> bytes | None:
         started = time.perf_counter()
@@ -271,14 +276,23 @@ class SaslauthdServer:
         return REPLIES[result.outcome]
 
     async def _reply(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        reply: bytes,
+        *,
+        drain: bool,
     ) -> None:
-        """Send the reply, half-close, and drain what the client still sends (bounded)."""
+        """Send the reply and half-close. With ``drain``, read (bounded) what the client may
+        still send before the caller closes: closing with unread bytes can reset the connection
+        and lose the reply. A request read whole in one piece leaves nothing unread."""
         try:
             writer.write(reply)
             await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
+            if not drain:
+                return
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 drained = 0
                 while drained < DRAIN_LIMIT:
