@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from idsvc.api import problems
+from idsvc.api import problems, scim
 from idsvc.api.context import ApiContext
 from idsvc.api.limits import RequestLimits
 from idsvc.api.metrics import ApiMetrics, MetricsMiddleware
@@ -51,6 +51,7 @@ def build_app(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
     app.state.metrics = metrics
     app.add_middleware(RequestLimits, max_body=settings.api.max_body)
+    scim.install(app, max_body=settings.api.max_body)  # after RequestLimits: runs first
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     def openapi() -> dict[str, Any]:
