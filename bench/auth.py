@@ -378,9 +378,11 @@ def run_memory_probe(kind: str, target: str, n_users: int, password: str, count:
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=1800,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"memory probe {kind} failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
-import re
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,40 +45,26 @@ from typing import Protocol
 
 from idsvc.audit import AuditEvent, AuditSink
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
+from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
 from idsvc.auth.penalty import PenaltyTracker
+from idsvc.auth.rehash import Rehasher
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import AuthSettings
 from idsvc.directory.base import (
-    AccountChanges,
     AccountLookup,
     BindResult,
     BindVerifier,
     DomainLookup,
     Provisioning,
 )
-from idsvc.errors import (
-    ConfigError,
-    Conflict,
-    DirectoryError,
-    InvalidInput,
-    NotFound,
-    PasswordError,
-)
+from idsvc.errors import ConfigError, DirectoryError, InvalidInput, PasswordError
 from idsvc.model import Account, Address, Domain, Service, canonical_address, canonical_domain
 
 log = logging.getLogger(__name__)
 
-PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN"})
-MAX_SERVICE_LENGTH = 64
-MAX_AUDIT_LOGIN = 256
-MAX_REHASH_TASKS = 64
 DOMAIN_CACHE_SIZE = 10_000
 DOMAIN_CACHE_TTL = 30.0  # a domain change made outside idsvc shows within 30 s
 DEFAULT_TIMEOUT = 30.0  # a request that takes longer than this is a TEMPFAIL
-
-# ASCII control characters and space; non-ASCII text is checked by Unicode category instead.
-_ASCII_BAD = re.compile(r"[\x00-\x20\x7f]")
-_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
 
 _BIND_OUTCOMES = {
     BindResult.OK: Outcome.OK,
@@ -119,49 +102,6 @@ class _Decision:
     detail: str = ""
 
 
-def _login_problem(text: str, what: str, limit: int) -> str | None:
-    """Why ``text`` is unacceptable as a login-like field, or None."""
-    if not text:
-        return f"empty {what}"
-    if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
-        return f"{what} too long"
-    if "\x00" in text:
-        return f"NUL in {what}"
-    if text.isascii():
-        if _ASCII_BAD.search(text):
-            return f"control character or space in {what}"
-    elif any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in text):
-        return f"control, format or space character in {what}"
-    return None
-
-
-def _password_problem(password: str, limit: int) -> str | None:
-    if not password:
-        return "empty password"
-    if len(password) > limit:
-        return "password too long"
-    try:
-        if len(password.encode("utf-8")) > limit:
-            return "password too long"
-    except UnicodeEncodeError:
-        return "password is not valid Unicode"
-    if "\x00" in password:
-        return "NUL in password"
-    return None
-
-
-def _is_loopback(remote_ip: str | None) -> bool:
-    if not remote_ip:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote_ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
-
-
 def _refusal(account: Account, domain: Domain | None, service: Service | None) -> str | None:
     """Why an account that proved its password may still not log in (DISABLED), or None."""
     if not account.enabled:
@@ -171,16 +111,6 @@ def _refusal(account: Account, domain: Domain | None, service: Service | None) -
     if service is None or service not in account.services:
         return "service not enabled"
     return None
-
-
-def _sanitize(text: str | None, limit: int = MAX_AUDIT_LOGIN) -> str:
-    """Printable, bounded form of client-supplied text for logs and the audit trail."""
-    if not text:
-        return ""
-    text = text[:limit]
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 class Authenticator:
@@ -207,9 +137,6 @@ class Authenticator:
         self._sleep = sleep
         self._timeout = timeout
         self._binder = directory if isinstance(directory, BindVerifier) else None
-        self._writer = directory if rehash and isinstance(directory, Provisioning) else None
-        if rehash and self._writer is None:
-            log.warning("rehash on login requested but the directory cannot write; disabled")
         self._default_domain = (
             canonical_domain(settings.default_domain) if settings.default_domain else None
         )
@@ -219,6 +146,11 @@ class Authenticator:
             raise ConfigError(f"auth.master_users: {exc}") from exc
         workers = hash_workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idsvc-hash")
+        self._rehasher: Rehasher | None = None
+        if rehash and isinstance(directory, Provisioning):
+            self._rehasher = Rehasher(directory, hasher, self._executor)
+        elif rehash:
+            log.warning("rehash on login requested but the directory cannot write; disabled")
         use_cache = settings.cache and settings.cache_size > 0
         self._cache = AuthCache(
             max_entries=settings.cache_size if use_cache else 0,
@@ -238,7 +170,6 @@ class Authenticator:
             clock=clock,
         )
         self._pending = 0
-        self._rehashing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
     # -- public API ------------------------------------------------------------------------
@@ -274,7 +205,7 @@ class Authenticator:
                 log.warning("directory failure during authentication: %s", exc)
                 decision = _Decision(Outcome.TEMPFAIL, detail=f"directory: {type(exc).__name__}")
             except PasswordError as exc:
-                log.error("UNUSABLE STORED PASSWORD HASH for %s: %s", _sanitize(request.login), exc)
+                log.error("UNUSABLE STORED PASSWORD HASH for %s: %s", sanitize(request.login), exc)
                 decision = _Decision(Outcome.TEMPFAIL, detail="unusable stored password hash")
             except Exception:
                 log.exception("unexpected error during authentication")
@@ -327,39 +258,11 @@ class Authenticator:
         """Refuse new requests (TEMPFAIL), let running rehash writes finish (5 s at most), and
         stop the hashing threads."""
         self._closed = True
-        tasks = list(self._rehashing.values())
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=5.0)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        if self._rehasher is not None:
+            await self._rehasher.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the pipeline ----------------------------------------------------------------------
-
-    def _reject_input(self, request: AuthRequest) -> str | None:
-        s = self._settings
-        problem = _login_problem(request.login, "login", s.max_login_length)
-        if problem is None:
-            problem = _password_problem(request.password.reveal(), s.max_password_length)
-        if problem is None and request.realm:
-            problem = _login_problem(request.realm, "realm", s.max_login_length)
-        if problem is None and request.authzid:
-            problem = _login_problem(request.authzid, "authzid", s.max_login_length)
-        if problem is None and (
-            len(request.service) > MAX_SERVICE_LENGTH or not request.service.isprintable()
-        ):
-            problem = "malformed service name"
-        if (
-            problem is None
-            and not s.allow_cleartext_remote
-            and not request.secured
-            and request.mechanism.upper() in PLAINTEXT_MECHANISMS
-            and not _is_loopback(request.remote_ip)
-        ):
-            problem = "cleartext authentication from a remote peer"
-        return problem
 
     def _joined_login(self, request: AuthRequest) -> str:
         login = request.login
@@ -368,7 +271,7 @@ class Authenticator:
         return login
 
     async def _decide(self, request: AuthRequest) -> _Decision:
-        problem = self._reject_input(request)
+        problem = request_problem(request, self._settings)
         if problem is not None:
             return _Decision(Outcome.REJECTED, detail=problem)
         password = request.password.reveal()
@@ -440,7 +343,8 @@ class Authenticator:
         if refusal is not None:
             return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
         self._remember(key, Outcome.OK, user, names)
-        self._maybe_rehash(account, password)
+        if self._rehasher is not None:
+            self._rehasher.consider(account, password)
         return _Decision(Outcome.OK, user=user, actor=user, names=names)
 
     async def _authorize(
@@ -520,44 +424,6 @@ class Authenticator:
         if key is not None:
             self._cache.put(key, CachedDecision(outcome, user), names)
 
-    # -- rehash on login -------------------------------------------------------------------
-
-    def _maybe_rehash(self, account: Account, password: str) -> None:
-        stored = account.password_hash
-        if self._writer is None or stored is None or self._closed:
-            return
-        user = str(account.address)
-        if user in self._rehashing or len(self._rehashing) >= MAX_REHASH_TASKS:
-            return
-        try:
-            if not self._hasher.needs_rehash(stored):
-                return
-        except PasswordError:
-            return
-        task = asyncio.get_running_loop().create_task(self._rehash(account, password))
-        self._rehashing[user] = task
-        task.add_done_callback(lambda _t: self._rehashing.pop(user, None))
-
-    async def _rehash(self, account: Account, password: str) -> None:
-        """Store a hash in the configured scheme; failures are logged and change nothing else."""
-        assert self._writer is not None
-        user = str(account.address)
-        try:
-            loop = asyncio.get_running_loop()
-            new_hash = await loop.run_in_executor(self._executor, self._hasher.hash, password)
-            await self._writer.update_account(
-                account.address,
-                AccountChanges(password_hash=new_hash),
-                if_revision=account.revision,
-            )
-            log.info("rehashed the stored password of %s", user)
-        except (Conflict, NotFound):
-            log.info("rehash of %s skipped: the account changed meanwhile", user)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("rehash of %s failed (authentication unaffected)", user)
-
     # -- audit -----------------------------------------------------------------------------
 
     def _emit(self, request: AuthRequest, decision: _Decision, elapsed: float) -> None:
@@ -565,12 +431,12 @@ class Authenticator:
             action="auth",
             outcome=decision.outcome.value,
             actor=decision.actor,
-            target=decision.user or _sanitize(request.login),
-            remote=_sanitize(request.remote_ip, 64) or None,
-            service=_sanitize(request.service, MAX_SERVICE_LENGTH),
+            target=decision.user or sanitize(request.login),
+            remote=sanitize(request.remote_ip, 64) or None,
+            service=sanitize(request.service, MAX_SERVICE_LENGTH),
             detail={
-                "mechanism": _sanitize(request.mechanism, 32),
-                "protocol": _sanitize(request.protocol, 32),
+                "mechanism": sanitize(request.mechanism, 32),
+                "protocol": sanitize(request.protocol, 32),
                 "cached": decision.cached,
                 "elapsed_ms": round(elapsed * 1000, 3),
                 "reason": decision.detail,
