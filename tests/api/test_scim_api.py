@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from idsvc.auth.request import AuthRequest, Outcome
 from idsvc.model import Secret
 from tests.api.conftest import Api

@@ -290,6 +290,14 @@ def _apply_filtered(
 def _apply_one(
     spec: ResourceSpec, resource: dict[str, Any], op: str, path: PatchPath, value: Any
 ) -> None:
+    if path.filter is None and path.attr.sub is None:
+        ext = spec.extension(str(path.attr))
+        if ext is not None:  # the path names a whole extension: its attributes, one by one
+            if op == "remove":
+                resource.pop(ext.id, None)
+            else:
+                _apply_object(spec, resource, op, {ext.id: value})
+            return
     container, attr = _resolve(spec, resource, path.attr)
     if path.filter is not None:
         _apply_filtered(op, container, attr, path, value)
@@ -300,10 +308,7 @@ def _apply_one(
         if child.mutability == "readOnly":
             raise PatchError(f"{attr.name}.{child.name} is read-only", "mutability")
         targets = container.get(attr.name)
-        if attr.multi:
-            elements = list(targets or [])
-        else:
-            elements = [dict(targets or {})]
+        elements = list(targets or []) if attr.multi else [dict(targets or {})]
         if op == "remove":
             elements = [{k: v for k, v in e.items() if k != child.name} for e in elements]
         else:

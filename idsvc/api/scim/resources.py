@@ -125,9 +125,8 @@ def normalise(spec: ResourceSpec, document: Any) -> dict[str, Any]:
     if not isinstance(document, Mapping):
         raise patch.PatchError("the body must be a JSON object", "invalidSyntax")
     schemas = document.get("schemas")
-    if schemas is not None:
-        if not isinstance(schemas, list) or spec.core.id not in schemas:
-            raise patch.PatchError(f"schemas must contain {spec.core.id}", "invalidSyntax")
+    if schemas is not None and (not isinstance(schemas, list) or spec.core.id not in schemas):
+        raise patch.PatchError(f"schemas must contain {spec.core.id}", "invalidSyntax")
     body = {
         k: v
         for k, v in document.items()

@@ -332,7 +332,9 @@ async def delete_user(request: Request, uid: str, caller: Caller) -> Response:
 
 
 def _domains(caller: Principal) -> list[str | None]:
-    return [None] if caller.all_domains else sorted(caller.domains)
+    if caller.all_domains:
+        return [None]
+    return list(sorted(caller.domains))
 
 
 async def _scan_users(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Account], int]:
@@ -448,7 +450,7 @@ async def _list_users(request: Request, caller: Principal, body: dict[str, Any] 
     else:
         candidates = await _user_candidates(request, caller, node)
         if candidates is None:
-            candidates, seen = await _scan_users(prov, caller, MAX_SCAN + 1)
+            candidates, _seen = await _scan_users(prov, caller, MAX_SCAN + 1)
             if len(candidates) > MAX_SCAN:
                 raise ScimError(400, f"the filter would scan more than {MAX_SCAN} users", "tooMany")
         matched: list[dict[str, Any]] = []

@@ -184,6 +184,7 @@ USER_CORE = Schema(
         Attr(
             "userName",
             required=True,
+            mutability="immutable",
             uniqueness="server",
             description="The mail address of the account (canonicalised: lower case, A-labels)",
         ),
@@ -225,6 +226,7 @@ GROUP_CORE = Schema(
         Attr(
             "displayName",
             required=True,
+            mutability="immutable",
             uniqueness="server",
             description="The alias address (local@domain, or @domain for a catch-all)",
         ),

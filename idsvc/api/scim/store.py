@@ -60,6 +60,9 @@ CREATE INDEX IF NOT EXISTS scim_group_external ON scim_group(external_id);
 """
 
 
+_SELECT_GROUP = "SELECT source, created, external_id, pending, rev FROM scim_group"
+
+
 @dataclass(frozen=True, slots=True)
 class UserRow:
     created: str
@@ -141,8 +144,9 @@ class ScimStore:
             rev = 1 if old is None else int(old[0]) + 1
             conn.execute(
                 "INSERT INTO scim_user(address, created, external_id, data, rev)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(address) DO UPDATE SET created=excluded.created,"
-                " external_id=excluded.external_id, data=excluded.data, rev=excluded.rev",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(address) DO UPDATE SET"
+                " created=excluded.created, external_id=excluded.external_id,"
+                " data=excluded.data, rev=excluded.rev",
                 (address, created, external_id, blob, rev),
             )
             conn.execute("DELETE FROM scim_email WHERE address = ?", (address,))
@@ -185,7 +189,7 @@ class ScimStore:
     async def get_group(self, source: str) -> GroupRow | None:
         def q(conn: sqlite3.Connection) -> GroupRow | None:
             row = conn.execute(
-                "SELECT source, created, external_id, pending, rev FROM scim_group WHERE source = ?",
+                _SELECT_GROUP + " WHERE source = ?",
                 (source,),
             ).fetchone()
             return None if row is None else GroupRow(row[0], row[1], row[2], bool(row[3]), row[4])
@@ -200,8 +204,9 @@ class ScimStore:
             rev = 1 if old is None else int(old[0]) + 1
             conn.execute(
                 "INSERT INTO scim_group(source, created, external_id, pending, rev)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET created=excluded.created,"
-                " external_id=excluded.external_id, pending=excluded.pending, rev=excluded.rev",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(source) DO UPDATE SET"
+                " created=excluded.created, external_id=excluded.external_id,"
+                " pending=excluded.pending, rev=excluded.rev",
                 (source, created, external_id, int(pending), rev),
             )
             return rev
@@ -227,8 +232,7 @@ class ScimStore:
 
         def q(conn: sqlite3.Connection) -> list[GroupRow]:
             rows = conn.execute(
-                "SELECT source, created, external_id, pending, rev FROM scim_group"
-                " WHERE pending = 1 ORDER BY source LIMIT ?",
+                _SELECT_GROUP + " WHERE pending = 1 ORDER BY source LIMIT ?",
                 (limit,),
             ).fetchall()
             return [GroupRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
