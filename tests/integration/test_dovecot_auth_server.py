@@ -459,3 +459,26 @@ async def test_differential_fuzz_over_the_socket(server: DovecotAuthServer) -> N
         else:
             assert reply.startswith(f"FAIL\t{rid}\t"), (login, password, authzid, reply)
     await conn.close()
+
+
+async def test_connection_limit_closes_extra_connections(directory: Any) -> None:
+    await populate(directory)
+    with short_dir() as tmp:
+        async with running(authenticator(directory), tmp / "a", max_connections=1) as srv:
+            first = await _session(srv)
+            assert srv.path is not None
+            second = await Conn.open(srv.path)
+            assert await second.eof()  # closed at once, without a handshake
+            await second.close()
+            await first.send(
+                f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}"
+            )
+            assert await first.line() == "OK\t1\tuser=bob@example.org"
+            await first.close()
+            # the slot is free again once the first client has gone
+            for _ in range(50):
+                if not srv.connections:
+                    break
+                await asyncio.sleep(0.02)
+            third = await _session(srv)
+            await third.close()
