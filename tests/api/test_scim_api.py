@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from idsvc.auth.request import AuthRequest, Outcome
-from idsvc.model import Secret
+from idsvc.model import Secret, utcnow
 from tests.api.conftest import Api
 
 SCIM = "application/scim+json"
@@ -216,6 +217,14 @@ async def test_auth_and_scopes(api: Api) -> None:
     assert r.status_code == 201
     r = await scim(api, "reader", "GET", "/Users")
     assert r.json()["totalResults"] == 3
+    # a token over two domains pages through both in one stable order
+    await api.token("both", "domain_admin", ("example.org", "other.example"))
+    seen = []
+    for start in (1, 2, 3, 4):
+        r = await scim(api, "both", "GET", "/Users", params={"startIndex": start, "count": 1})
+        assert r.json()["totalResults"] == 3
+        seen += [u["id"] for u in r.json()["Resources"]]
+    assert seen == ["a@example.org", "c@example.org", "b@other.example"]
     r = await scim(api, "reader", "DELETE", "/Users/a@example.org")
     assert r.status_code == 403
     r = await scim(api, "reader", "POST", "/Users", _user("e@example.org"))
@@ -424,3 +433,30 @@ async def test_discovery_and_unknown_paths(api: Api) -> None:
     assert r.json()["schemas"] == [ERROR]
     r = await scim(api, "admin", "POST", "/.search", {"schemas": []})
     assert r.status_code == 501
+
+
+async def test_writes_are_audited_and_stale_rows_ignored(api: Api) -> None:
+    await _domain(api)
+    r = await scim(api, "admin", "POST", "/Users", _user("a@example.org", externalId="x-1"))
+    assert r.status_code == 201
+    await api.state.flush_audit()
+    events = await api.state.query_audit(action="account.create", target="a@example.org")
+    assert [e.actor for e in events.items] == [api.infos["admin"].actor]
+    assert "password" not in str(events.items[0].detail)
+    # deleted and re-created outside SCIM: the old externalId must not come back. Rows are tied
+    # to the account's creation time, which directories keep in whole seconds: re-create later.
+    assert (await api.call("admin", "DELETE", "/api/v1/users/a@example.org")).status_code == 204
+    first = utcnow()
+    while utcnow() == first:
+        await asyncio.sleep(0.05)
+    r = await api.call(
+        "admin",
+        "POST",
+        "/api/v1/domains/example.org/users",
+        json={"address": "a@example.org", "password": "pw-1"},
+    )
+    assert r.status_code == 201
+    r = await scim(api, "admin", "GET", "/Users/a@example.org")
+    assert "externalId" not in r.json()
+    r = await scim(api, "admin", "GET", "/Users", params={"filter": 'externalId eq "x-1"'})
+    assert r.json()["totalResults"] == 0

@@ -338,7 +338,8 @@ def _domains(caller: Principal) -> list[str | None]:
 
 
 async def _scan_users(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Account], int]:
-    """Accounts visible to ``caller`` in address order: the first ``need`` and the total."""
+    """Accounts visible to ``caller`` (domain by domain, each in address order; one global
+    address order for a token that sees every domain): the first ``need`` and the total."""
     items: list[Account] = []
     total = 0
     for domain in _domains(caller):
@@ -357,8 +358,6 @@ async def _scan_users(prov: Provisioner, caller: Principal, need: int) -> tuple[
             cursor = page.next_cursor
             if cursor is None or len(items) >= need:
                 break
-    if not caller.all_domains:
-        items.sort(key=lambda a: str(a.address))
     return items, total
 
 
