@@ -6,8 +6,8 @@ What it runs, all on this machine, in one go:
 * one real ``slapd`` (``tests.fixtures.slapd.SlapdServer``, no TLS) loaded offline with
   ``--users`` ``{SSHA}`` accounts by ``bench/ldapdata.py``;
 * **idsvc** as its own process (``idsvc serve``, LDAP backend, only the Dovecot auth listener,
-  ``auth_method = search``, failure delay 0, penalties off, log level WARNING), with the decision
-  cache off, then on;
+  ``auth_method = search`` (and ``bind`` with ``--ours-bind``), failure delay 0, penalties off,
+  log level WARNING), with the decision cache off, then on;
 * **Dovecot** (Debian ``dovecot-core`` + ``dovecot-ldap``) started standalone with
   ``dovecot -F -c <temp conf>`` (no protocols, only the ``auth`` service and its
   ``auth-client`` listener), ``passdb ldap`` in two variants — password lookup
@@ -111,8 +111,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def idsvc_daemon(work: Path, slapd: SlapdServer, base: str, *, cache: bool) -> Iterator[Daemon]:
-    tag = f"idsvc-cache-{'on' if cache else 'off'}"
+def idsvc_daemon(
+    work: Path, slapd: SlapdServer, base: str, *, cache: bool, method: str = "search"
+) -> Iterator[Daemon]:
+    tag = f"idsvc-{method}-cache-{'on' if cache else 'off'}"
     sock = work / tag / "auth-client"
     sock.parent.mkdir(parents=True)
     config = work / f"{tag}.toml"
@@ -126,7 +128,7 @@ base_dn = "{base}"
 bind_dn = "{slapd.reader_dn}"
 bind_password = "{slapd.reader_pw}"
 pool_size = 8
-auth_method = "search"
+auth_method = "{method}"
 [auth]
 failure_delay = 0.0
 penalty = false
@@ -161,7 +163,7 @@ level = "WARNING"
         )
         try:
             _wait_socket(sock, proc, log_path)
-            name = f"idsvc (search, cache {'on' if cache else 'off'})"
+            name = f"idsvc ({method}, cache {'on' if cache else 'off'})"
             yield Daemon(name, sock, proc.pid, cache)
         finally:
             _stop(proc)
@@ -354,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only", choices=["idsvc", "dovecot"], help="run one side only (profiling, quick checks)"
     )
+    p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
 
@@ -379,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for cache in (False, True):
             if args.only != "dovecot":
-                with idsvc_daemon(work, slapd, data.base_dn, cache=cache) as daemon:
-                    results += bench_daemon(daemon, data, args)
+                for method in ("search", "bind") if args.ours_bind else ("search",):
+                    with idsvc_daemon(
+                        work, slapd, data.base_dn, cache=cache, method=method
+                    ) as daemon:
+                        results += bench_daemon(daemon, data, args)
             if args.only != "idsvc":
                 for bind in (False, True):
                     with dovecot_daemon(work, slapd, data.base_dn, bind=bind, cache=cache) as d:
