@@ -14,8 +14,9 @@ What it runs, all on this machine, in one go:
   (``pass_attrs = …userPassword=password``, Dovecot verifies the ``{SSHA}`` itself) and
   ``auth_bind = yes`` — each with ``auth_cache_size = 0`` then with a cache, and
   ``auth_failure_delay = 0``; requests carry ``no-penalty`` so Dovecot's anvil penalty is off too;
-* for each server, each good/bad mix (``--bad-ratio``, default 0.0 and 0.2) and each concurrency
-  (1, 8, 32): a warm-up, then ``bench/loadclient.py --protocol dovecot`` as a separate process
+* all servers of one cache setting run side by side (idle ones cost nothing) and take turns:
+  for each good/bad mix (``--bad-ratio``, default 0.0 and 0.2), each concurrency (1, 8, 32) and
+  each server: a warm-up, then ``bench/loadclient.py --protocol dovecot`` as a separate process
   (one persistent connection per worker, as Postfix's smtpd keeps one; PLAIN with ``resp=``),
   bounded by ``--requests`` and ``--duration``. Cache-off runs pick among all users; cache-on
   runs among ``--hot-users`` (a working set that fits any cache, otherwise a cache on 100k random
@@ -286,15 +287,20 @@ def run_load(
     return result
 
 
-def bench_daemon(daemon: Daemon, data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_cache_setting(
+    daemons: list[Daemon], data: Dataset, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Every (mix, concurrency) cell for every daemon, the daemons taking turns per cell, so a
+    change in the shared machine's load hits all of them alike instead of whoever runs last."""
     out = []
     for bad_ratio in args.bad_ratio:
         for c in args.concurrency:
-            # warm-up: connections, slapd's and the caches
-            run_load(daemon, data, args, c, args.warmup, bad_ratio)
-            result = run_load(daemon, data, args, c, args.duration, bad_ratio)
-            print(json.dumps(result), file=sys.stderr)
-            out.append(result)
+            for daemon in daemons:
+                # warm-up: connections, slapd's and the caches
+                run_load(daemon, data, args, c, args.warmup, bad_ratio)
+                result = run_load(daemon, data, args, c, args.duration, bad_ratio)
+                print(json.dumps(result), file=sys.stderr)
+                out.append(result)
     return out
 
 
@@ -381,16 +387,23 @@ def main(argv: list[str] | None = None) -> int:
             f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
         )
         for cache in (False, True):
-            if args.only != "dovecot":
-                for method in ("search", "bind") if args.ours_bind else ("search",):
-                    with idsvc_daemon(
-                        work, slapd, data.base_dn, cache=cache, method=method
-                    ) as daemon:
-                        results += bench_daemon(daemon, data, args)
-            if args.only != "idsvc":
-                for bind in (False, True):
-                    with dovecot_daemon(work, slapd, data.base_dn, bind=bind, cache=cache) as d:
-                        results += bench_daemon(d, data, args)
+            with contextlib.ExitStack() as stack:
+                daemons: list[Daemon] = []
+                if args.only != "dovecot":
+                    for method in ("search", "bind") if args.ours_bind else ("search",):
+                        daemons.append(
+                            stack.enter_context(
+                                idsvc_daemon(work, slapd, data.base_dn, cache=cache, method=method)
+                            )
+                        )
+                if args.only != "idsvc":
+                    for bind in (False, True):
+                        daemons.append(
+                            stack.enter_context(
+                                dovecot_daemon(work, slapd, data.base_dn, bind=bind, cache=cache)
+                            )
+                        )
+                results += bench_cache_setting(daemons, data, args)
     finally:
         slapd.cleanup()
         shutil.rmtree(work, ignore_errors=True)
