@@ -24,7 +24,9 @@ What it does not do: decide anything about credentials, or log passwords or ``re
 How it fails: a protocol violation (bad VERSION, no CPID, unknown command, duplicate id, too many
 requests in flight, parameters after ``resp=``, a line over 16384 bytes, CONT for a request being
 verified) or an idle connection (``idle_timeout`` with nothing in flight) closes the connection
-with a log line. Start-up problems raise ``ListenError`` / ``ConfigError``.
+with a log line; so does a connection beyond ``max_connections`` (closed before the handshake).
+A client that stops reading its replies is not read from until it does. Start-up problems raise
+``ListenError`` / ``ConfigError``.
 """
 
 from __future__ import annotations
