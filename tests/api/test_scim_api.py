@@ -460,3 +460,39 @@ async def test_writes_are_audited_and_stale_rows_ignored(api: Api) -> None:
     assert "externalId" not in r.json()
     r = await scim(api, "admin", "GET", "/Users", params={"filter": 'externalId eq "x-1"'})
     assert r.json()["totalResults"] == 0
+
+
+async def test_group_members_only_when_shown(api: Api) -> None:
+    await _domain(api)
+    assert (await scim(api, "admin", "POST", "/Users", _user("a@example.org"))).status_code == 201
+    r = await scim(
+        api,
+        "admin",
+        "POST",
+        "/Groups",
+        {
+            "schemas": [GROUP],
+            "displayName": "l@example.org",
+            "members": [{"value": "a@example.org"}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["members"][0]["$ref"].endswith("/scim/v2/Users/a@example.org")
+    for params in ({"excludedAttributes": "members"}, {"attributes": "displayName"}):
+        r = await scim(api, "admin", "GET", "/Groups/l@example.org", params=params)
+        assert "members" not in r.json()
+        assert r.json()["id"] == "l@example.org"
+        r = await scim(api, "admin", "GET", "/Groups", params=params)
+        assert r.json()["totalResults"] == 1
+        assert "members" not in r.json()["Resources"][0]
+    r = await scim(
+        api,
+        "admin",
+        "GET",
+        "/Groups",
+        params={"filter": 'members[value eq "a@example.org"]', "excludedAttributes": "members"},
+    )
+    assert [g["id"] for g in r.json()["Resources"]] == ["l@example.org"]
+    assert "members" not in r.json()["Resources"][0]
+    st = (api.state.path.parent / "scim.db").stat()
+    assert st.st_mode & 0o777 == 0o600

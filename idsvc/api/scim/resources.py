@@ -193,6 +193,18 @@ def attribute_list(text: str | None) -> list[scim_filter.AttrPath] | None:
         raise patch.PatchError(str(exc), "invalidPath") from exc
 
 
+def shows(
+    include: list[scim_filter.AttrPath] | None,
+    exclude: list[scim_filter.AttrPath] | None,
+    name: str,
+) -> bool:
+    """Will :func:`project` keep the top-level attribute ``name``?"""
+    low = name.lower()
+    if include:
+        return any(p.attr.lower() == low for p in include)
+    return not any(p.attr.lower() == low and p.sub is None for p in exclude or ())
+
+
 def _target(resource: dict[str, Any], path: scim_filter.AttrPath) -> tuple[dict[str, Any], str]:
     """The object holding ``path``'s attribute and that attribute's key in it (or "")."""
     holder = resource

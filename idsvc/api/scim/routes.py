@@ -517,10 +517,12 @@ async def _group_state(request: Request, source: str) -> tuple[Alias | None, Any
     return alias, row
 
 
-async def _group_doc(request: Request, source: str) -> dict[str, Any]:
+async def _group_doc(request: Request, source: str, *, members: bool = True) -> dict[str, Any]:
+    """The Group document; ``members=False`` skips resolving destinations (one lookup each)
+    when the response will not show them (``excludedAttributes=members``, Entra ID)."""
     alias, row = await _group_state(request, source)
-    members = await _group_members(prov_of(request), alias)
-    return resources.group_resource(source, alias, members, row, base_url(request))
+    listed = await _group_members(prov_of(request), alias) if members else []
+    return resources.group_resource(source, alias, listed, row, base_url(request))
 
 
 def _domain_of(source: str) -> str:
@@ -561,7 +563,10 @@ async def _member_addresses(request: Request, caller: Principal, members: Any) -
 @router.get("/Groups/{gid}")
 async def get_group(request: Request, gid: str, caller: Caller) -> Response:
     source = await _visible_group(request, caller, gid)
-    return _doc_response(request, await _group_doc(request, source))
+    include = resources.attribute_list(request.query_params.get("attributes"))
+    exclude = resources.attribute_list(request.query_params.get("excludedAttributes"))
+    doc = await _group_doc(request, source, members=resources.shows(include, exclude, "members"))
+    return _doc_response(request, doc)
 
 
 @router.post("/Groups")
@@ -700,6 +705,9 @@ async def _list_groups(
             raise ScimError(400, f"more than {MAX_SCAN} groups to scan", "tooMany")
     docs: list[dict[str, Any]] = []
     wanted = None if node is None else MAX_SCAN
+    with_members = resources.shows(p["attributes"], p["excludedAttributes"], "members") or (
+        node is not None and "members" in p["filter"].lower()
+    )
     for source in sources:
         if not caller.can_read(_domain_of(source)):
             continue
@@ -707,7 +715,7 @@ async def _list_groups(
             docs.append({})  # counted only; not rendered
             continue
         try:
-            doc = await _group_doc(request, source)
+            doc = await _group_doc(request, source, members=with_members)
         except NotFound:
             continue
         if node is None or scim_filter.evaluate(node, doc, CASE_EXACT):

@@ -93,6 +93,7 @@ class ScimStore:
         if not self._ready:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_DDL)
+            self.path.chmod(0o600)  # names and contact addresses: personal data
             self._ready = True
         return conn
 
