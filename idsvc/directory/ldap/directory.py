@@ -1,70 +1,18 @@
-"""OpenLDAP backend: ``LdapDirectory`` implements ``Directory`` and ``BindVerifier``.
+"""``LdapDirectory``: OpenLDAP with our schema as a ``Directory`` and ``BindVerifier``.
 
-How it works:
-
-* python-ldap (≥ 3.4.5) runs in bounded thread pools, never on the event loop. Each pool is one
-  identity: ``reader`` (``bind_dn``: lookups, ``search`` authentication, ``pool_size`` threads),
-  ``writer`` (``writer_dn``: provisioning writes and listings only) and ``binder`` (user simple
-  binds for ``auth_method = "bind"``; its connections are never used for lookups). Every worker
-  thread owns at most one connection (thread-local), so a pool never has more connections than
-  threads; at most ``max_pending`` requests wait at once, more fail with ``TemporaryFailure``.
-* Connections go to the first ``uris`` entry not marked down; a server that failed to connect,
-  dropped a connection or timed out is skipped for ``retry_after`` seconds (failover). A read
-  that fails that way is retried once on a fresh connection (another server if there is one);
-  writes are not retried. An idle connection the server closed is noticed before use and
-  replaced. ``open()`` never fails because a server is down: connections are made lazily.
-* TLS: ``ldaps://`` or ``starttls``, certificate verified against ``ca_file`` (or the system
-  store) unless ``verify_tls`` is off; TLS ≥ 1.2. Referrals are never chased.
-* Timeouts: ``connect_timeout`` (TCP connect) and ``timeout`` (each LDAP operation, in libldap and
-  again as an overall bound around each call).
-* Listings use RFC 2696 paged results. Order and cursor: the cursor is the last key returned
-  (opaque, base64url). The next page searches ``(&(key>=cursor)(!(key=cursor)))`` under the key's
-  ORDERING rule, streams the matches page by page and keeps only the ``limit + 1`` smallest keys
-  (memory O(limit)); the extra one says whether there is a next page. A listing therefore costs
-  one scan of the entries after the cursor in its scope (a domain's subtree when ``domain`` is
-  given); no server-side sort control is needed.
-* ``if_revision`` is a compare-and-swap inside one modify: ``delete: idsvcRevision <old>`` +
-  ``add: idsvcRevision <old+1>``; if another writer got there first the delete fails
-  (noSuchAttribute) → ``Conflict``. Unconditional writes bump the revision with the RFC 4525
-  ``increment`` modification, atomic in the server. Writes return the entry as the server
-  stored it (RFC 4527 post-read control).
-
-Error mapping (python-ldap → idsvc.errors), at this boundary only:
-
-=========================================================  ===================================
-SERVER_DOWN, CONNECT_ERROR, TIMEOUT, BUSY, UNAVAILABLE,    TemporaryFailure (never None)
-TIMELIMIT/ADMINLIMIT_EXCEEDED, UNWILLING_TO_PERFORM,
-LOCAL_ERROR, OTHER, service bind refused, TLS failure,
-any other unexpected error on a read
-two entries for one key, SIZELIMIT_EXCEEDED (point query)  AmbiguousEntry
-REFERRAL result or search continuation reference           TemporaryFailure — never followed,
-                                                           never "not found", never success
-ALREADY_EXISTS                                             AlreadyExists
-NO_SUCH_OBJECT on a write                                  NotFound
-NO_SUCH_ATTRIBUTE on the revision CAS, ASSERTION_FAILED,   Conflict
-NOT_ALLOWED_ON_NONLEAF, TYPE_OR_VALUE_EXISTS
-NO_SUCH_OBJECT on a lookup's search base                   TemporaryFailure (misconfigured base)
-schema/ACL refusals of a write                             DirectoryError
-=========================================================  ===================================
-
-Never logged: passwords, password hashes, bind credentials.
+Lookups (``find_account``/``find_domain``/``find_alias``, ``ping``, the DN search of a bind
+check) run on the reader identity's connections; user binds on the binder's; provisioning
+writes and listings on the writer's (``pool.ThreadPool``, blocking python-ldap in threads). Every
+call is bounded: at most ``max_pending`` requests wait at once (more fail at once with
+``TemporaryFailure``) and each call has an overall time budget. python-ldap errors are mapped by
+``errors.map_error`` at this boundary only. See the package docstring and docs/ldap.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import concurrent.futures
 import contextlib
-import logging
-import re
-import select
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ldap
@@ -82,10 +30,27 @@ from idsvc.directory.base import (
     DomainChanges,
 )
 from idsvc.directory.filters import Filter
+from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
+from idsvc.directory.ldap.listing import (
+    MAX_SCAN,
+    decode_cursor,
+    encode_cursor,
+    first_page,
+    paged,
+    smallest_keys,
+)
+from idsvc.directory.ldap.pool import Identity, Servers, ThreadPool, log
+from idsvc.directory.ldap.search import (
+    NO_ATTRS,
+    SCOPE_BASE,
+    SCOPE_ONELEVEL,
+    SCOPE_SUBTREE,
+    point,
+    search,
+)
 from idsvc.directory.mapping import IDSVC, AttributeProfile, Entry, Mod
 from idsvc.errors import (
     AlreadyExists,
-    AmbiguousEntry,
     ConfigError,
     Conflict,
     DirectoryError,
@@ -95,283 +60,10 @@ from idsvc.errors import (
 )
 from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 
-log = logging.getLogger("idsvc.directory.ldap")
-
 T = TypeVar("T")
 
-SCOPE_BASE, SCOPE_ONELEVEL, SCOPE_SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_ONELEVEL, ldap.SCOPE_SUBTREE
-NO_ATTRS = ["1.1"]  # RFC 4511 §4.5.1.8: return no attributes
-MAX_CURSOR = 1400
-MAX_SCAN = 10_000_000  # entries one listing call may stream before giving up
 CAS_ATTEMPTS = 5
 WRITER_THREADS = 4
-
-# Errors after which the server is skipped for retry_after and the connection dropped.
-_FAILOVER = (ldap.SERVER_DOWN, ldap.CONNECT_ERROR, ldap.TIMEOUT, ldap.BUSY, ldap.UNAVAILABLE)
-# Errors that say "not now" on any operation, read or write.
-_TRANSIENT = (
-    *_FAILOVER,
-    ldap.TIMELIMIT_EXCEEDED,
-    ldap.ADMINLIMIT_EXCEEDED,
-    ldap.UNWILLING_TO_PERFORM,
-    ldap.LOCAL_ERROR,
-    ldap.OTHER,
-)
-_AD_SUBCODE = re.compile(r"data ([0-9a-f]{3})", re.IGNORECASE)
-_AD_EXPIRED = {"532", "773"}
-_AD_DISABLED = {"533", "701", "775"}
-
-
-class _ReferralSeen(Exception):
-    """A search returned a continuation reference (not followed)."""
-
-
-def _desc(exc: BaseException) -> str:
-    """A short, secret-free description of a python-ldap error."""
-    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    text = str(info.get("desc") or type(exc).__name__)
-    extra = info.get("info")
-    return f"{text} ({extra})" if extra else text
-
-
-def map_error(exc: BaseException, *, write: bool = False, point: bool = False) -> DirectoryError:
-    """Translate a python-ldap exception (or a referral) into an idsvc DirectoryError."""
-    if isinstance(exc, DirectoryError):
-        return exc
-    if isinstance(exc, (_ReferralSeen, ldap.REFERRAL)):
-        return TemporaryFailure("LDAP server returned a referral (not followed)")
-    if isinstance(exc, ldap.ALREADY_EXISTS):
-        return AlreadyExists("entry already exists")
-    if isinstance(exc, ldap.NO_SUCH_OBJECT):
-        if write:
-            return NotFound("no such entry (or parent entry)")
-        return TemporaryFailure("LDAP search base does not exist")
-    if isinstance(
-        exc,
-        (
-            ldap.NO_SUCH_ATTRIBUTE,
-            ldap.ASSERTION_FAILED,
-            ldap.NOT_ALLOWED_ON_NONLEAF,
-            ldap.TYPE_OR_VALUE_EXISTS,
-        ),
-    ):
-        return Conflict(f"conflicting change: {_desc(exc)}")
-    if isinstance(exc, ldap.SIZELIMIT_EXCEEDED):
-        if point:
-            return AmbiguousEntry("more than one LDAP entry matches")
-        return TemporaryFailure(
-            "LDAP size limit exceeded (a paged listing needs size.prtotal=unlimited for the "
-            "writer identity: see docs/ldap.md)"
-        )
-    if isinstance(exc, _TRANSIENT):
-        return TemporaryFailure(f"LDAP error: {_desc(exc)}")
-    if isinstance(exc, ldap.LDAPError):
-        if write:
-            return DirectoryError(f"LDAP server refused the change: {_desc(exc)}")
-        return TemporaryFailure(f"LDAP error: {_desc(exc)}")
-    return TemporaryFailure(f"LDAP client error: {type(exc).__name__}")
-
-
-# -- servers and connections -------------------------------------------------------------------
-
-
-class _Servers:
-    """The configured URIs in priority order, with a 'skip until' mark per failed server."""
-
-    def __init__(self, uris: tuple[str, ...], retry_after: float) -> None:
-        self._uris = uris
-        self._retry_after = retry_after
-        self._down: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def candidates(self) -> list[str]:
-        now = time.monotonic()
-        with self._lock:
-            return [u for u in self._uris if self._down.get(u, 0.0) <= now]
-
-    def mark_down(self, uri: str, why: str) -> None:
-        with self._lock:
-            first = self._down.get(uri, 0.0) <= time.monotonic()
-            self._down[uri] = time.monotonic() + self._retry_after
-        if first:
-            log.warning("LDAP server %s marked down for %.1fs: %s", uri, self._retry_after, why)
-
-    def mark_up(self, uri: str) -> None:
-        with self._lock:
-            self._down.pop(uri, None)
-
-
-@dataclass(eq=False)
-class _Conn:
-    ldo: Any
-    uri: str
-    uses: int = 0
-
-
-@dataclass(frozen=True)
-class _Identity:
-    name: str
-    dn: str
-    password: str | None = field(repr=False)
-
-
-def _closed_by_peer(ldo: Any) -> bool:
-    """True when an idle connection's socket shows EOF/reset (the server closed it)."""
-    try:
-        fd = ldo.get_option(ldap.OPT_DESC)
-    except ldap.LDAPError:
-        return True
-    if not isinstance(fd, int) or fd < 0:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], 0)
-        if not readable:
-            return False
-        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-class _Pool:
-    """One identity's connections: a bounded executor whose threads each own one connection."""
-
-    def __init__(
-        self, identity: _Identity, settings: LdapSettings, servers: _Servers, size: int
-    ) -> None:
-        self.identity = identity
-        self._settings = settings
-        self._servers = servers
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=size, thread_name_prefix=f"ldap-{identity.name}"
-        )
-        self._local = threading.local()
-        self._conns: set[_Conn] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, fn: Callable[[Any], T], *, retry: bool) -> concurrent.futures.Future[T]:
-        return self._executor.submit(self._call, fn, retry)
-
-    def _call(self, fn: Callable[[Any], T], retry: bool) -> T:
-        for attempt in (1, 2):
-            conn = self._get()
-            try:
-                result = fn(conn.ldo)
-            except _FAILOVER as exc:
-                self._drop(conn)
-                self._servers.mark_down(conn.uri, _desc(exc))
-                if not retry or attempt == 2:
-                    raise
-                continue
-            conn.uses += 1
-            return result
-        raise AssertionError("unreachable")
-
-    def _get(self) -> _Conn:
-        if self._closed:
-            raise TemporaryFailure("LDAP directory is closed")
-        conn: _Conn | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.uses and _closed_by_peer(conn.ldo):
-            self._drop(conn)
-            conn = None
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._conns.add(conn)
-        return conn
-
-    def _connect(self) -> _Conn:
-        candidates = self._servers.candidates()
-        if not candidates:
-            raise TemporaryFailure("no LDAP server available (all marked down)")
-        last = "no server tried"
-        for uri in candidates:
-            try:
-                return _Conn(self._open(uri), uri)
-            except ldap.INVALID_CREDENTIALS as exc:
-                log.error("LDAP %s identity was refused by %s", self.identity.name, uri)
-                raise TemporaryFailure(f"LDAP {self.identity.name} bind refused") from exc
-            except ldap.LDAPError as exc:
-                last = _desc(exc)
-                self._servers.mark_down(uri, last)
-        raise TemporaryFailure(f"no LDAP server reachable: {last}")
-
-    def _open(self, uri: str) -> Any:
-        s = self._settings
-        ldo = ldap.initialize(uri)
-        try:
-            ldo.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
-            ldo.set_option(ldap.OPT_REFERRALS, 0)
-            ldo.set_option(ldap.OPT_NETWORK_TIMEOUT, s.connect_timeout)
-            ldo.set_option(ldap.OPT_TIMEOUT, s.timeout)
-            ldo.timeout = s.timeout  # python-ldap's *_s methods pass it to result()
-            if s.starttls or uri.startswith("ldaps://"):
-                require = ldap.OPT_X_TLS_DEMAND if s.verify_tls else ldap.OPT_X_TLS_NEVER
-                ldo.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, require)
-                ldo.set_option(ldap.OPT_X_TLS_PROTOCOL_MIN, 0x303)  # TLS 1.2
-                if s.ca_file is not None:
-                    ldo.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ca_file))
-                ldo.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # must come after the TLS options
-            if s.starttls and uri.startswith("ldap://"):
-                ldo.start_tls_s()
-            if self.identity.dn:  # never with an empty password (checked in __init__)
-                ldo.simple_bind_s(self.identity.dn, self.identity.password)
-            # without a DN the connection stays anonymous (the binder: its first operation is
-            # a user's bind, and a failure there is handled like any other)
-        except BaseException:
-            with contextlib.suppress(ldap.LDAPError):
-                ldo.unbind_ext_s()
-            raise
-        self._servers.mark_up(uri)
-        return ldo
-
-    def _drop(self, conn: _Conn) -> None:
-        if getattr(self._local, "conn", None) is conn:
-            self._local.conn = None
-        with self._lock:
-            self._conns.discard(conn)
-        with contextlib.suppress(ldap.LDAPError):
-            conn.ldo.unbind_ext_s()
-
-    def close(self) -> None:
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for conn in conns:
-            with contextlib.suppress(ldap.LDAPError):
-                conn.ldo.unbind_ext_s()
-
-
-# -- cursors -------------------------------------------------------------------------------------
-
-
-def encode_cursor(kind: str, key: str) -> str:
-    raw = f"v1:{kind}:{key}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(kind: str, cursor: str) -> str:
-    """The key a cursor of listing ``kind`` resumes after; InvalidInput if it is not one."""
-    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
-        raise InvalidInput("invalid cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        text = raw.decode("utf-8")
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("invalid cursor") from exc
-    tag = f"v1:{kind}:"
-    if not text.startswith(tag) or len(text) == len(tag) or "\x00" in text:
-        raise InvalidInput("invalid cursor (not from this listing)")
-    return text[len(tag) :]
-
-
-# -- the directory -------------------------------------------------------------------------------
 
 
 class LdapDirectory:
@@ -393,22 +85,22 @@ class LdapDirectory:
         self._profile = profile
         self._domains = profile.domains_dn(self._base)
         self._with_hash = settings.auth_method == "search"
-        servers = _Servers(settings.uris, settings.retry_after)
+        servers = Servers(settings.uris, settings.retry_after)
         reader_pw = settings.bind_password.get_secret_value() if settings.bind_password else None
         writer_pw = (
             settings.writer_password.get_secret_value() if settings.writer_password else None
         )
         size = settings.pool_size
-        self._reader = _Pool(
-            _Identity("reader", settings.bind_dn, reader_pw), settings, servers, size
+        self._reader = ThreadPool(
+            Identity("reader", settings.bind_dn, reader_pw), settings, servers, size
         )
-        self._writer = _Pool(
-            _Identity("writer", settings.writer_dn, writer_pw),
+        self._writer = ThreadPool(
+            Identity("writer", settings.writer_dn, writer_pw),
             settings,
             servers,
             min(size, WRITER_THREADS),
         )
-        self._binder = _Pool(_Identity("binder", "", None), settings, servers, size)
+        self._binder = ThreadPool(Identity("binder", "", None), settings, servers, size)
         self._pending = 0
         self._closed = False
         # one call may connect to every server, then run its operation (twice for a read retry)
@@ -437,7 +129,7 @@ class LdapDirectory:
 
     async def _run(
         self,
-        pool: _Pool,
+        pool: ThreadPool,
         fn: Callable[[Any], T],
         *,
         retry: bool,
@@ -456,7 +148,7 @@ class LdapDirectory:
             return await asyncio.wait_for(asyncio.wrap_future(future), budget or self._budget)
         except TimeoutError as exc:
             raise TemporaryFailure("LDAP request timed out") from exc
-        except (ldap.LDAPError, _ReferralSeen) as exc:
+        except (ldap.LDAPError, ReferralSeen) as exc:
             raise map_error(exc, write=write) from exc
         except RuntimeError as exc:  # executor shut down under us
             if self._closed:
@@ -470,71 +162,13 @@ class LdapDirectory:
     def _search(
         self, ldo: Any, base: str, scope: int, filt: Filter, attrs: list[str], sizelimit: int = 0
     ) -> list[Entry]:
-        results = ldo.search_ext_s(
-            base, scope, filt, attrlist=attrs, timeout=self._settings.timeout, sizelimit=sizelimit
-        )
-        entries = []
-        for dn, data in results:
-            if dn is None:  # continuation reference (RFC 4511 §4.5.3)
-                raise _ReferralSeen
-            entries.append(Entry(dn, data))
-        return entries
+        return search(ldo, base, scope, filt, attrs, self._settings.timeout, sizelimit)
 
     def _point(self, ldo: Any, base: str, filt: Filter, attrs: list[str]) -> Entry | None:
-        """At most one entry for a key: two (or a size limit) is AmbiguousEntry."""
-        try:
-            entries = self._search(ldo, base, SCOPE_SUBTREE, filt, attrs, sizelimit=2)
-        except (ldap.LDAPError, _ReferralSeen) as exc:
-            if isinstance(exc, _FAILOVER):
-                raise
-            raise map_error(exc, point=True) from exc
-        if len(entries) > 1:
-            raise AmbiguousEntry("more than one LDAP entry for one key")
-        return entries[0] if entries else None
-
-    def _paged(
-        self, ldo: Any, base: str, scope: int, filt: Filter, attrs: list[str]
-    ) -> Iterator[Entry]:
-        """Yield entries of a search, RFC 2696 page by page."""
-        page = ldap.controls.SimplePagedResultsControl(
-            True, size=self._settings.page_size, cookie=b""
-        )
-        scanned = 0
-        while True:
-            msgid = ldo.search_ext(
-                base, scope, filt, attrlist=attrs, serverctrls=[page],
-                timeout=self._settings.timeout,
-            )  # fmt: skip
-            _, data, _, ctrls = ldo.result3(msgid, all=1, timeout=self._settings.timeout)
-            for dn, values in data:
-                if dn is None:
-                    raise _ReferralSeen
-                scanned += 1
-                if scanned > MAX_SCAN:
-                    raise TemporaryFailure("listing scanned too many entries")
-                yield Entry(dn, values)
-            cookie = b""
-            for ctrl in ctrls:
-                if ctrl.controlType == ldap.controls.SimplePagedResultsControl.controlType:
-                    cookie = ctrl.cookie
-            if not cookie:
-                return
-            page.cookie = cookie
+        return point(ldo, base, filt, attrs, self._settings.timeout)
 
     def _first_page(self, ldo: Any, base: str, scope: int, filt: Filter, size: int) -> list[str]:
-        """DNs of the first ``size`` matches (no attributes)."""
-        page = ldap.controls.SimplePagedResultsControl(True, size=size, cookie=b"")
-        msgid = ldo.search_ext(
-            base, scope, filt, attrlist=NO_ATTRS, serverctrls=[page],
-            timeout=self._settings.timeout,
-        )  # fmt: skip
-        _, data, _, _ = ldo.result3(msgid, all=1, timeout=self._settings.timeout)
-        dns = []
-        for dn, _values in data:
-            if dn is None:
-                raise _ReferralSeen
-            dns.append(dn)
-        return dns
+        return first_page(ldo, base, scope, filt, size, timeout=self._settings.timeout)
 
     def _post_read(self, attrs: list[str]) -> Any:
         return ldap.controls.readentry.PostReadControl(criticality=True, attrList=attrs)
@@ -611,7 +245,7 @@ class LdapDirectory:
             try:
                 ldo.simple_bind_s(dn, password)
             except ldap.INVALID_CREDENTIALS as exc:
-                return _bind_failure(exc)
+                return bind_failure(exc)
             return BindResult.OK
 
         return await self._run(self._binder, bind, retry=True)
@@ -847,26 +481,16 @@ class LdapDirectory:
         keep = limit + 1
 
         def op(ldo: Any) -> tuple[int, list[T]]:
-            total = 0
-            best: list[tuple[str, str]] = []  # (comparison key, stored value)
+            scan_entries = paged(
+                ldo, base, scope, scan, [key_attr],
+                page_size=self._settings.page_size, timeout=self._settings.timeout,
+            )  # fmt: skip
             try:
-                for entry in self._paged(ldo, base, scope, scan, [key_attr]):
-                    stored = entry.first(key_attr)
-                    if stored is None or not stored.lower().startswith(prefix):
-                        continue
-                    total += 1
-                    if after is not None and stored.lower() <= after:
-                        continue
-                    best.append((stored.lower(), stored))
-                    if len(best) >= 2 * keep:
-                        best.sort()
-                        del best[keep:]
+                total, best = smallest_keys(scan_entries, key_attr, prefix, after, keep)
             except ldap.NO_SUCH_OBJECT as exc:
                 if domain is not None:
                     raise NotFound(f"domain {domain} does not exist") from exc
                 raise
-            best.sort()
-            del best[keep:]
             if not best:
                 return total, []
             wanted = filters.and_(
@@ -926,15 +550,4 @@ class LdapDirectory:
         )  # fmt: skip
 
 
-def _bind_failure(exc: BaseException) -> BindResult:
-    """invalidCredentials, refined by Active Directory's ``data NNN`` sub-code when present."""
-    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    match = _AD_SUBCODE.search(str(info.get("info", "")))
-    if match and match.group(1).lower() in _AD_EXPIRED:
-        return BindResult.EXPIRED
-    if match and match.group(1).lower() in _AD_DISABLED:
-        return BindResult.DISABLED
-    return BindResult.INVALID_CREDENTIALS
-
-
-__all__ = ["LdapDirectory", "decode_cursor", "encode_cursor", "map_error"]
+__all__ = ["LdapDirectory"]
