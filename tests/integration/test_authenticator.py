@@ -522,6 +522,25 @@ async def test_rehash_on_login(directory: Any) -> None:
     await again.close()
 
 
+class AdminEditsFirst:
+    """Forwards to the real directory, but lets an administrator's change land just before the
+    engine's rehash write: the write's ``if_revision`` is then stale and the real backend
+    refuses it (a deterministic version of a race that happens in production)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def update_account(
+        self, address: Address, changes: AccountChanges, *, if_revision: int | None = None
+    ) -> Any:
+        if changes.password_hash is not None:
+            await self._inner.update_account(address, AccountChanges(display_name="Bob"))
+        return await self._inner.update_account(address, changes, if_revision=if_revision)
+
+
 async def test_rehash_failure_never_affects_the_result(
     directory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -530,15 +549,13 @@ async def test_rehash_failure_never_affects_the_result(
     bob = Address("bob", "example.org")
     old = PasswordHasher(LIGHT).hash(PW, "SSHA")
     await directory.add_account(Account(bob, old))
-    auth, _ = make(directory, hasher, rehash=True)
+    auth, _ = make(AdminEditsFirst(directory), hasher, rehash=True)
     with caplog.at_level(logging.INFO, logger="idsvc.auth"):
         result = await auth.authenticate(req("bob@example.org"))
-        # a concurrent administrative change makes the rehash's if_revision stale
-        await directory.update_account(bob, AccountChanges(display_name="Bob"))
-        await auth.close()
+        await auth.close()  # waits for the background write
     assert result.ok
     stored = await directory.find_account(bob)
-    assert stored.password_hash == old
+    assert stored.password_hash == old  # the administrator's change won
     assert stored.display_name == "Bob"
     assert "rehash of bob@example.org skipped" in caplog.text
 
@@ -671,6 +688,35 @@ async def test_ldap_bind_mode_uses_bind_check(slapd: SlapdServer, hasher: Passwo
         before = counted.calls["bind_check"]
         assert (await auth.authenticate(req("bob@example.org", ""))).outcome is Outcome.REJECTED
         assert counted.calls["bind_check"] == before  # an empty password never reaches a bind
+        await auth.close()
+    finally:
+        await directory.close()
+
+
+async def test_ambiguous_login_is_tempfail(slapd: SlapdServer, hasher: PasswordHasher) -> None:
+    """Two LDAP entries claiming one address: refused as TEMPFAIL, never guessed."""
+    from idsvc.directory.ldap import LdapDirectory
+
+    base = slapd.new_subtree(f"ambiguous-{time.monotonic_ns()}")
+    directory = await LdapDirectory.open(slapd.settings(base))
+    try:
+        await populate(directory, hasher)
+        slapd.add(
+            f"cn=impostor,idsvcDomainName=example.org,ou=domains,{base}",
+            {
+                "objectClass": ["idsvcAccount"],
+                "cn": ["impostor"],
+                "idsvcAddress": ["bob@example.org"],
+                "userPassword": [hasher.hash(PW, "SSHA")],
+            },
+        )
+        sleeps = Sleeps()
+        auth, sink = make(directory, hasher, sleep=sleeps, cache=False)
+        result = await auth.authenticate(req("bob@example.org"))
+        assert result.outcome is Outcome.TEMPFAIL
+        assert result.detail == "directory: AmbiguousEntry"
+        assert sleeps.delays == []
+        assert sink.events[-1].outcome == "tempfail"
         await auth.close()
     finally:
         await directory.close()
