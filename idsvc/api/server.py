@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 15.0
+CLOSE_GRACE = 0.05
 
 
 async def _serve_or_fail(server: uvicorn.Server) -> None:
@@ -181,6 +182,9 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):
                 await self._task
             self._task = None
+            # connections that never reached HTTP (a failed TLS handshake) are not tracked by
+            # uvicorn; give their transports a moment to run the close callbacks
+            await asyncio.sleep(CLOSE_GRACE)
         self._server = None
         if self._own_state and self.state is not None:
             await self.state.close()
