@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import ldap
@@ -30,6 +30,7 @@ from idsvc.directory.base import (
     DomainChanges,
 )
 from idsvc.directory.filters import Filter
+from idsvc.directory.ldap.aio import AioPool, ConnectionLost
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
 from idsvc.directory.ldap.listing import (
     MAX_SCAN,
@@ -42,7 +43,6 @@ from idsvc.directory.ldap.listing import (
 from idsvc.directory.ldap.pool import Identity, Servers, ThreadPool, log
 from idsvc.directory.ldap.search import (
     NO_ATTRS,
-    SCOPE_BASE,
     SCOPE_ONELEVEL,
     SCOPE_SUBTREE,
     point,
@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 CAS_ATTEMPTS = 5
 WRITER_THREADS = 4
+READER_PIPELINE = 128  # requests in flight on one reader connection (slapd allows 1000)
 
 
 class LdapDirectory:
@@ -91,8 +92,13 @@ class LdapDirectory:
             settings.writer_password.get_secret_value() if settings.writer_password else None
         )
         size = settings.pool_size
-        self._reader = ThreadPool(
-            Identity("reader", settings.bind_dn, reader_pw), settings, servers, size
+        # lookups and binds: on the event loop (aio.py); writes and listings: in threads
+        self._reader = AioPool(
+            Identity("reader", settings.bind_dn, reader_pw),
+            settings,
+            servers,
+            size,
+            per_conn=READER_PIPELINE,
         )
         self._writer = ThreadPool(
             Identity("writer", settings.writer_dn, writer_pw),
@@ -100,7 +106,7 @@ class LdapDirectory:
             servers,
             min(size, WRITER_THREADS),
         )
-        self._binder = ThreadPool(Identity("binder", "", None), settings, servers, size)
+        self._binder = AioPool(Identity("binder", "", None), settings, servers, size, per_conn=1)
         self._pending = 0
         self._closed = False
         # one call may connect to every server, then run its operation (twice for a read retry)
@@ -124,8 +130,9 @@ class LdapDirectory:
         if self._closed:
             return
         self._closed = True
-        for pool in (self._reader, self._writer, self._binder):
-            await asyncio.to_thread(pool.close)
+        await self._reader.close()
+        await self._binder.close()
+        await asyncio.to_thread(self._writer.close)
 
     async def _run(
         self,
@@ -157,6 +164,29 @@ class LdapDirectory:
         finally:
             self._pending -= 1
 
+    async def _read(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run an asynchronous read with the pending bound, retried once when its connection
+        failed or timed out (another server if there is one); python-ldap errors come back
+        mapped (a size limit on these point queries is AmbiguousEntry)."""
+        if self._closed:
+            raise TemporaryFailure("LDAP directory is closed")
+        if self._pending >= self._settings.max_pending:
+            raise TemporaryFailure("too many pending LDAP requests")
+        self._pending += 1
+        try:
+            try:
+                return await op()
+            except ConnectionLost:
+                pass
+            try:
+                return await op()
+            except ConnectionLost as exc:
+                raise TemporaryFailure(f"LDAP error: {exc}") from exc
+        except (ldap.LDAPError, ReferralSeen) as exc:
+            raise map_error(exc, point=True) from exc
+        finally:
+            self._pending -= 1
+
     # -- blocking helpers (run in pool threads) ----------------------------------------------
 
     def _search(
@@ -184,46 +214,27 @@ class LdapDirectory:
 
     async def ping(self) -> None:
         """Raise TemporaryFailure unless the reader can read the base entry now."""
-
-        def op(ldo: Any) -> None:
-            ldo.search_ext_s(
-                self._base, SCOPE_BASE, "(objectClass=*)", attrlist=NO_ATTRS,
-                timeout=self._settings.timeout,
-            )  # fmt: skip
-
-        await self._run(self._reader, op, retry=True)
+        await self._read(lambda: self._reader.read_base(self._base))
 
     async def find_domain(self, name: str) -> Domain | None:
         filt = self._profile.domain_filter(name)
         attrs = self._profile.domain_attrs()
-
-        def op(ldo: Any) -> Domain | None:
-            entry = self._point(ldo, self._domains, filt, attrs)
-            return None if entry is None else self._profile.domain_from_entry(entry)
-
-        return await self._run(self._reader, op, retry=True)
+        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        return None if entry is None else self._profile.domain_from_entry(entry)
 
     async def find_account(self, address: Address) -> Account | None:
         filt = self._profile.account_filter(address)
         attrs = self._profile.account_attrs(with_hash=self._with_hash)
-
-        def op(ldo: Any) -> Account | None:
-            entry = self._point(ldo, self._domains, filt, attrs)
-            if entry is None:
-                return None
-            return self._profile.account_from_entry(entry, with_hash=self._with_hash)
-
-        return await self._run(self._reader, op, retry=True)
+        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        if entry is None:
+            return None
+        return self._profile.account_from_entry(entry, with_hash=self._with_hash)
 
     async def find_alias(self, source: str) -> Alias | None:
         filt = self._profile.alias_filter(source)
         attrs = self._profile.alias_attrs()
-
-        def op(ldo: Any) -> Alias | None:
-            entry = self._point(ldo, self._domains, filt, attrs)
-            return None if entry is None else self._profile.alias_from_entry(entry)
-
-        return await self._run(self._reader, op, retry=True)
+        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        return None if entry is None else self._profile.alias_from_entry(entry)
 
     async def bind_check(self, account: Account, password: str) -> BindResult:
         """Verify ``password`` with a simple bind as the account's DN, on a binder connection
@@ -232,23 +243,19 @@ class LdapDirectory:
         if not isinstance(password, str) or not password or "\x00" in password:
             return BindResult.INVALID_CREDENTIALS
         filt = self._profile.account_filter(account.address)
-
-        def find(ldo: Any) -> str | None:
-            entry = self._point(ldo, self._domains, filt, NO_ATTRS)
-            return None if entry is None else entry.dn
-
-        dn = await self._run(self._reader, find, retry=True)
-        if dn is None:
+        found = await self._read(lambda: self._reader.point(self._domains, filt, NO_ATTRS))
+        if found is None:
             return BindResult.INVALID_CREDENTIALS
+        dn = found.dn
 
-        def bind(ldo: Any) -> BindResult:
+        async def bind() -> BindResult:
             try:
-                ldo.simple_bind_s(dn, password)
+                await self._binder.simple_bind(dn, password)
             except ldap.INVALID_CREDENTIALS as exc:
                 return bind_failure(exc)
             return BindResult.OK
 
-        return await self._run(self._binder, bind, retry=True)
+        return await self._read(bind)
 
     # -- writes --------------------------------------------------------------------------------
 
