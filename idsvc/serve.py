@@ -184,7 +184,8 @@ class Server:
             "idsvc starting (config: %s; directory: %s)", source, _directory_name(self.settings)
         )
         audit = None
-        if self.settings.api.enabled and load_listener_class(LISTENERS[-1]) is not None:
+        api = next(spec for spec in LISTENERS if spec.name == "api")
+        if self.settings.api.enabled and load_listener_class(api) is not None:
             # the API's state store also receives every audit event (auth and provisioning)
             from idsvc.state import StateStore, runtime_audit
 
@@ -253,7 +254,10 @@ class Server:
         closing.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await closing
-        log.error("shutdown did not finish within %.0f s; exiting anyway", SHUTDOWN_GRACE)
+        if self._force.is_set():
+            log.error("shutdown cut short by a second signal; in-flight requests were dropped")
+        else:
+            log.error("shutdown did not finish within %.0f s; exiting anyway", SHUTDOWN_GRACE)
         return False
 
     async def run(self) -> int:

@@ -344,3 +344,30 @@ def test_sigterm_lets_an_in_flight_request_finish(
     assert served.stop() == 0
     client.join(timeout=30)
     assert answer["reply"].startswith("0: NO")  # answered, not cut off
+
+
+def test_a_second_sigterm_stops_waiting(
+    embedded_cli: Cli, sockdir: Path, serving: list[Served]
+) -> None:
+    cli = embedded_cli
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "eve@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    with_listeners(cli, sockdir)
+    cli.config["api"]["enabled"] = False
+    cli.config["auth"]["failure_delay"] = 8.0  # a request that would hold shutdown for seconds
+    served = Served(cli)
+    serving.append(served)
+    served.wait_for("ready:")
+    client = threading.Thread(
+        target=run_testsaslauthd, args=(sockdir / "mux", "eve@example.org", "wrong")
+    )
+    client.start()
+    time.sleep(0.4)
+    served.proc.send_signal(signal.SIGTERM)
+    served.wait_for("SIGTERM: shutting down")
+    started = time.monotonic()
+    code = served.stop()  # the second SIGTERM
+    assert time.monotonic() - started < 6.0
+    assert code == 70  # not a clean stop, and it says so
+    assert "cut short by a second signal" in served.log
+    client.join(timeout=30)
