@@ -269,8 +269,9 @@ class AioPool:
         try:
             return await future
         finally:
-            if not future.done():  # cancelled by the caller: the answer is not wanted
-                if conn.pending.pop(msgid, None) is not None and conn.alive:
+            if conn.pending.get(msgid) is req:  # cancelled by the caller: not wanted any more
+                del conn.pending[msgid]
+                if conn.alive:
                     with contextlib.suppress(ldap.LDAPError):
                         conn.abandon(msgid, None, None)
                 self._settle(conn)
@@ -411,6 +412,8 @@ class AioPool:
                 if not req.future.done():
                     req.future.set_result(req)
                 self._settle(conn)
+                if not pending:
+                    return  # nobody waits for anything else on this connection
         conn.loop.call_soon(self._drain, conn)  # more may be buffered inside libldap
 
     def _answer_error(self, conn: AioConn, exc: ldap.LDAPError) -> bool:
