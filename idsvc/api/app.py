@@ -11,6 +11,7 @@ is public (it describes the API, it holds no data).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from idsvc.runtime import Runtime
 
 TITLE = "idsvc provisioning API"
+HASH_WORKERS = 2
 VERSION = "1"
 
 
@@ -116,5 +118,6 @@ def create_app(settings: Settings, runtime: Runtime, state: StateStore) -> FastA
         ),
         auth_tests=SlidingLimiter(settings.api.auth_test_per_minute, 60.0),
         metrics=app.state.metrics,
+        hash_executor=ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="api-hash"),
     )
     return app

@@ -186,6 +186,8 @@ class ApiServer:
             # uvicorn; give their transports a moment to run the close callbacks
             await asyncio.sleep(CLOSE_GRACE)
         self._server = None
+        if self.app is not None:
+            self.app.state.idsvc.hash_executor.shutdown(wait=False)
         if self._own_state and self.state is not None:
             await self.state.close()
             self.state = None

@@ -90,5 +90,6 @@ async def api(directory: Any, tmp_path: Path) -> AsyncIterator[Api]:
         try:
             yield env
         finally:
+            app.state.idsvc.hash_executor.shutdown()
             await runtime.authenticator.close()
             await state.close()
