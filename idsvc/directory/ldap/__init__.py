@@ -2,12 +2,15 @@
 
 How it works:
 
-* python-ldap (≥ 3.4.5) runs in bounded thread pools, never on the event loop. Each pool is one
-  identity: ``reader`` (``bind_dn``: lookups, ``search`` authentication, ``pool_size`` threads),
-  ``writer`` (``writer_dn``: provisioning writes and listings only) and ``binder`` (user simple
-  binds for ``auth_method = "bind"``; its connections are never used for lookups). Every worker
-  thread owns at most one connection (thread-local), so a pool never has more connections than
-  threads; at most ``max_pending`` requests wait at once, more fail with ``TemporaryFailure``.
+* Three identities, each with its own connections. ``reader`` (``bind_dn``): lookups, ``ping``,
+  ``search`` authentication and the DN search before a bind check; ``binder`` (anonymous until a
+  user binds): user simple binds for ``auth_method = "bind"``, never used for lookups; ``writer``
+  (``writer_dn``): provisioning writes and listings only. Reader and binder run on the event
+  loop with python-ldap's asynchronous API (``aio.py``: ``pool_size`` connections each, up to
+  128 requests in flight per reader connection, one per binder connection; only connecting runs
+  in a thread). The writer runs python-ldap in a bounded thread pool (``pool.py``: at most 4
+  threads, one connection each). At most ``max_pending`` requests wait at once; more fail at
+  once with ``TemporaryFailure``.
 * Connections go to the first ``uris`` entry not marked down; a server that failed to connect,
   dropped a connection or timed out is skipped for ``retry_after`` seconds (failover). A read
   that fails that way is retried once on a fresh connection (another server if there is one);
@@ -15,8 +18,9 @@ How it works:
   replaced. ``open()`` never fails because a server is down: connections are made lazily.
 * TLS: ``ldaps://`` or ``starttls``, certificate verified against ``ca_file`` (or the system
   store) unless ``verify_tls`` is off; TLS ≥ 1.2. Referrals are never chased.
-* Timeouts: ``connect_timeout`` (TCP connect) and ``timeout`` (each LDAP operation, in libldap and
-  again as an overall bound around each call).
+* Timeouts: ``connect_timeout`` (TCP connect) and ``timeout`` (each LDAP operation: a deadline
+  per request on the event loop, after which its message id is abandoned; in libldap and again
+  as an overall bound around each call on the thread pool).
 * Listings use RFC 2696 paged results. Order and cursor: the cursor is the last key returned
   (opaque, base64url). The next page searches ``(&(key>=cursor)(!(key=cursor)))`` under the key's
   ORDERING rule, streams the matches page by page and keeps only the ``limit + 1`` smallest keys
@@ -29,10 +33,10 @@ How it works:
   ``increment`` modification, atomic in the server. Writes return the entry as the server
   stored it (RFC 4527 post-read control).
 
-Modules: ``directory`` (``LdapDirectory``), ``pool`` (servers, connecting, the thread pools),
-``search`` (blocking search helpers), ``listing`` (cursors, paged scans), ``errors`` (the
-python-ldap → idsvc error table, see there). Never logged: passwords, password hashes, bind
-credentials.
+Modules: ``directory`` (``LdapDirectory``), ``aio`` (the event-loop path), ``pool`` (servers,
+connecting, the thread pool), ``search`` (blocking search helpers), ``listing`` (cursors, paged
+scans), ``errors`` (the python-ldap → idsvc error table, see there). Never logged: passwords,
+password hashes, bind credentials.
 """
 
 from idsvc.directory.ldap.directory import LdapDirectory

@@ -1,12 +1,12 @@
 """``LdapDirectory``: OpenLDAP with our schema as a ``Directory`` and ``BindVerifier``.
 
 Lookups (``find_account``/``find_domain``/``find_alias``, ``ping``, the DN search of a bind
-check) run on the reader identity's connections; user binds on the binder's; provisioning
-writes and listings on the writer's (``pool.ThreadPool``, blocking python-ldap in threads). Every
-call is bounded: at most ``max_pending`` requests wait at once (more fail at once with
-``TemporaryFailure``) and each call has an overall time budget. python-ldap errors are mapped by
-``errors.map_error`` at this boundary only. See the package docstring and docs/ldap.md.
-"""
+check) run on the reader identity's connections and user binds on the binder's, both on the
+event loop (``aio.AioPool``; a read whose connection failed or timed out is retried once);
+provisioning writes and listings run on the writer's (``pool.ThreadPool``, blocking python-ldap
+in threads, under an overall time budget). At most ``max_pending`` requests wait at once (more
+fail at once with ``TemporaryFailure``). python-ldap errors are mapped by ``errors.map_error``
+at this boundary only. See the package docstring and docs/ldap.md."""
 
 from __future__ import annotations
 
