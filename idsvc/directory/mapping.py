@@ -23,6 +23,7 @@ success). Values are never logged.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -98,6 +99,12 @@ def parse_time(text: str) -> datetime:
     if len(text) > 32 or not text.endswith("Z"):
         raise ValueError("not a UTC GeneralizedTime")
     core = text[:-1].split(".", 1)[0].split(",", 1)[0]
+    if len(core) == 14 and core.isascii() and core.isdigit():  # the usual form: no strptime
+        with contextlib.suppress(ValueError):  # out-of-range fields: strptime decides below
+            return datetime(
+                int(core[:4]), int(core[4:6]), int(core[6:8]),
+                int(core[8:10]), int(core[10:12]), int(core[12:14]), tzinfo=UTC,
+            )  # fmt: skip
     parsed = datetime.strptime(core, "%Y%m%d%H%M%S")
     return parsed.replace(tzinfo=UTC)
 
