@@ -10,6 +10,8 @@ Three ways to run the same point query (``(&(objectClass=idsvcAccount)(idsvcAddr
   overall budget), the entry converted to an ``Account``;
 * ``aio``: ``LdapDirectory.find_account`` as it is now (python-ldap's asynchronous API on the
   event loop, ``pool_size`` connections with several requests in flight each);
+* ``aio_search``: the same event-loop search without the conversion to an ``Account`` (what
+  the transport costs; compare with ``raw``);
 * ``raw``: N threads, one persistent connection each, ``search_ext_s`` with the same filter and
   attributes and no conversion: the ceiling.
 
@@ -52,7 +54,7 @@ from idsvc.model import Account, Address  # noqa: E402
 from tests.fixtures.slapd import SlapdServer  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
-MODES = ("executor", "aio", "raw")
+MODES = ("executor", "aio", "aio_search", "raw")
 MAX_OPS_PER_RUN = 2_000_000
 
 
@@ -136,6 +138,17 @@ class ExecutorLookup:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.close)
+
+
+def search_only(directory: LdapDirectory) -> Callable[[Address], Awaitable[Any]]:
+    """The event-loop point search of find_account, minus the conversion to an Account."""
+    reader, domains = directory._reader, directory._domains
+    attrs = IDSVC.account_attrs(with_hash=True)
+
+    async def find(address: Address) -> Any:
+        return await reader.point(domains, IDSVC.account_filter(address), attrs)
+
+    return find
 
 
 # -- drivers ------------------------------------------------------------------------------------
@@ -258,14 +271,12 @@ async def measure(data: Dataset, args: argparse.Namespace) -> dict[tuple[str, in
                     target = ExecutorLookup(data, args.pool_size)
                 else:
                     target = await LdapDirectory.open(data.settings(pool_size=args.pool_size))
+                find = target.find_account if mode != "aio_search" else search_only(target)
                 try:
                     for address in addresses[:50]:  # connections up, caches warm
-                        await target.find_account(address)
-                    runs.append(
-                        await drive_async(
-                            target.find_account, addresses, conc, args.seconds, pid, run + 1
-                        )
-                    )
+                        await find(address)
+                    stats = await drive_async(find, addresses, conc, args.seconds, pid, run + 1)
+                    runs.append(stats)
                 finally:
                     await target.close()
             cell = summarise(runs)

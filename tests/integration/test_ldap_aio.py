@@ -10,9 +10,11 @@ fault tests start a ``SlapdServer`` of their own. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ldap
@@ -64,6 +66,23 @@ def own() -> Iterator[SlapdServer]:
         yield server
     finally:
         server.cleanup()
+
+
+def _pause(server: SlapdServer) -> None:
+    """SIGSTOP the server and wait (bounded) until the kernel shows it stopped: the signal is
+    asynchronous, and a request sent just after kill() could otherwise still be answered."""
+    server.pause()
+    tasks = Path(f"/proc/{server.pid}/task")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = []
+        for task in tasks.iterdir():  # every thread, not only the main one
+            with contextlib.suppress(FileNotFoundError):
+                states.append((task / "stat").read_text("ascii").rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError("slapd did not stop within 5 s")
 
 
 async def _open_own(server: SlapdServer, **overrides: Any) -> LdapDirectory:
@@ -220,7 +239,7 @@ async def test_poll_does_not_block_while_the_server_is_silent(own: SlapdServer) 
     try:
         assert await directory.find_account(_user(1)) is not None
         (conn,) = directory._reader._conns
-        own.pause()
+        _pause(own)
         try:
             msgid = conn.search(
                 directory._domains, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"],
@@ -243,7 +262,7 @@ async def test_timeouts_fail_every_request_in_flight_then_recover(own: SlapdServ
     directory = await _open_own(own, pool_size=1, **fast)
     try:
         assert await directory.find_account(_user(1)) is not None
-        own.pause()
+        _pause(own)
         try:
             started = time.monotonic()
             results = await asyncio.gather(
@@ -273,7 +292,7 @@ async def test_killed_server_fails_requests_in_flight_at_once(own: SlapdServer) 
     directory = await _open_own(own, pool_size=2, timeout=20.0, retry_after=0.2)
     try:
         assert await directory.find_account(_user(1)) is not None
-        own.pause()  # requests queue up unanswered …
+        _pause(own)  # requests queue up unanswered …
         tasks = [asyncio.create_task(directory.find_account(_user(i))) for i in range(10)]
         await asyncio.sleep(0.2)
         started = time.monotonic()
@@ -299,7 +318,7 @@ async def test_cancelled_lookup_is_abandoned(own: SlapdServer) -> None:
     try:
         assert await directory.find_account(_user(1)) is not None
         (conn,) = directory._reader._conns
-        own.pause()
+        _pause(own)
         try:
             task = asyncio.create_task(directory.find_account(_user(2)))
             await asyncio.sleep(0.1)
@@ -321,7 +340,7 @@ async def test_cancelled_lookup_is_abandoned(own: SlapdServer) -> None:
 async def test_close_fails_requests_in_flight(own: SlapdServer) -> None:
     directory = await _open_own(own, pool_size=1, timeout=5.0)
     assert await directory.find_account(_user(1)) is not None
-    own.pause()
+    _pause(own)
     try:
         tasks = [asyncio.create_task(directory.find_account(_user(i))) for i in range(5)]
         await asyncio.sleep(0.1)

@@ -27,8 +27,9 @@ Failure handling (same rules as the thread pools in ``pool.py``):
   ends) and the request fails with ``ConnectionLost``;
 * a connection error (EOF, reset, TLS failure) fails every request in flight on it with
   ``ConnectionLost``, marks the server down if requests were in flight, closes the connection,
-  and the next request connects again. An idle connection is polled before reuse, so one the
-  server closed while idle (restart, idle timeout) is replaced without marking the server down;
+  and the next request connects again. A connection idle for more than ``IDLE_RECHECK`` is
+  polled before reuse, so one the server closed while idle (restart, idle timeout) is replaced
+  without marking the server down;
 * BUSY / UNAVAILABLE answers count as connection failures (failover);
 * any other LDAP result error is raised as the python-ldap exception for the caller to map.
 
@@ -65,6 +66,9 @@ from idsvc.errors import AmbiguousEntry, TemporaryFailure
 log = logging.getLogger("idsvc.directory.ldap")
 
 MAX_DRAIN = 256  # messages handled per readiness callback before yielding to the loop
+# An idle connection is polled for EOF before reuse once it has been idle this long (seconds).
+# Sooner than that the loop has just run, and its add_reader callback would have seen the EOF.
+IDLE_RECHECK = 0.05
 CONNECT_THREADS = 2
 _RES_ANY = ldap.RES_ANY
 _RES_SEARCH_ENTRY = ldap.RES_SEARCH_ENTRY
@@ -99,6 +103,7 @@ class AioConn:
         "alive",
         "bind",
         "fd",
+        "idle_since",
         "ldo",
         "loop",
         "pending",
@@ -107,7 +112,6 @@ class AioConn:
         "search",
         "timer",
         "uri",
-        "used",
     )
 
     def __init__(self, ldo: Any, uri: str, fd: int, loop: asyncio.AbstractEventLoop) -> None:
@@ -123,7 +127,7 @@ class AioConn:
         self.pending: dict[int, _Request] = {}
         self.alive = True
         self.retired = False
-        self.used = False
+        self.idle_since = 0.0  # loop time when its last request ended (0: never used)
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -259,7 +263,6 @@ class AioPool:
                 raise
             self._lost(conn, exc, mark=True)
             raise ConnectionLost(describe(exc)) from exc
-        conn.used = True
         loop = conn.loop
         future: asyncio.Future[_Request] = loop.create_future()
         req = _Request(future, loop.time() + self._timeout, limit)
@@ -286,7 +289,13 @@ class AioPool:
                 best = conn
                 if n == 0:
                     break
-        if best is not None and not best.pending and best.used and _readable(best.fd):
+        if (
+            best is not None
+            and not best.pending
+            and best.idle_since
+            and best.loop.time() - best.idle_since > IDLE_RECHECK
+            and _readable(best.fd)
+        ):
             self._drain(best)  # an idle socket with data: EOF (server closed it) or stray bytes
             if not best.alive:
                 return self._pick()
@@ -436,9 +445,12 @@ class AioPool:
 
     def _settle(self, conn: AioConn) -> None:
         """After a request left ``conn``: close it if retired and empty, else wake a waiter."""
-        if conn.retired and not conn.pending:
-            self._close(conn, None)
-        elif self._waiters and len(conn.pending) < self._per_conn:
+        if not conn.pending:
+            conn.idle_since = conn.loop.time()
+            if conn.retired:
+                self._close(conn, None)
+                return
+        if self._waiters and len(conn.pending) < self._per_conn:
             self._wake()
 
     def _expire(self, conn: AioConn) -> None:
