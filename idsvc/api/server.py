@@ -4,7 +4,9 @@ What it does: opens the state store (unless one is handed in), creates a bootstr
 when the store holds no token at all and writes it to ``api.bootstrap_token_file`` (file 0600,
 parent directory 0700; the log names the path, never the token), builds the app and serves it on
 ``api.listen``: ``host:port`` / ``[v6]:port`` (port 0 picks a free one, see ``url``) or
-``unix:/path``; TLS when ``api.tls_cert`` and ``api.tls_key`` are set.
+``unix:/path``; TLS when ``api.tls_cert`` and ``api.tls_key`` are set. The socket is bound by
+``idsvc.wire.listen`` before uvicorn runs: a UNIX socket gets mode 0660 before ``listen()`` and a
+stale socket file left by a crash is replaced, a live one is not.
 
 What it does not do: install signal handlers (``idsvc serve`` owns them) or configure logging
 (uvicorn's own log config is disabled; its access log is off because paths carry addresses).
@@ -27,9 +29,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from idsvc.api.app import create_app
-from idsvc.config import Settings
+from idsvc.config import Settings, SocketSettings
 from idsvc.errors import ConfigError
 from idsvc.state import Scope, StateStore, create_token
+from idsvc.wire.listen import BoundSocket, ListenError, bind_tcp, bind_unix
 
 if TYPE_CHECKING:
     from idsvc.runtime import Runtime
@@ -38,13 +41,14 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 15.0
 CLOSE_GRACE = 0.05
+UNIX_MODE = 0o660
 
 
-async def _serve_or_fail(server: uvicorn.Server) -> None:
-    """uvicorn calls ``sys.exit()`` when it cannot bind; inside our event loop that SystemExit
+async def _serve_or_fail(server: uvicorn.Server, bound: BoundSocket) -> None:
+    """uvicorn calls ``sys.exit()`` when it cannot start; inside our event loop that SystemExit
     would end the whole process past every handler, so turn it into an ordinary error."""
     try:
-        await server.serve()
+        await server.serve(sockets=[bound.sock])
     except SystemExit as exc:
         raise OSError(f"uvicorn stopped during start-up (exit code {exc.code})") from None
 
@@ -117,29 +121,36 @@ class ApiServer:
         self.url: str | None = None
         self.path: Path | None = None
         self.app: FastAPI | None = None
+        self._bound: BoundSocket | None = None
 
     def _config(self, state: StateStore) -> uvicorn.Config:
         api = self.settings.api
-        where = parse_listen(api.listen)
         if (api.tls_cert is None) != (api.tls_key is None):
             raise ConfigError("api.tls_cert and api.tls_key must be given together")
         app = self.app = create_app(self.settings, self.runtime, state)
-        common = {
-            "lifespan": "off",
-            "log_config": None,
-            "access_log": False,
-            "server_header": False,
-            "proxy_headers": False,
-            "ssl_certfile": None if api.tls_cert is None else str(api.tls_cert),
-            "ssl_keyfile": None if api.tls_key is None else str(api.tls_key),
-            "h11_max_incomplete_event_size": 16 * 1024,
-            "timeout_keep_alive": 15,
-        }
-        if isinstance(where, Path):
-            self.path = where
-            return uvicorn.Config(app, uds=str(where), **common)  # type: ignore[arg-type]
-        host, port = where
-        return uvicorn.Config(app, host=host, port=port, **common)  # type: ignore[arg-type]
+        return uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            ssl_certfile=None if api.tls_cert is None else str(api.tls_cert),
+            ssl_keyfile=None if api.tls_key is None else str(api.tls_key),
+            h11_max_incomplete_event_size=16 * 1024,
+            timeout_keep_alive=15,
+        )
+
+    def _bind(self) -> BoundSocket:
+        """Bind before uvicorn runs: a UNIX socket gets its mode before ``listen()`` and a stale
+        socket file is replaced (``idsvc.wire.listen``); errors are ConfigError, not exits."""
+        where = parse_listen(self.settings.api.listen)
+        try:
+            if isinstance(where, Path):
+                return bind_unix(SocketSettings(path=where, mode=UNIX_MODE))
+            return bind_tcp(self.settings.api.listen)
+        except ListenError as exc:
+            raise ConfigError(f"api: {exc}") from exc
 
     async def start(self) -> None:
         if self.state is None:
@@ -150,30 +161,29 @@ class ApiServer:
             config.load()  # TLS files are read here
         except (OSError, ValueError) as exc:
             raise ConfigError(f"api: cannot load TLS or app configuration: {exc}") from exc
+        bound = self._bound = self._bind()
         server = _Server(config)
         self._server = server
-        self._task = asyncio.create_task(_serve_or_fail(server), name="idsvc-api")
+        self._task = asyncio.create_task(_serve_or_fail(server, bound), name="idsvc-api")
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT
         while not server.started:
             if self._task.done():
-                reason = "see the log"
                 with contextlib.suppress(BaseException):
                     self._task.result()
                 self._task = None
-                raise ConfigError(f"api: could not listen on {self.settings.api.listen} ({reason})")
+                await self.close()
+                raise ConfigError(f"api: could not serve on {self.settings.api.listen}")
             if asyncio.get_running_loop().time() > deadline:
                 await self.close()
                 raise ConfigError(f"api: not listening after {START_TIMEOUT} s")
             await asyncio.sleep(0.02)
-        if self.path is None:
-            sock = server.servers[0].sockets[0]
-            host, port = sock.getsockname()[:2]
-            scheme = "https" if self.settings.api.tls_cert else "http"
-            shown = f"[{host}]" if ":" in host else host
-            self.url = f"{scheme}://{shown}:{port}"
+        if bound.path is not None:
+            self.path = bound.path
+            self.url = f"unix:{bound.path}"
         else:
-            self.path.chmod(0o660)
-            self.url = f"unix:{self.path}"
+            scheme = "https" if self.settings.api.tls_cert else "http"
+            host = f"[{bound.host}]" if bound.host and ":" in bound.host else bound.host
+            self.url = f"{scheme}://{host}:{bound.port}"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -186,6 +196,10 @@ class ApiServer:
             # uvicorn; give their transports a moment to run the close callbacks
             await asyncio.sleep(CLOSE_GRACE)
         self._server = None
+        if self._bound is not None:
+            self._bound.sock.close()  # already closed by uvicorn unless start-up failed
+            self._bound.remove_path()
+            self._bound = None
         if self.app is not None:
             self.app.state.idsvc.hash_executor.shutdown(wait=False)
         if self._own_state and self.state is not None:

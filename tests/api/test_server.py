@@ -115,6 +115,7 @@ async def test_unix_socket(embedded_directory: Any, tmp_path: Path) -> None:
         await server.start()
         assert server.url == f"unix:{sock}"
         assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660
         token = settings.api.bootstrap_token_file.read_text().strip()
         code, body = await curl(
             "--unix-socket",
@@ -128,6 +129,7 @@ async def test_unix_socket(embedded_directory: Any, tmp_path: Path) -> None:
     finally:
         await server.close()
         await runtime.authenticator.close()
+    assert not sock.exists()  # removed on close
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
