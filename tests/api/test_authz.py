@@ -26,7 +26,7 @@ def _operations(api: Api) -> list[tuple[str, str]]:
     ops = []
     for path, item in doc["paths"].items():
         for method in item:
-            concrete = re.sub(r"\{(\w+)\}", lambda m: SAMPLES[m.group(1)], path)
+            concrete = re.sub(r"\{(\w+)\}", lambda m: SAMPLES.get(m.group(1), "sample"), path)
             ops.append((method.upper(), concrete))
     return ops
 
