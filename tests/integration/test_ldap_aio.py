@@ -22,6 +22,7 @@ import pytest
 
 from idsvc.directory.base import BindResult
 from idsvc.directory.ldap import LdapDirectory
+from idsvc.directory.ldap.directory import RecentDns
 from idsvc.errors import AmbiguousEntry, TemporaryFailure
 from idsvc.model import Account, Address, Alias, Domain
 from tests.fixtures.slapd import SlapdServer, require_slapd, ssha
@@ -351,3 +352,43 @@ async def test_close_fails_requests_in_flight(own: SlapdServer) -> None:
     assert all(isinstance(r, TemporaryFailure) for r in results), results
     with pytest.raises(TemporaryFailure):
         await directory.find_account(_user(1))
+
+
+async def test_bind_check_after_a_lookup_reuses_its_dn(filled: tuple[SlapdServer, str]) -> None:
+    """auth_method = "bind": find_account then bind_check costs one search, not two; a DN that
+    went stale meanwhile makes the bind fail, never succeed."""
+    slapd, base = filled
+    directory = await LdapDirectory.open(slapd.settings(base, auth_method="bind"))
+    searches = 0
+    point = directory._reader.point
+
+    async def counting(*args: Any) -> Any:
+        nonlocal searches
+        searches += 1
+        return await point(*args)
+
+    directory._reader.point = counting  # type: ignore[method-assign]
+    try:
+        account = await directory.find_account(_user(3))
+        assert account is not None
+        assert account.password_hash is None
+        assert await directory.bind_check(account, PASSWORD) is BindResult.OK
+        assert await directory.bind_check(account, "wrong") is BindResult.INVALID_CREDENTIALS
+        assert searches == 1
+        await directory.delete_account(_user(3))  # the hint is now stale
+        assert await directory.bind_check(account, PASSWORD) is BindResult.INVALID_CREDENTIALS
+        # without a recent lookup the DN is searched for
+        other = Account(_user(4), None)
+        assert await directory.bind_check(other, PASSWORD) is BindResult.OK
+        assert searches == 2
+    finally:
+        await directory.close()
+
+
+def test_recent_dns_is_bounded_and_expires() -> None:
+    recent = RecentDns(ttl=0.05, size=3)
+    for i in range(5):
+        recent.put(_user(i), f"cn={i}")
+    assert [recent.get(_user(i)) for i in range(5)] == [None, None, "cn=2", "cn=3", "cn=4"]
+    time.sleep(0.06)
+    assert recent.get(_user(4)) is None

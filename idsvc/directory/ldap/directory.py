@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -63,6 +64,37 @@ from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 T = TypeVar("T")
 
 CAS_ATTEMPTS = 5
+RECENT_DN_TTL = 1.0  # seconds a DN found by find_account serves a following bind check
+RECENT_DN_MAX = 4096
+
+
+class RecentDns:
+    """The DNs of accounts found in the last ``ttl`` seconds (at most ``size``, oldest dropped
+    first), so that the bind check that follows a lookup does not search for the same entry
+    again. Only a hint: a DN gone stale within ``ttl`` makes the bind fail (invalidCredentials),
+    never succeed for someone else's password."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._dns: dict[Address, tuple[str, float]] = {}
+
+    def put(self, address: Address, dn: str) -> None:
+        self._dns.pop(address, None)
+        self._dns[address] = (dn, time.monotonic() + self._ttl)
+        if len(self._dns) > self._size:
+            del self._dns[next(iter(self._dns))]
+
+    def get(self, address: Address) -> str | None:
+        found = self._dns.get(address)
+        if found is None:
+            return None
+        if found[1] < time.monotonic():
+            del self._dns[address]
+            return None
+        return found[0]
+
+
 WRITER_THREADS = 4
 READER_PIPELINE = 128  # requests in flight on one reader connection (slapd allows 1000)
 
@@ -107,6 +139,7 @@ class LdapDirectory:
             min(size, WRITER_THREADS),
         )
         self._binder = AioPool(Identity("binder", "", None), settings, servers, size, per_conn=1)
+        self._recent = RecentDns(RECENT_DN_TTL, RECENT_DN_MAX) if not self._with_hash else None
         self._pending = 0
         self._closed = False
         # one call may connect to every server, then run its operation (twice for a read retry)
@@ -228,7 +261,10 @@ class LdapDirectory:
         entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
         if entry is None:
             return None
-        return self._profile.account_from_entry(entry, with_hash=self._with_hash)
+        account = self._profile.account_from_entry(entry, with_hash=self._with_hash)
+        if self._recent is not None:  # auth_method = "bind": a bind check usually follows
+            self._recent.put(account.address, entry.dn)
+        return account
 
     async def find_alias(self, source: str) -> Alias | None:
         filt = self._profile.alias_filter(source)
@@ -242,11 +278,13 @@ class LdapDirectory:
         §5.1.2: DN + empty password is an unauthenticated bind that "succeeds")."""
         if not isinstance(password, str) or not password or "\x00" in password:
             return BindResult.INVALID_CREDENTIALS
-        filt = self._profile.account_filter(account.address)
-        found = await self._read(lambda: self._reader.point(self._domains, filt, NO_ATTRS))
-        if found is None:
-            return BindResult.INVALID_CREDENTIALS
-        dn = found.dn
+        dn = self._recent.get(account.address) if self._recent is not None else None
+        if dn is None:
+            filt = self._profile.account_filter(account.address)
+            found = await self._read(lambda: self._reader.point(self._domains, filt, NO_ATTRS))
+            if found is None:
+                return BindResult.INVALID_CREDENTIALS
+            dn = found.dn
 
         async def bind() -> BindResult:
             try:
