@@ -17,8 +17,10 @@ What it measures, on each backend (embedded SQLite, OpenLDAP with our schema):
    and ``--big`` users present.
 
 The API runs in its own process (``multiprocessing`` spawn) through the production wiring:
-``build_runtime`` + ``StateStore`` + ``ApiServer`` on ``127.0.0.1:0``; the client is httpx in
-this process. Everything talks to loopback only, every loop is bounded. Prints a markdown table.
+``build_runtime`` + ``StateStore`` + ``ApiServer`` on ``127.0.0.1:0``; the client runs in
+this process: a minimal keep-alive HTTP/1.1 client on asyncio streams (``RawClient``), so the
+figures are the server's and not a heavy Python client's sharing the same two cores. Everything
+talks to loopback only, every loop is bounded. Prints a markdown table.
 
 Usage: ``.venv/bin/python -m bench.api [--users N] [--big N] [--small N] [--concurrency C]
 [--samples S] [--backends embedded,ldap]``
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing as mp
 import random
 import shutil
@@ -42,8 +45,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import quote
 
 DOMAINS = 100
 PASSWORD = "bench-Passw0rd"
@@ -152,45 +154,83 @@ def _ldap(server: Any, base: str) -> dict[str, Any]:
 # -- client side ------------------------------------------------------------------------------
 
 
-def _client(api: ApiProcess, concurrency: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=api.url,
-        headers={"Authorization": f"Bearer {api.token}"},
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        timeout=REQUEST_TIMEOUT,
-    )
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams, so that the benchmark measures
+    the server rather than a heavy Python client sharing its two cores. It understands only
+    what the API sends: a status line, headers and a ``Content-Length`` body."""
+
+    def __init__(self, api: ApiProcess) -> None:
+        host, _, port = api.url.removeprefix("http://").rpartition(":")
+        self._host, self._port = host, int(port)
+        self._auth = f"Authorization: Bearer {api.token}\r\n".encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawClient:
+        self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        assert self._reader is not None
+        assert self._writer is not None
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(payload)}\r\n"
+        ).encode()
+        if payload:
+            head += b"Content-Type: application/json\r\n"
+        self._writer.write(head + self._auth + b"\r\n" + payload)
+        raw = await asyncio.wait_for(self._reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        data = await asyncio.wait_for(self._reader.readexactly(length), REQUEST_TIMEOUT)
+        return status, data
 
 
 async def _create_domains(api: ApiProcess) -> None:
-    async with _client(api, 4) as client:
+    async with RawClient(api) as client:
         for d in range(DOMAINS):
-            r = await client.post("/api/v1/domains", json={"name": f"d{d}.example"})
-            if r.status_code not in (201, 409):
-                raise SystemExit(f"domain create failed: {r.status_code} {r.text[:200]}")
+            status, data = await client.request(
+                "POST", "/api/v1/domains", {"name": f"d{d}.example"}
+            )
+            if status not in (201, 409):
+                raise SystemExit(f"domain create failed: {status} {data[:200]!r}")
 
 
 async def _create_users(api: ApiProcess, users: int, concurrency: int) -> float:
-    """Create ``users`` accounts with ``concurrency`` workers; returns users per second."""
+    """Create ``users`` accounts with ``concurrency`` connections; returns users per second."""
     todo = iter(range(users))
     errors: list[str] = []
     deadline = time.monotonic() + PHASE_LIMIT
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        for i in todo:
-            if time.monotonic() > deadline or errors:
-                return
-            addr = address(i)
-            r = await client.post(
-                f"/api/v1/domains/{addr.rpartition('@')[2]}/users",
-                json={"address": addr, "password": PASSWORD},
-            )
-            if r.status_code != 201:
-                errors.append(f"{addr}: {r.status_code} {r.text[:200]}")
+    async def worker() -> None:
+        async with RawClient(api) as client:
+            for i in todo:
+                if time.monotonic() > deadline or errors:
+                    return
+                addr = address(i)
+                status, data = await client.request(
+                    "POST",
+                    f"/api/v1/domains/{addr.rpartition('@')[2]}/users",
+                    {"address": addr, "password": PASSWORD},
+                )
+                if status != 201:
+                    errors.append(f"{addr}: {status} {data[:200]!r}")
 
-    async with _client(api, concurrency) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     if errors:
         raise SystemExit(f"user create failed: {errors[0]}")
     return users / elapsed
@@ -220,30 +260,28 @@ async def _reads(api: ApiProcess, users: int, samples: int) -> Reads:
     out = Reads()
     rng = random.Random(7)
     deadline = time.monotonic() + PHASE_LIMIT
-    async with _client(api, 1) as client:
-        for _ in range(min(20, samples)):  # warm up connections and caches
-            await client.get(f"/api/v1/users/{address(rng.randrange(users))}")
+    async with RawClient(api) as client:
+        for _ in range(min(20, samples)):  # warm up connection and caches
+            await client.request("GET", f"/api/v1/users/{address(rng.randrange(users))}")
         for _ in range(samples):
             addr = address(rng.randrange(users))
             t0 = time.perf_counter()
-            r = await client.get(f"/api/v1/users/{addr}")
+            status, data = await client.request("GET", f"/api/v1/users/{addr}")
             out.get_ms.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise SystemExit(f"GET {addr}: {r.status_code} {r.text[:200]}")
+            if status != 200:
+                raise SystemExit(f"GET {addr}: {status} {data[:200]!r}")
             if time.monotonic() > deadline:
                 break
         cursor: str | None = None
         domain = f"d{rng.randrange(DOMAINS)}.example"
         for _ in range(max(samples // 4, 10)):
-            params: dict[str, Any] = {"limit": 100}
-            if cursor:
-                params["cursor"] = cursor
+            query = "limit=100" + (f"&cursor={quote(cursor)}" if cursor else "")
             t0 = time.perf_counter()
-            r = await client.get(f"/api/v1/domains/{domain}/users", params=params)
+            status, data = await client.request("GET", f"/api/v1/domains/{domain}/users?{query}")
             out.page_ms.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                raise SystemExit(f"listing {domain}: {r.status_code} {r.text[:200]}")
-            cursor = r.json()["next_cursor"]
+            if status != 200:
+                raise SystemExit(f"listing {domain}: {status} {data[:200]!r}")
+            cursor = json.loads(data)["next_cursor"]
             if cursor is None:  # next domain
                 domain = f"d{rng.randrange(DOMAINS)}.example"
             if time.monotonic() > deadline:
