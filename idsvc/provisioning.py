@@ -3,13 +3,16 @@
 Every write goes through here: inputs are canonicalised and validated, new passwords are hashed
 (plaintext never reaches a directory), the auth cache is invalidated at once for the users a
 change affects, and an audit event (who, what, before/after without secrets) is emitted for every
-attempted change, successful or not. Reads raise ``NotFound`` instead of returning None so every
-front end maps "absent" the same way.
+attempted change, successful or not. Hashing runs on a small bounded thread pool, so a slow scheme
+(ARGON2ID) never stalls the event loop that also serves the auth sockets. Reads raise
+``NotFound`` instead of returning None so every front end maps "absent" the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from idsvc.audit import AuditEvent, AuditSink
@@ -41,6 +44,7 @@ MAX_DISPLAY_NAME = 256
 MAX_DESCRIPTION = 1024
 MAX_DESTINATIONS = 1000
 MAX_QUOTA = 2**62
+HASH_WORKERS = 2  # concurrent password hashes for provisioning (each ARGON2ID takes 64 MiB)
 
 T = TypeVar("T")
 
@@ -150,6 +154,16 @@ class Provisioner:
         self._hasher = hasher
         self._audit = audit
         self._invalidator = invalidator
+        self._hash_pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="provision-hash")
+
+    def close(self) -> None:
+        """Stop the hashing threads (idempotent)."""
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _hash(self, password: Secret) -> str:
+        plain = check_password(password)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hash_pool, self._hasher.hash, plain)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -328,7 +342,7 @@ class Provisioner:
         if (password is None) == (password_hash is None):
             raise InvalidInput("give exactly one of password or password_hash")
         stored = (
-            self._hasher.hash(check_password(password))
+            await self._hash(password)
             if password is not None
             else validate_hash(password_hash or "")
         )
@@ -379,7 +393,7 @@ class Provisioner:
         self, address: str, password: Secret, *, actor: str, if_revision: int | None = None
     ) -> Account:
         before = await self.get_user(address)
-        changes = AccountChanges(password_hash=self._hasher.hash(check_password(password)))
+        changes = AccountChanges(password_hash=await self._hash(password))
         return await self._change_user(before, "account.password", actor, changes, if_revision)
 
     async def import_password_hash(

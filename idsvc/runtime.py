@@ -54,6 +54,7 @@ class Runtime:
             await listener.close()
         self.listeners.clear()
         await self.authenticator.close()
+        self.provisioner.close()
         await self.directory.close()
 
 

@@ -11,7 +11,6 @@ is public (it describes the API, it holds no data).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     from idsvc.runtime import Runtime
 
 TITLE = "idsvc provisioning API"
-HASH_WORKERS = 2
 VERSION = "1"
 
 
@@ -118,6 +116,5 @@ def create_app(settings: Settings, runtime: Runtime, state: StateStore) -> FastA
         ),
         auth_tests=SlidingLimiter(settings.api.auth_test_per_minute, 60.0),
         metrics=app.state.metrics,
-        hash_executor=ThreadPoolExecutor(max_workers=HASH_WORKERS, thread_name_prefix="api-hash"),
     )
     return app

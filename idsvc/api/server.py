@@ -201,7 +201,7 @@ class ApiServer:
             self._bound.remove_path()
             self._bound = None
         if self.app is not None:
-            self.app.state.idsvc.hash_executor.shutdown(wait=False)
+            self.app.state.idsvc.close()
         if self._own_state and self.state is not None:
             await self.state.close()
             self.state = None

@@ -90,6 +90,7 @@ async def api(directory: Any, tmp_path: Path) -> AsyncIterator[Api]:
         try:
             yield env
         finally:
-            app.state.idsvc.hash_executor.shutdown()
+            app.state.idsvc.close()
+            runtime.provisioner.close()
             await runtime.authenticator.close()
             await state.close()

@@ -28,7 +28,7 @@ from idsvc.api.problems import error_responses
 from idsvc.api.schemas import ListOf, PasswordHashIn, PasswordIn, UserCreate, UserOut, UserPatch
 from idsvc.api.security import Principal, authenticate, ensure_not_outranked
 from idsvc.errors import InvalidInput
-from idsvc.model import Account, Address, canonical_domain
+from idsvc.model import Account, Address, Secret, canonical_domain
 from idsvc.provisioning import account_view
 
 router = APIRouter(prefix=API_PREFIX, tags=["users"], dependencies=[Depends(authenticate)])
@@ -68,15 +68,11 @@ async def create_user(
     if address.domain != name:
         raise InvalidInput("the address must be in the domain of the URL")
     ctx = context_of(request)
-    if (body.password is None) == (body.password_hash is None):
-        raise InvalidInput("give exactly one of password or password_hash")
-    stored = body.password_hash
-    if body.password is not None:
-        stored = await ctx.hash_password(body.password)
     account = await ctx.provisioner.create_user(
         str(address),
         actor=caller.actor,
-        password_hash=stored,
+        password=None if body.password is None else Secret(body.password),
+        password_hash=body.password_hash,
         display_name=body.display_name,
         enabled=body.enabled,
         quota=body.quota,
@@ -165,9 +161,9 @@ async def set_password(
     async def now() -> int:
         return (await prov.get_user(key)).revision
 
-    stored = await context_of(request).hash_password(body.password)
+    password = Secret(body.password)
     updated = await conditional(
-        lambda: prov.import_password_hash(key, stored, actor=caller.actor, if_revision=revision),
+        lambda: prov.set_password(key, password, actor=caller.actor, if_revision=revision),
         revision,
         now,
     )
