@@ -202,6 +202,14 @@ class DovecotAuthSettings(_Section):
     max_requests_per_connection: int = Field(256, ge=1)
 
 
+class ControlSettings(_Section):
+    """The control socket other idsvc processes (the CLI) use to flush the auth cache."""
+
+    socket: SocketSettings = Field(
+        default_factory=lambda: SocketSettings(path=default_runtime_dir() / "control", mode=0o600)
+    )
+
+
 class ApiSettings(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8080"  # host:port, or unix:/path
@@ -242,6 +250,7 @@ class Settings(_Section):
     saslauthd: SaslauthdSettings = Field(default_factory=SaslauthdSettings)
     dovecot_auth: DovecotAuthSettings = Field(default_factory=DovecotAuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -250,6 +259,7 @@ class Settings(_Section):
         paths = [
             ("saslauthd.socket.path", self.saslauthd.socket),
             ("dovecot_auth.socket.path", self.dovecot_auth.socket),
+            ("control.socket.path", self.control.socket),
         ]
         for key, socket in paths:
             if not socket.enabled:

@@ -13,9 +13,10 @@ from typing import Protocol
 from idsvc.audit import AuditSink, LogAuditSink
 from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
+from idsvc.control import FanoutInvalidator, RemoteInvalidator
 from idsvc.directory.base import Directory
 from idsvc.passwords import PasswordHasher
-from idsvc.provisioning import Provisioner
+from idsvc.provisioning import Invalidator, Provisioner
 
 
 class Listener(Protocol):
@@ -58,8 +59,14 @@ class Runtime:
         await self.directory.close()
 
 
-async def build_runtime(settings: Settings, *, audit: AuditSink | None = None) -> Runtime:
-    """Open the directory and build the core objects (no listeners are started here)."""
+async def build_runtime(
+    settings: Settings, *, audit: AuditSink | None = None, notify_server: bool = False
+) -> Runtime:
+    """Open the directory and build the core objects (no listeners are started here).
+
+    ``notify_server``: this process (the CLI) is not the server; its provisioning changes are
+    also sent to the running server's control socket so its auth cache drops them at once.
+    """
     audit = audit or LogAuditSink()
     directory = await open_directory(settings.directory)
     hasher = PasswordHasher(settings.passwords)
@@ -67,5 +74,9 @@ async def build_runtime(settings: Settings, *, audit: AuditSink | None = None) -
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
         rehash = settings.directory.backend == "embedded"
     authenticator = Authenticator(directory, hasher, settings.auth, audit=audit, rehash=rehash)
-    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=authenticator)
+    invalidator: Invalidator = authenticator
+    if notify_server:
+        remote = RemoteInvalidator(settings.control.socket.path)
+        invalidator = FanoutInvalidator((authenticator, remote))
+    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=invalidator)
     return Runtime(settings, directory, hasher, authenticator, provisioner, audit)

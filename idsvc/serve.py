@@ -65,6 +65,14 @@ def _dovecot_where(s: Settings) -> str:
 
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec(
+        "control",
+        "idsvc.control",
+        "ControlServer",
+        lambda s: s.control.socket.enabled,
+        lambda cls, s, rt, state: cls(s.control.socket, rt.authenticator),
+        lambda s: str(s.control.socket.path),
+    ),
+    ListenerSpec(
         "saslauthd",
         "idsvc.wire.saslauthd.server",
         "SaslauthdServer",

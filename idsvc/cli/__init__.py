@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-ip", metavar="IP")
     p.add_argument("--realm", help="saslauthd-style realm joined as user@realm")
     _password_opts(p)
+    p = cmd(auth, "flush", "drop the running server's auth cache (like doveadm auth cache flush)")
+    p.add_argument("user", nargs="?", help="only this user (default: everything)")
+    p.add_argument("--domain", help="only the users of this domain")
 
     # tokens of the REST API
     token = cmd(sub, "token", "REST API tokens").add_subparsers(
@@ -216,8 +219,10 @@ async def _provision(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _auth(ctx: Context, args: argparse.Namespace) -> int:
-    from idsvc.cli.tools import auth_test
+    from idsvc.cli.tools import auth_flush, auth_test
 
+    if args.action == "flush":
+        return auth_flush(ctx, args)
     return asyncio.run(auth_test(ctx, args))
 
 

@@ -69,6 +69,6 @@ class Context:
                     from idsvc.state import runtime_audit
 
                     audit = runtime_audit(store)
-            runtime = await build_runtime(self.settings, audit=audit)
+            runtime = await build_runtime(self.settings, audit=audit, notify_server=True)
             stack.push_async_callback(runtime.close)
             yield runtime

@@ -1,5 +1,7 @@
 """``idsvc auth test``, ``idsvc pw``, ``idsvc config check``, ``idsvc healthcheck``.
 
+* ``auth flush [USER | --domain D]`` asks the running server, over its control socket, to drop
+  cached decisions (exit 75 when no server answers).
 * ``auth test USER`` runs one request through the real Authenticator (like ``doveadm auth
   test``) and prints outcome, canonical user, elapsed time and whether the cache answered.
   Exit 0 on OK, 1 on a definite failure, 75 on a temporary failure.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,31 @@ async def auth_test(ctx: Context, args: argparse.Namespace) -> int:
     if result.outcome is Outcome.OK:
         return EXIT_OK
     return EXIT_TEMPFAIL if result.outcome is Outcome.TEMPFAIL else EXIT_FAILED
+
+
+def auth_flush(ctx: Context, args: argparse.Namespace) -> int:
+    """Ask the running server (its control socket) to drop cached decisions."""
+    from idsvc.control import send_request
+    from idsvc.model import canonical_address, canonical_domain
+
+    if args.user and args.domain:
+        raise InvalidInput("give a user or --domain, not both")
+    scope, name = "all", None
+    if args.user:
+        scope, name = "user", canonical_address(args.user)
+    elif args.domain:
+        scope, name = "domain", canonical_domain(args.domain)
+    path = ctx.settings.control.socket.path
+    try:
+        reply = send_request(path, scope, name)
+    except OSError as exc:
+        print(f"idsvc: no server answers on {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    if reply != "OK":
+        print(f"idsvc: the server refused: {reply}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"flushed: {scope} {name or ''}".rstrip())
+    return EXIT_OK
 
 
 def pw(ctx: Context, args: argparse.Namespace) -> int:

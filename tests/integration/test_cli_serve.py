@@ -135,6 +135,7 @@ def with_listeners(cli: Cli, sockdir: Path) -> int:
     port = free_port()
     cli.config["saslauthd.socket"] = {"path": str(sockdir / "mux")}
     cli.config["dovecot_auth.socket"] = {"path": str(sockdir / "auth-client")}
+    cli.config["control.socket"] = {"path": str(sockdir / "control")}
     cli.config["api"]["enabled"] = True
     cli.config["api"]["listen"] = f"127.0.0.1:{port}"
     return port
@@ -176,7 +177,7 @@ def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
     port = with_listeners(cli, sockdir)
     served = Served(cli)
     serving.append(served)
-    served.wait_for(r"ready: 3 listener\(s\)")
+    served.wait_for(r"ready: 4 listener\(s\)")
     assert f"127.0.0.1:{port}" in served.log
     assert str(sockdir / "mux") in served.log
 
@@ -211,6 +212,41 @@ def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
         sock.connect(str(sockdir / "mux"))
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_cli_changes_reach_the_running_servers_cache_at_once(
+    cli: Cli, sockdir: Path, serving: list[Served]
+) -> None:
+    """The auth cache of ``idsvc serve`` is dropped through its control socket when the CLI (a
+    separate process) changes a password or disables an account: no 5-minute window."""
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "dora@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    with_listeners(cli, sockdir)
+    cli.config["api"]["enabled"] = False
+    cli.config["auth"] = {"failure_delay": 0, "cache_ttl": 3600}
+    served = Served(cli)
+    serving.append(served)
+    served.wait_for("ready:")
+    mux = sockdir / "mux"
+    assert run_testsaslauthd(mux, "dora@example.org", PASSWORD).startswith("0: OK")  # now cached
+
+    new = "a brand new passphrase"
+    cli.ok("user", "passwd", "dora@example.org", "--password-stdin", stdin=new + "\n")
+    assert run_testsaslauthd(mux, "dora@example.org", PASSWORD).startswith("0: NO")
+    assert run_testsaslauthd(mux, "dora@example.org", new).startswith("0: OK")  # cached again
+
+    cli.ok("user", "disable", "dora@example.org")
+    assert run_testsaslauthd(mux, "dora@example.org", new).startswith("0: NO")
+    served.wait_for(r"auth cache flushed: user dora@example\.org")
+
+    assert cli.ok("auth", "flush").strip() == "flushed: all"
+    assert cli.ok("auth", "flush", "--domain", "Example.ORG").strip() == "flushed: domain example.org"
+    bad = cli.run("auth", "flush", "not an address")
+    assert bad.returncode == 2, bad.stderr
+    assert served.stop() == 0
+    gone = cli.run("auth", "flush")  # nobody listens any more
+    assert gone.returncode == 75
+    assert "no server answers" in gone.stderr
 
 
 def test_serve_persists_the_audit_trail_of_cli_and_auth(
