@@ -1,6 +1,7 @@
-"""Helpers shared by the saslauthd integration tests: users in a real directory, a real
-Authenticator, the listener on a UNIX socket, and two clients (raw bytes, and ``testsaslauthd``
-from the sasl2-bin package — a client nobody here wrote).
+"""Helpers shared by the saslauthd integration tests: users in a real directory and a real
+Authenticator (``tests/fixtures/authstack.py`` with this suite's users and hasher), the listener
+on a UNIX socket, and two clients (raw bytes, and ``testsaslauthd`` from the sasl2-bin package —
+a client nobody here wrote).
 
 Nothing here fakes the directory, the auth core or the peer.
 """
@@ -9,48 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from idsvc.audit import LogAuditSink
 from idsvc.auth.engine import Authenticator
-from idsvc.config import AuthSettings, PasswordSettings, SaslauthdSettings, SocketSettings
-from idsvc.model import Account, Address, Domain, Service
+from idsvc.config import PasswordSettings, SaslauthdSettings, SocketSettings
 from idsvc.passwords import PasswordHasher
 from idsvc.wire.saslauthd.server import SaslauthdServer
+from tests.fixtures import authstack
+from tests.fixtures.authstack import DOMAIN as DOMAIN  # re-exported for the tests
+from tests.fixtures.authstack import Users
+from tests.fixtures.authstack import which_or_fail as which_or_fail
 
 TESTSASLAUTHD = "/usr/sbin/testsaslauthd"
-DOMAIN = "example.org"
-
-
-@dataclass(frozen=True)
-class Users:
-    """Accounts created by :func:`populate` and their passwords."""
-
-    good: str = "alice@example.org"
-    good_pw: str = "s3cret-Alice"
-    disabled: str = "carol@example.org"
-    disabled_pw: str = "s3cret-Carol"
-    imap_only: str = "dave@example.org"
-    imap_only_pw: str = "s3cret-Dave"
-    unknown: str = "nobody@example.org"
-
-
-USERS = Users()
+USERS = Users(good="alice@example.org", good_pw="s3cret-Alice")
 
 
 def require_testsaslauthd() -> None:
-    if Path(TESTSASLAUTHD).exists():
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("testsaslauthd (sasl2-bin) is required under CI=true")
-    pytest.skip("testsaslauthd (sasl2-bin) not installed")
+    authstack.require_file(TESTSASLAUTHD, "testsaslauthd (sasl2-bin)")
 
 
 def hasher() -> PasswordHasher:
@@ -60,33 +39,12 @@ def hasher() -> PasswordHasher:
 
 async def populate(directory: Any, pw: PasswordHasher | None = None) -> Users:
     """Create example.org with an enabled, a disabled and an IMAP-only account."""
-    pw = pw or hasher()
-    await directory.add_domain(Domain(name=DOMAIN))
-    await directory.add_account(
-        Account(address=Address.parse(USERS.good), password_hash=pw.hash(USERS.good_pw))
-    )
-    await directory.add_account(
-        Account(
-            address=Address.parse(USERS.disabled),
-            password_hash=pw.hash(USERS.disabled_pw),
-            enabled=False,
-        )
-    )
-    await directory.add_account(
-        Account(
-            address=Address.parse(USERS.imap_only),
-            password_hash=pw.hash(USERS.imap_only_pw),
-            services=frozenset({Service.IMAP}),
-        )
-    )
-    return USERS
+    return await authstack.populate(directory, USERS, (pw or hasher()).hash)
 
 
 def authenticator(directory: Any, **auth: Any) -> Authenticator:
     """A real Authenticator; failure delay, penalties and cache off unless overridden."""
-    values: dict[str, Any] = {"failure_delay": 0.0, "penalty": False, "cache": False}
-    values.update(auth)
-    return Authenticator(directory, hasher(), AuthSettings(**values), audit=LogAuditSink())
+    return authstack.authenticator(directory, hasher(), **auth)
 
 
 @asynccontextmanager
@@ -94,13 +52,8 @@ async def running(
     path: Path, auth: Authenticator, *, mode: int = 0o666, group: str | None = None, **kw: Any
 ) -> AsyncIterator[SaslauthdServer]:
     settings = SaslauthdSettings(socket=SocketSettings(path=path, mode=mode, group=group), **kw)
-    server = SaslauthdServer(settings, auth)
-    await server.start()
-    try:
+    async with authstack.serving(SaslauthdServer(settings, auth), auth) as server:
         yield server
-    finally:
-        await server.close()
-        await auth.close()
 
 
 async def exchange(
@@ -134,12 +87,3 @@ async def run_testsaslauthd(
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     return out.decode(errors="replace").strip()
-
-
-def which_or_fail(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{name} is required under CI=true")
-    pytest.skip(f"{name} not installed")

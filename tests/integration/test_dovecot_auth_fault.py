@@ -15,24 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_dovecot_auth_support import (
+from tests.fixtures.outage import kill_and_restart
+from tests.integration.dovecot_auth_support import (
     CLIENT_HELLO,
     HANDSHAKE,
     USERS,
     Conn,
+    auth_plain,
     authenticator,
-    plain,
     populate,
     running,
     short_dir,
-    which_or_fail,
 )
 
 pytestmark = [pytest.mark.slapd, pytest.mark.slow]
@@ -49,20 +48,6 @@ class Answer:
     at: float
     good: bool
     verdict: str  # "ok" | "fail" | "closed"
-
-
-@pytest.fixture
-def own_slapd() -> Iterator[Any]:
-    from tests.fixtures.slapd import SlapdServer, find_binary
-
-    if find_binary("slapd") is None:
-        which_or_fail("slapd")
-    server = SlapdServer(tls=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def _load(path: Path, t0: float, answers: list[Answer]) -> None:
@@ -82,7 +67,7 @@ async def _load(path: Path, t0: float, answers: list[Answer]) -> None:
                 rid += 1
                 good = (rid + k) % 2 == 0
                 pw = USERS.good_pw if good else f"wrong-{k}-{rid}"
-                await conn.send(f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={plain(USERS.good, pw)}")
+                await conn.send(auth_plain(rid, pw))
                 line = await conn.line(timeout=15)
                 now = time.monotonic() - t0
                 if line == "<EOF>":
@@ -116,13 +101,7 @@ async def test_slapd_killed_mid_load(own_slapd: Any) -> None:
                 answers: list[Answer] = []
                 t0 = time.monotonic()
                 load = asyncio.ensure_future(_load(srv.path, t0, answers))
-                await asyncio.sleep(KILL_AT)
-                kill_started = time.monotonic() - t0
-                await asyncio.to_thread(own_slapd.kill)
-                killed_at = time.monotonic() - t0
-                await asyncio.sleep(max(0.0, RESTART_AT - (time.monotonic() - t0)))
-                restart_at = time.monotonic() - t0
-                await asyncio.to_thread(own_slapd.start)
+                outage = await kill_and_restart(own_slapd, t0, KILL_AT, RESTART_AT)
                 await asyncio.wait_for(load, RUN_FOR + 30)
     finally:
         await directory.close()
@@ -133,12 +112,13 @@ async def test_slapd_killed_mid_load(own_slapd: Any) -> None:
     assert not wrong_ok, f"{len(wrong_ok)} bad passwords got OK"
     assert not wrong_fail, f"{len(wrong_fail)} good passwords got FAIL"
 
-    before = [a for a in answers if a.at < kill_started]
-    down = [a for a in answers if killed_at + 0.2 < a.at < restart_at]
+    before = [a for a in answers if a.at < outage.kill_begin]
+    down = [a for a in answers if outage.killed + 0.2 < a.at < outage.restart_begin]
     assert {a.verdict for a in before} == {"ok", "fail"}  # a healthy mix first
     assert down, "no requests while slapd was down"
     assert {a.verdict for a in down} == {"closed"}, "FAIL/OK while the directory was down"
 
+    restart_at = outage.restart_begin
     recovered = [a for a in answers if a.at > restart_at and a.good and a.verdict == "ok"]
     assert recovered, "no good login succeeded after slapd came back"
     assert recovered[0].at - restart_at < 10.0

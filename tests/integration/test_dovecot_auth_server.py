@@ -9,19 +9,22 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from idsvc.auth.engine import Authenticator
 from idsvc.config import DovecotAuthSettings, SocketSettings
 from idsvc.wire.dovecot_auth import DovecotAuthServer
 from idsvc.wire.dovecot_auth.protocol import MAX_LINE
-from tests.integration.test_dovecot_auth_support import (
+from tests.integration.dovecot_auth_support import (
     CLIENT_HELLO,
     HANDSHAKE,
     USERS,
     Conn,
+    auth_plain,
     authenticator,
     b64,
     doveadm_auth_test,
@@ -39,12 +42,19 @@ EXTRA_NUL = b64(b"\0bob@example.org\0a\0b")
 IMAP_ONLY = plain(USERS.imap_only, USERS.imap_only_pw)
 
 
+@asynccontextmanager
+async def _listening(auth: Authenticator, **settings: Any) -> AsyncIterator[DovecotAuthServer]:
+    """A listener over ``auth`` (``DovecotAuthSettings`` overrides) on a socket of its own."""
+    with short_dir() as tmp:
+        async with running(auth, tmp / "auth-client", **settings) as srv:
+            yield srv
+
+
 @pytest.fixture
 async def server(directory: Any) -> AsyncIterator[DovecotAuthServer]:
     await populate(directory)
-    with short_dir() as tmp:
-        async with running(authenticator(directory), tmp / "auth-client", tcp=True) as srv:
-            yield srv
+    async with _listening(authenticator(directory), tcp=True) as srv:
+        yield srv
 
 
 async def _session(srv: DovecotAuthServer) -> Conn:
@@ -52,6 +62,13 @@ async def _session(srv: DovecotAuthServer) -> Conn:
     conn = await Conn.open(srv.path)
     await conn.play([*CLIENT_HELLO, *HANDSHAKE])
     return conn
+
+
+async def _transcript(srv: DovecotAuthServer, script: list[str]) -> None:
+    """Play ``script`` on a fresh connection after the handshake, then hang up."""
+    conn = await _session(srv)
+    await conn.play(script)
+    await conn.close()
 
 
 async def test_handshake_is_sent_at_connect_before_the_client_speaks(
@@ -64,8 +81,8 @@ async def test_handshake_is_sent_at_connect_before_the_client_speaks(
 
 
 async def test_golden_plain_ok_returns_canonical_user(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             f"C: AUTH\t1\tPLAIN\t{POSTFIX_PARAMS}\tresp={plain('Bob@Example.ORG', USERS.good_pw)}",
             "S: OK\t1\tuser=bob@example.org",
@@ -73,27 +90,25 @@ async def test_golden_plain_ok_returns_canonical_user(server: DovecotAuthServer)
             f"S: FAIL\t2\t{FAIL}",
             f"C: AUTH\t3\tPLAIN\t{POSTFIX_PARAMS}\tresp={plain(USERS.unknown, 'wrong')}",
             f"S: FAIL\t3\t{FAIL}",  # the same bytes as a wrong password
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_golden_plain_without_initial_response(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             f"C: AUTH\t1\tPLAIN\t{POSTFIX_PARAMS}",
             "S: CONT\t1\t",
             f"C: CONT\t1\t{plain(USERS.good, USERS.good_pw)}",
             "S: OK\t1\tuser=bob@example.org",
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_golden_login(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             f"C: AUTH\t2\tLOGIN\t{POSTFIX_PARAMS}",
             "S: CONT\t2\tVXNlcm5hbWU6",
@@ -106,14 +121,13 @@ async def test_golden_login(server: DovecotAuthServer) -> None:
             "S: CONT\t3\tUGFzc3dvcmQ6",
             f"C: CONT\t3\t{b64(b'nope')}",
             f"S: FAIL\t3\t{FAIL}",
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_golden_failure_codes(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             # right password, disabled account: Postfix ignores code=, Dovecot clients use it
             f"C: AUTH\t1\tPLAIN\t{POSTFIX_PARAMS}\tresp={plain(USERS.disabled, USERS.disabled_pw)}",
@@ -140,14 +154,13 @@ async def test_golden_failure_codes(server: DovecotAuthServer) -> None:
             # the connection is still usable after all of that
             f"C: AUTH\t8\tPLAIN\t{POSTFIX_PARAMS}\tresp={plain(USERS.good, USERS.good_pw)}",
             "S: OK\t8\tuser=bob@example.org",
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_golden_malformed_sasl_is_a_plain_failure(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             f"C: AUTH\t1\tPLAIN\t{POSTFIX_PARAMS}\tresp={NO_PASSWORD}",
             f"S: FAIL\t1\t{FAIL}",
@@ -155,14 +168,13 @@ async def test_golden_malformed_sasl_is_a_plain_failure(server: DovecotAuthServe
             f"S: FAIL\t2\t{FAIL}",
             f"C: AUTH\t3\tPLAIN\t{POSTFIX_PARAMS}\tresp=",
             f"S: FAIL\t3\t{FAIL}",
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_golden_authzid(server: DovecotAuthServer) -> None:
-    conn = await _session(server)
-    await conn.play(
+    await _transcript(
+        server,
         [
             # an ordinary user may not act as someone else, even with the right password
             "C: AUTH\t1\tPLAIN\tservice=smtp\tresp="
@@ -176,9 +188,8 @@ async def test_golden_authzid(server: DovecotAuthServer) -> None:
             "C: AUTH\t3\tPLAIN\tservice=smtp\tresp="
             + plain(USERS.master, USERS.master_pw, authzid=USERS.good),
             "S: OK\t3\tuser=bob@example.org",
-        ]
+        ],
     )
-    await conn.close()
 
 
 async def test_tcp_listener(server: DovecotAuthServer) -> None:
@@ -237,96 +248,79 @@ async def test_protocol_violations_disconnect(
 
 async def test_continue_while_verifying_disconnects(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        auth = authenticator(directory, failure_delay=1.0)
-        async with running(auth, tmp / "a") as srv:
-            conn = await _session(srv)
-            await conn.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, 'bad')}")
-            await conn.send("CONT\t1\tAA==")
-            t0 = time.monotonic()
-            assert await conn.eof()
-            assert time.monotonic() - t0 < 0.9  # at once, not after the failure delay
-            await conn.close()
+    async with _listening(authenticator(directory, failure_delay=1.0)) as srv:
+        conn = await _session(srv)
+        await conn.send(auth_plain(1, "bad"))
+        await conn.send("CONT\t1\tAA==")
+        t0 = time.monotonic()
+        assert await conn.eof()
+        assert time.monotonic() - t0 < 0.9  # at once, not after the failure delay
+        await conn.close()
 
 
 async def test_failure_delay_never_stalls_other_requests(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        auth = authenticator(directory, failure_delay=1.5)
-        async with running(auth, tmp / "a") as srv:
-            conn = await _session(srv)
-            t0 = time.monotonic()
-            await conn.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, 'bad')}")
-            await conn.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={plain(USERS.good, 'bad2')}")
-            await conn.send(
-                f"AUTH\t3\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}"
-            )
-            assert await conn.line() == "OK\t3\tuser=bob@example.org"
-            assert time.monotonic() - t0 < 1.0
-            replies = {await conn.line(), await conn.line()}
-            assert replies == {f"FAIL\t1\t{FAIL}", f"FAIL\t2\t{FAIL}"}
-            assert time.monotonic() - t0 >= 1.4  # the failures did wait
-            await conn.close()
+    async with _listening(authenticator(directory, failure_delay=1.5)) as srv:
+        conn = await _session(srv)
+        t0 = time.monotonic()
+        await conn.send(auth_plain(1, "bad"))
+        await conn.send(auth_plain(2, "bad2"))
+        await conn.send(auth_plain(3, USERS.good_pw))
+        assert await conn.line() == "OK\t3\tuser=bob@example.org"
+        assert time.monotonic() - t0 < 1.0
+        replies = {await conn.line(), await conn.line()}
+        assert replies == {f"FAIL\t1\t{FAIL}", f"FAIL\t2\t{FAIL}"}
+        assert time.monotonic() - t0 >= 1.4  # the failures did wait
+        await conn.close()
 
 
 async def test_cancel_drops_the_reply(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        auth = authenticator(directory, failure_delay=0.5)
-        async with running(auth, tmp / "a") as srv:
-            conn = await _session(srv)
-            await conn.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, 'bad')}")
-            await conn.send("CANCEL\t1")
-            await conn.send("CANCEL\t77")  # unknown ids are ignored
-            # an id may be reused once its request is gone
-            await conn.send(
-                f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}"
-            )
-            assert await conn.line() == "OK\t1\tuser=bob@example.org"
-            with pytest.raises(TimeoutError):
-                await conn.line(timeout=1.0)  # the cancelled FAIL never comes
-            await conn.close()
+    async with _listening(authenticator(directory, failure_delay=0.5)) as srv:
+        conn = await _session(srv)
+        await conn.send(auth_plain(1, "bad"))
+        await conn.send("CANCEL\t1")
+        await conn.send("CANCEL\t77")  # unknown ids are ignored
+        # an id may be reused once its request is gone
+        await conn.send(auth_plain(1, USERS.good_pw))
+        assert await conn.line() == "OK\t1\tuser=bob@example.org"
+        with pytest.raises(TimeoutError):
+            await conn.line(timeout=1.0)  # the cancelled FAIL never comes
+        await conn.close()
 
 
 async def test_too_many_requests_in_flight_disconnects(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        auth = authenticator(directory, failure_delay=2.0)
-        async with running(auth, tmp / "a", max_requests_per_connection=2) as srv:
-            conn = await _session(srv)
-            for rid in (1, 2, 3):
-                await conn.send(
-                    f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={plain(USERS.good, 'bad')}"
-                )
-            assert await conn.eof()
-            await conn.close()
+    auth = authenticator(directory, failure_delay=2.0)
+    async with _listening(auth, max_requests_per_connection=2) as srv:
+        conn = await _session(srv)
+        for rid in (1, 2, 3):
+            await conn.send(auth_plain(rid, "bad"))
+        assert await conn.eof()
+        await conn.close()
 
 
 async def test_idle_connection_is_closed(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        async with running(authenticator(directory), tmp / "a", idle_timeout=0.3) as srv:
-            conn = await _session(srv)
-            t0 = time.monotonic()
-            assert await conn.eof(timeout=3.0)
-            assert 0.2 <= time.monotonic() - t0 < 2.0
-            await conn.close()
+    async with _listening(authenticator(directory), idle_timeout=0.3) as srv:
+        conn = await _session(srv)
+        t0 = time.monotonic()
+        assert await conn.eof(timeout=3.0)
+        assert 0.2 <= time.monotonic() - t0 < 2.0
+        await conn.close()
 
 
 async def test_tempfail_closes_the_connection(directory: Any) -> None:
     """A TEMPFAIL (here: the authenticator refuses new work) is a close without a reply, which
     Postfix turns into 454 4.7.0."""
     await populate(directory)
-    with short_dir() as tmp:
-        auth = authenticator(directory)
-        async with running(auth, tmp / "a") as srv:
-            conn = await _session(srv)
-            await auth.close()
-            await conn.send(
-                f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}"
-            )
-            assert await conn.eof()
-            await conn.close()
+    auth = authenticator(directory)
+    async with _listening(auth) as srv:
+        conn = await _session(srv)
+        await auth.close()
+        await conn.send(auth_plain(1, USERS.good_pw))
+        assert await conn.eof()
+        await conn.close()
 
 
 async def test_logs_never_carry_passwords(
@@ -408,7 +402,7 @@ async def test_many_concurrent_clients(server: DovecotAuthServer) -> None:
         for rid in range(1, 11):
             good = (k + rid) % 3 != 0
             pw = USERS.good_pw if good else f"bad-{k}-{rid}"
-            await conn.send(f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={plain(USERS.good, pw)}")
+            await conn.send(auth_plain(rid, pw))
             line = await conn.line()
             expected = f"OK\t{rid}\tuser=bob@example.org" if good else f"FAIL\t{rid}\t{FAIL}"
             results.append(line == expected)
@@ -463,22 +457,19 @@ async def test_differential_fuzz_over_the_socket(server: DovecotAuthServer) -> N
 
 async def test_connection_limit_closes_extra_connections(directory: Any) -> None:
     await populate(directory)
-    with short_dir() as tmp:
-        async with running(authenticator(directory), tmp / "a", max_connections=1) as srv:
-            first = await _session(srv)
-            assert srv.path is not None
-            second = await Conn.open(srv.path)
-            assert await second.eof()  # closed at once, without a handshake
-            await second.close()
-            await first.send(
-                f"AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}"
-            )
-            assert await first.line() == "OK\t1\tuser=bob@example.org"
-            await first.close()
-            # the slot is free again once the first client has gone
-            for _ in range(50):
-                if not srv.connections:
-                    break
-                await asyncio.sleep(0.02)
-            third = await _session(srv)
-            await third.close()
+    async with _listening(authenticator(directory), max_connections=1) as srv:
+        first = await _session(srv)
+        assert srv.path is not None
+        second = await Conn.open(srv.path)
+        assert await second.eof()  # closed at once, without a handshake
+        await second.close()
+        await first.send(auth_plain(1, USERS.good_pw))
+        assert await first.line() == "OK\t1\tuser=bob@example.org"
+        await first.close()
+        # the slot is free again once the first client has gone
+        for _ in range(50):
+            if not srv.connections:
+                break
+            await asyncio.sleep(0.02)
+        third = await _session(srv)
+        await third.close()

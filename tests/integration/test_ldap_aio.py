@@ -4,17 +4,14 @@ Many requests in flight on few connections (answers routed by message id, includ
 results), TLS (LDAPS and StartTLS) under load, binds on one-request binder connections, a poll
 that never blocks the loop, per-request timeouts with a black-holed server, connection loss with
 requests in flight, cancellation, and close(). The shared session server is only read from;
-fault tests start a ``SlapdServer`` of their own. Every wait is bounded.
+fault tests start a ``SlapdServer`` of their own_slapd. Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import ldap
@@ -25,7 +22,8 @@ from idsvc.directory.ldap import LdapDirectory
 from idsvc.directory.ldap.directory import RecentDns
 from idsvc.errors import AmbiguousEntry, TemporaryFailure
 from idsvc.model import Account, Address, Alias, Domain
-from tests.fixtures.slapd import SlapdServer, require_slapd, ssha
+from tests.fixtures.outage import eventually
+from tests.fixtures.slapd import SlapdServer, ssha
 
 pytestmark = pytest.mark.slapd
 
@@ -55,35 +53,6 @@ async def filled(slapd: SlapdServer) -> tuple[SlapdServer, str]:
     finally:
         await directory.close()
     return slapd, base
-
-
-@pytest.fixture
-def own() -> Iterator[SlapdServer]:
-    """A slapd of this test's own (no TLS), for pausing and killing."""
-    require_slapd()
-    server = SlapdServer(tls=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
-
-
-def _pause(server: SlapdServer) -> None:
-    """SIGSTOP the server and wait (bounded) until the kernel shows it stopped: the signal is
-    asynchronous, and a request sent just after kill() could otherwise still be answered."""
-    server.pause()
-    tasks = Path(f"/proc/{server.pid}/task")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        states = []
-        for task in tasks.iterdir():  # every thread, not only the main one
-            with contextlib.suppress(FileNotFoundError):
-                states.append((task / "stat").read_text("ascii").rsplit(")", 1)[1].split()[0])
-        if states and all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.005)
-    raise AssertionError("slapd did not stop within 5 s")
 
 
 async def _open_own(server: SlapdServer, **overrides: Any) -> LdapDirectory:
@@ -233,14 +202,14 @@ async def test_concurrent_binds_one_request_per_binder_connection(
         await directory.close()
 
 
-async def test_poll_does_not_block_while_the_server_is_silent(own: SlapdServer) -> None:
+async def test_poll_does_not_block_while_the_server_is_silent(own_slapd: SlapdServer) -> None:
     """result4(timeout=0) on the loop thread returns at once, even with a request in flight
     that the (stopped) server will not answer."""
-    directory = await _open_own(own, pool_size=1, timeout=1.0, connect_timeout=1.0)
+    directory = await _open_own(own_slapd, pool_size=1, timeout=1.0, connect_timeout=1.0)
     try:
         assert await directory.find_account(_user(1)) is not None
         (conn,) = directory._reader._conns
-        _pause(own)
+        own_slapd.pause()
         try:
             msgid = conn.search(
                 directory._domains, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"],
@@ -253,17 +222,17 @@ async def test_poll_does_not_block_while_the_server_is_silent(own: SlapdServer) 
             assert per_poll < 0.002, per_poll  # microseconds in practice
             conn.abandon(msgid, None, None)
         finally:
-            own.resume()
+            own_slapd.resume()
     finally:
         await directory.close()
 
 
-async def test_timeouts_fail_every_request_in_flight_then_recover(own: SlapdServer) -> None:
+async def test_timeouts_fail_every_request_in_flight_then_recover(own_slapd: SlapdServer) -> None:
     fast = {"timeout": 1.0, "connect_timeout": 1.0, "retry_after": 0.2}
-    directory = await _open_own(own, pool_size=1, **fast)
+    directory = await _open_own(own_slapd, pool_size=1, **fast)
     try:
         assert await directory.find_account(_user(1)) is not None
-        _pause(own)
+        own_slapd.pause()
         try:
             started = time.monotonic()
             results = await asyncio.gather(
@@ -271,55 +240,42 @@ async def test_timeouts_fail_every_request_in_flight_then_recover(own: SlapdServ
             )
             elapsed = time.monotonic() - started
         finally:
-            own.resume()
+            own_slapd.resume()
         assert all(isinstance(r, TemporaryFailure) for r in results), results
         assert elapsed < 1.0 * 2 + 1.5, elapsed
-        deadline = time.monotonic() + 10
-        while True:  # the server is skipped for retry_after, then used again
-            try:
-                found = await directory.find_account(_user(5))
-                break
-            except TemporaryFailure:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        # the server is skipped for retry_after, then used again
+        found = await eventually(lambda: directory.find_account(_user(5)))
         assert found is not None
         assert found.address == _user(5)
     finally:
         await directory.close()
 
 
-async def test_killed_server_fails_requests_in_flight_at_once(own: SlapdServer) -> None:
+async def test_killed_server_fails_requests_in_flight_at_once(own_slapd: SlapdServer) -> None:
     """A dead connection fails its requests immediately, not after the (long) timeout."""
-    directory = await _open_own(own, pool_size=2, timeout=20.0, retry_after=0.2)
+    directory = await _open_own(own_slapd, pool_size=2, timeout=20.0, retry_after=0.2)
     try:
         assert await directory.find_account(_user(1)) is not None
-        _pause(own)  # requests queue up unanswered …
+        own_slapd.pause()  # requests queue up unanswered …
         tasks = [asyncio.create_task(directory.find_account(_user(i))) for i in range(10)]
         await asyncio.sleep(0.2)
         started = time.monotonic()
-        own.kill()  # … then the server dies: the sockets are reset
+        own_slapd.kill()  # … then the server dies: the sockets are reset
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
         assert time.monotonic() - started < 5
         assert all(isinstance(r, TemporaryFailure) for r in results), results
-        own.start()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert await directory.find_account(_user(2)) is not None
-                break
-            except TemporaryFailure:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+        own_slapd.start()
+        assert await eventually(lambda: directory.find_account(_user(2))) is not None
     finally:
         await directory.close()
 
 
-async def test_cancelled_lookup_is_abandoned(own: SlapdServer) -> None:
-    directory = await _open_own(own, pool_size=1, timeout=5.0)
+async def test_cancelled_lookup_is_abandoned(own_slapd: SlapdServer) -> None:
+    directory = await _open_own(own_slapd, pool_size=1, timeout=5.0)
     try:
         assert await directory.find_account(_user(1)) is not None
         (conn,) = directory._reader._conns
-        _pause(own)
+        own_slapd.pause()
         try:
             task = asyncio.create_task(directory.find_account(_user(2)))
             await asyncio.sleep(0.1)
@@ -330,7 +286,7 @@ async def test_cancelled_lookup_is_abandoned(own: SlapdServer) -> None:
             assert conn.pending == {}
             assert directory._pending == 0
         finally:
-            own.resume()
+            own_slapd.resume()
         found = await directory.find_account(_user(3))  # same connection, still healthy
         assert found is not None
         assert directory._reader._conns == {conn}
@@ -338,17 +294,17 @@ async def test_cancelled_lookup_is_abandoned(own: SlapdServer) -> None:
         await directory.close()
 
 
-async def test_close_fails_requests_in_flight(own: SlapdServer) -> None:
-    directory = await _open_own(own, pool_size=1, timeout=5.0)
+async def test_close_fails_requests_in_flight(own_slapd: SlapdServer) -> None:
+    directory = await _open_own(own_slapd, pool_size=1, timeout=5.0)
     assert await directory.find_account(_user(1)) is not None
-    _pause(own)
+    own_slapd.pause()
     try:
         tasks = [asyncio.create_task(directory.find_account(_user(i))) for i in range(5)]
         await asyncio.sleep(0.1)
         await directory.close()
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     finally:
-        own.resume()
+        own_slapd.resume()
     assert all(isinstance(r, TemporaryFailure) for r in results), results
     with pytest.raises(TemporaryFailure):
         await directory.find_account(_user(1))

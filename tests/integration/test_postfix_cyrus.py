@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures import swaks
+from tests.fixtures.outage import smtp_outage_and_recovery
 from tests.fixtures.postfix import PostfixSasl, PostfixServer, postfix_instance, run_dir
 from tests.integration.saslauthd_support import (
     USERS,
@@ -27,8 +28,6 @@ from tests.integration.saslauthd_support import (
 
 pytestmark = pytest.mark.postfix
 
-_CODE = re.compile(r"^<~\*?\s+(\d{3})[ -]", re.MULTILINE)
-
 
 async def swaks_auth(
     pf: PostfixServer, user: str, password: str, mech: str = "PLAIN", *, to: str | None = None
@@ -37,24 +36,9 @@ async def swaks_auth(
 
     With ``to`` a whole message is sent to that (remote) recipient after AUTH.
     """
-    argv = [
-        which_or_fail("swaks"), "--server", f"{pf.host}:{pf.port}", "-tls",
-        "--auth", mech, "--auth-user", user, "--auth-password", password,
-        "--ehlo", "client.idsvc.test", "--from", "sender@idsvc.test",
-        "--to", to or "someone@remote.example", "--timeout", "20",
-    ]  # fmt: skip
     if to is None:
-        argv += ["--quit-after", "AUTH"]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out_bytes, _ = await asyncio.wait_for(proc.communicate(), 60)
-    out = out_bytes.decode(errors="replace")
-    # the AUTH reply is the first 235/535/454 after the "~> AUTH" line (LOGIN has 334 steps)
-    after = out.split("~> AUTH", 1)[-1]
-    codes = [int(c) for c in _CODE.findall(after) if c not in ("334",)]
-    assert codes, out
-    return codes[0], out
+        return await swaks.swaks_auth(pf.host, pf.port, user, password, mech)
+    return await swaks.swaks_auth(pf.host, pf.port, user, password, mech, to=to, quit_after=None)
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +126,6 @@ async def test_no_auth_offered_before_starttls(cyrus_postfix: PostfixServer) -> 
 # -- the directory goes away and comes back --------------------------------------------------
 
 
-@pytest.fixture
-def own_slapd() -> Iterator[Any]:
-    """A slapd only this test kills (the session one is shared)."""
-    from tests.fixtures.slapd import SlapdServer, find_binary
-
-    if find_binary("slapd") is None:
-        which_or_fail("slapd")
-    server = SlapdServer(tls=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
-
-
 @pytest.mark.slapd
 @pytest.mark.slow
 async def test_directory_down_454_then_recovery(
@@ -171,26 +140,11 @@ async def test_directory_down_454_then_recovery(
         async with running(mux, authenticator(directory), mode=0o660, group="postfix"):
             assert (await swaks_auth(pf, USERS.good, USERS.good_pw))[0] == 235
 
-            await asyncio.to_thread(own_slapd.kill)
-            for mech in ("PLAIN", "LOGIN"):
-                code, out = await swaks_auth(pf, USERS.good, USERS.good_pw, mech)
-                assert code == 454, out  # temporary, never 535 for a good password
-            code, out = await swaks_auth(pf, USERS.good, "wrong-password")
-            assert code == 454, out  # nothing can be decided while the directory is down
+            async def auth(user: str, password: str, mech: str) -> tuple[int, str]:
+                return await swaks_auth(pf, user, password, mech)
 
-            await asyncio.to_thread(own_slapd.start)
-            started = time.monotonic()
-            code = 0
-            while time.monotonic() - started < 15:
-                code, out = await swaks_auth(pf, USERS.good, USERS.good_pw)
-                if code == 235:
-                    break
-                assert code == 454, out
-                await asyncio.sleep(0.5)
-            assert code == 235, "no recovery within 15 s of slapd coming back"
-            recovered = time.monotonic() - started
+            recovered = await smtp_outage_and_recovery(own_slapd, auth, USERS.good, USERS.good_pw)
             assert recovered < 15
-            assert (await swaks_auth(pf, USERS.good, "wrong-password"))[0] == 535
             pf.wait_for_log(r"SASL PLAIN authentication failed: generic failure")  # the 454s
             pf.wait_for_log(r"SASL PLAIN authentication failed: authentication failure")
     finally:

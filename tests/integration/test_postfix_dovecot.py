@@ -11,41 +11,32 @@ reach it.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from idsvc.auth.engine import Authenticator
-from idsvc.config import DovecotAuthSettings, SocketSettings
 from idsvc.wire.dovecot_auth import DovecotAuthServer
+from tests.fixtures.outage import smtp_outage_and_recovery
 from tests.fixtures.postfix import PostfixSasl, PostfixServer
-from tests.integration.test_dovecot_auth_support import (
+from tests.integration.dovecot_auth_support import (
     USERS,
     authenticator,
     populate,
+    running,
     swaks,
     swaks_auth,
-    which_or_fail,
 )
 
 pytestmark = pytest.mark.postfix
 
 
-@asynccontextmanager
-async def listener(path: Path, auth: Authenticator) -> AsyncIterator[DovecotAuthServer]:
+def listener(path: Path, auth: Authenticator) -> AbstractAsyncContextManager[DovecotAuthServer]:
     # as in production: owned by a group smtpd's user is in, not world-writable
-    settings = DovecotAuthSettings(socket=SocketSettings(path=path, mode=0o660, group="postfix"))
-    server = DovecotAuthServer(settings, auth)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-        await auth.close()
+    return running(auth, path, mode=0o660, group="postfix")
 
 
 @pytest.fixture
@@ -119,21 +110,6 @@ async def test_noplaintext_hides_our_mechanisms(
 # -- the directory goes away and comes back --------------------------------------------------
 
 
-@pytest.fixture
-def own_slapd() -> Iterator[Any]:
-    """A slapd only this test kills (the session one is shared)."""
-    from tests.fixtures.slapd import SlapdServer, find_binary
-
-    if find_binary("slapd") is None:
-        which_or_fail("slapd")
-    server = SlapdServer(tls=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
-
-
 @pytest.mark.slapd
 @pytest.mark.slow
 async def test_directory_down_454_then_recovery(
@@ -149,24 +125,10 @@ async def test_directory_down_454_then_recovery(
             pf = await asyncio.to_thread(postfix_factory, PostfixSasl.dovecot(path))
             assert (await swaks_auth(pf.host, pf.port, USERS.good, USERS.good_pw))[0] == 235
 
-            await asyncio.to_thread(own_slapd.kill)
-            for mech in ("PLAIN", "LOGIN"):
-                code, out = await swaks_auth(pf.host, pf.port, USERS.good, USERS.good_pw, mech)
-                assert code == 454, out  # temporary, never 535 for a good password
-            code, out = await swaks_auth(pf.host, pf.port, USERS.good, "wrong-password")
-            assert code == 454, out  # nothing can be decided while the directory is down
+            async def auth(user: str, password: str, mech: str) -> tuple[int, str]:
+                return await swaks_auth(pf.host, pf.port, user, password, mech)
 
-            await asyncio.to_thread(own_slapd.start)
-            started = time.monotonic()
-            code = 0
-            while time.monotonic() - started < 15:
-                code, out = await swaks_auth(pf.host, pf.port, USERS.good, USERS.good_pw)
-                if code == 235:
-                    break
-                assert code == 454, out
-                await asyncio.sleep(0.5)
-            assert code == 235, "no recovery within 15 s of slapd coming back"
-            assert (await swaks_auth(pf.host, pf.port, USERS.good, "wrong-password"))[0] == 535
+            await smtp_outage_and_recovery(own_slapd, auth, USERS.good, USERS.good_pw)
             await asyncio.to_thread(
                 pf.wait_for_log,
                 r"SASL LOGIN authentication failed: Connection lost to authentication server",

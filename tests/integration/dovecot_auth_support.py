@@ -1,5 +1,6 @@
-"""Helpers for the Dovecot auth-client tests (no tests here): users in a real directory, a real
-Authenticator, the listener on a UNIX socket (+ TCP), and a ``C:``/``S:`` transcript runner.
+"""Helpers for the Dovecot auth-client tests: users in a real directory and a real Authenticator
+(``tests/fixtures/authstack.py`` with this suite's users, master user and hasher), the listener on
+a UNIX socket (+ TCP), and a ``C:``/``S:`` transcript runner.
 
 Nothing here fakes the directory, the auth core or the peer.
 """
@@ -19,46 +20,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from idsvc.audit import LogAuditSink
 from idsvc.auth.engine import Authenticator
-from idsvc.config import AuthSettings, DovecotAuthSettings, PasswordSettings, SocketSettings
-from idsvc.model import Account, Address, Domain, Service
+from idsvc.config import DovecotAuthSettings, PasswordSettings, SocketSettings
 from idsvc.passwords import PasswordHasher
 from idsvc.wire.dovecot_auth import DovecotAuthServer
+from tests.fixtures import authstack
+from tests.fixtures.authstack import DOMAIN as DOMAIN  # re-exported for the tests
+from tests.fixtures.authstack import AccountSpec
+from tests.fixtures.authstack import which_or_fail as which_or_fail
 from tests.fixtures.slapd import ssha
+from tests.fixtures.swaks import swaks as swaks
+from tests.fixtures.swaks import swaks_auth as swaks_auth
 
 DOVEADM = "/usr/bin/doveadm"
-DOMAIN = "example.org"
 
 
 @dataclass(frozen=True)
-class Users:
+class Users(authstack.Users):
+    """The common users (``bob`` is the good one) and a master user."""
+
     good: str = "bob@example.org"
     good_pw: str = "s3cret-Bob"
-    disabled: str = "carol@example.org"
-    disabled_pw: str = "s3cret-Carol"
-    imap_only: str = "dave@example.org"
-    imap_only_pw: str = "s3cret-Dave"
     master: str = "admin@example.org"
     master_pw: str = "s3cret-Admin"
-    unknown: str = "nobody@example.org"
+
+    def accounts(self) -> list[AccountSpec]:
+        return [*super().accounts(), (self.master, self.master_pw, True, None)]
 
 
 USERS = Users()
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def require_doveadm() -> None:
-    if Path(DOVEADM).exists():
-        return
-    if in_ci():
-        pytest.fail("doveadm (dovecot-core) is required under CI=true")
-    pytest.skip("doveadm (dovecot-core) not installed")
+    authstack.require_file(DOVEADM, "doveadm (dovecot-core)")
 
 
 def hasher() -> PasswordHasher:
@@ -67,35 +61,13 @@ def hasher() -> PasswordHasher:
 
 
 async def populate(directory: Any) -> Users:
-    await directory.add_domain(Domain(name=DOMAIN))
-    for address, password, enabled, services in [
-        (USERS.good, USERS.good_pw, True, None),
-        (USERS.disabled, USERS.disabled_pw, False, None),
-        (USERS.imap_only, USERS.imap_only_pw, True, frozenset({Service.IMAP})),
-        (USERS.master, USERS.master_pw, True, None),
-    ]:
-        kwargs: dict[str, Any] = {} if services is None else {"services": services}
-        await directory.add_account(
-            Account(
-                address=Address.parse(address),
-                password_hash=ssha(password),
-                enabled=enabled,
-                **kwargs,
-            )
-        )
+    await authstack.populate(directory, USERS, ssha)
     return USERS
 
 
 def authenticator(directory: Any, **auth: Any) -> Authenticator:
     """A real Authenticator; failure delay, penalties and cache off unless overridden."""
-    values: dict[str, Any] = {
-        "failure_delay": 0.0,
-        "penalty": False,
-        "cache": False,
-        "master_users": (USERS.master,),
-    }
-    values.update(auth)
-    return Authenticator(directory, hasher(), AuthSettings(**values), audit=LogAuditSink())
+    return authstack.authenticator(directory, hasher(), **{"master_users": (USERS.master,), **auth})
 
 
 @contextmanager
@@ -111,20 +83,21 @@ def short_dir() -> Iterator[Path]:
 
 @asynccontextmanager
 async def running(
-    auth: Authenticator, path: Path, *, tcp: bool = False, **kw: Any
+    auth: Authenticator,
+    path: Path,
+    *,
+    tcp: bool = False,
+    mode: int = 0o666,
+    group: str | None = None,
+    **kw: Any,
 ) -> AsyncIterator[DovecotAuthServer]:
     settings = DovecotAuthSettings(
-        socket=SocketSettings(path=path, mode=0o666),
+        socket=SocketSettings(path=path, mode=mode, group=group),
         tcp="127.0.0.1:0" if tcp else None,
         **kw,
     )
-    server = DovecotAuthServer(settings, auth)
-    await server.start()
-    try:
+    async with authstack.serving(DovecotAuthServer(settings, auth), auth) as server:
         yield server
-    finally:
-        await server.close()
-        await auth.close()
 
 
 def b64(data: bytes) -> str:
@@ -133,6 +106,11 @@ def b64(data: bytes) -> str:
 
 def plain(authcid: str, password: str, authzid: str = "") -> str:
     return b64(f"{authzid}\0{authcid}\0{password}".encode())
+
+
+def auth_plain(rid: int, password: str, login: str = USERS.good) -> str:
+    """An ``AUTH`` line for PLAIN with the credentials as initial response, for smtp."""
+    return f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={plain(login, password)}"
 
 
 HANDSHAKE = [
@@ -222,46 +200,3 @@ async def doveadm_auth_test(
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
-
-
-# --- swaks against a real Postfix ---------------------------------------------------------------
-
-_SMTP_CODE = re.compile(r"^<~\*?\s+(\d{3})[ -]", re.MULTILINE)
-
-
-def which_or_fail(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if found:
-        return found
-    if in_ci():
-        pytest.fail(f"{name} is required under CI=true")
-    pytest.skip(f"{name} not installed")
-
-
-async def swaks(host: str, port: int, *args: str) -> str:
-    """Run swaks over STARTTLS against ``host:port`` (a bounded run) and return its transcript."""
-    argv = [
-        which_or_fail("swaks"), "--server", f"{host}:{port}", "-tls",
-        "--ehlo", "client.idsvc.test", "--from", "sender@idsvc.test", "--timeout", "20", *args,
-    ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return out.decode(errors="replace")
-
-
-async def swaks_auth(
-    host: str, port: int, user: str, password: str, mech: str = "PLAIN", *, quit_after: str = "AUTH"
-) -> tuple[int, str]:
-    """SMTP AUTH with swaks; (the final AUTH reply code, transcript)."""
-    out = await swaks(
-        host, port, "--to", "someone@remote.example", "--auth", mech,
-        "--auth-user", user, "--auth-password", password, "--quit-after", quit_after,
-    )  # fmt: skip
-    after = out.split("~> AUTH", 1)[-1]
-    codes = [int(c) for c in _SMTP_CODE.findall(after) if c != "334"]
-    assert codes, out
-    return codes[0], out
