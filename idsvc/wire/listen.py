@@ -9,15 +9,15 @@ What it does:
   through a socket with the wrong permissions.
 * :func:`bind_tcp` binds ``host:port`` (``[v6]:port`` too; port 0 picks a free port, readable as
   ``BoundSocket.port`` for tests).
-* :func:`start_server` runs an ``asyncio`` stream server on a :class:`BoundSocket` with a
-  :class:`ConnectionLimiter`; connections over the limit are closed at once without a byte
-  (every Postfix-facing protocol reads a close as "temporary failure"), and a handler that raises
-  is logged and its connection closed, never crashing the server.
+* :class:`ConnectionLimiter` counts a server's open connections; each server (an
+  ``asyncio.Protocol``) closes a connection over the limit at once without a byte (every
+  Postfix-facing protocol reads a close as "temporary failure").
 * :func:`peer_of` names the peer for logs: ``pid/uid/gid`` from ``SO_PEERCRED`` on UNIX sockets,
   ``ip:port`` on TCP.
 
-What it does not do: read or write protocol bytes, apply timeouts (each server does), or decide
-policy from the peer's identity (rule 9: nothing is trusted because of where it comes from).
+What it does not do: run the servers, read or write protocol bytes, apply timeouts (each server
+does all three), or decide policy from the peer's identity (rule 9: nothing is trusted because
+of where it comes from).
 
 How it fails: every start-up problem (address in use, live socket at the path, a non-socket file at
 the path, unknown owner or group, path too long, permission denied) raises :class:`ListenError`
@@ -26,7 +26,6 @@ with the path or address in the message. Nothing here raises while serving.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import grp
@@ -36,9 +35,9 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from idsvc.config import SocketSettings
 from idsvc.errors import IdsvcError
@@ -51,8 +50,6 @@ DEFAULT_BACKLOG = 128
 # how long the stale-socket probe waits for a connect() on an existing path
 _PROBE_TIMEOUT = 0.5
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 
 class ListenError(IdsvcError):
     """A listening socket could not be created; the message names the path or address."""
@@ -60,7 +57,7 @@ class ListenError(IdsvcError):
 
 @dataclass(slots=True)
 class BoundSocket:
-    """A bound (and listening) socket, ready to hand to :func:`start_server`.
+    """A bound (and listening) socket, ready for ``loop.create_(unix_)server(sock=...)``.
 
     ``path`` is set for UNIX sockets, ``host``/``port`` for TCP. :meth:`remove_path` deletes the
     socket file only if the path still refers to the file this socket created (another process
@@ -282,9 +279,15 @@ class Peer:
 _UCRED = struct.Struct("3i")
 
 
-def peer_of(writer: asyncio.StreamWriter) -> Peer:
+class HasExtraInfo(Protocol):
+    """A transport or a stream writer: anything that answers ``get_extra_info``."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def peer_of(conn: HasExtraInfo) -> Peer:
     """Peer credentials (UNIX, via SO_PEERCRED) or address (TCP) of a connection."""
-    sock = writer.get_extra_info("socket")
+    sock = conn.get_extra_info("socket")
     if sock is None:
         return Peer()
     try:
@@ -292,51 +295,9 @@ def peer_of(writer: asyncio.StreamWriter) -> Peer:
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             pid, uid, gid = _UCRED.unpack(raw)
             return Peer(pid=pid, uid=uid, gid=gid)
-        peer = writer.get_extra_info("peername")
+        peer = conn.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             return Peer(ip=str(peer[0]), port=int(peer[1]))
     except (OSError, struct.error):
         pass
     return Peer()
-
-
-async def _abort(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, ConnectionError):
-        await writer.wait_closed()
-
-
-async def start_server(
-    bound: BoundSocket,
-    handler: Handler,
-    limiter: ConnectionLimiter,
-    *,
-    name: str,
-    read_limit: int = 65536,
-) -> asyncio.Server:
-    """Serve ``handler`` on ``bound`` with ``limiter``; returns the running asyncio server.
-
-    The wrapper closes the connection after the handler returns or raises; an unexpected
-    exception is logged (without protocol data) and never stops the server.
-    """
-
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not limiter.try_acquire():
-            log.warning(
-                "%s: connection limit %d reached, closing %s", name, limiter.limit, peer_of(writer)
-            )
-            await _abort(writer)
-            return
-        try:
-            await handler(reader, writer)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: handler failed for %s", name, peer_of(writer))
-        finally:
-            limiter.release()
-            await _abort(writer)
-
-    if bound.path is not None:
-        return await asyncio.start_unix_server(guarded, sock=bound.sock, limit=read_limit)
-    return await asyncio.start_server(guarded, sock=bound.sock, limit=read_limit)

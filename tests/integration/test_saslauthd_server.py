@@ -255,3 +255,44 @@ async def test_fragmented_request_gets_the_grace_for_a_fifth_field(
         t0 = time.monotonic()
         assert await exchange(server.path, four) == OK
         assert time.monotonic() - t0 < 0.3
+
+
+async def test_close_lets_a_request_being_decided_answer(populated: Any, tmp_path: Path) -> None:
+    # a wrong password spends the 0.5 s failure delay inside the auth core: close() meanwhile
+    # stops accepting at once but still delivers the answer before the socket goes away
+    auth = authenticator(populated, failure_delay=0.5)
+    async with running(tmp_path / "closing", auth) as server:
+        reader, writer = await asyncio.open_unix_connection(os.fspath(server.path))
+        try:
+            writer.write(req(USERS.good, "Wr0ng-Pa55"))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            assert server.limiter.active == 1
+            t0 = time.monotonic()
+            await server.close()
+            assert time.monotonic() - t0 < 3.0
+            assert await asyncio.wait_for(reader.read(), 5) == NO_GENERIC
+            assert server.limiter.active == 0
+            assert not server.path.exists()
+        finally:
+            writer.close()
+
+
+async def test_clients_that_vanish_give_their_slot_back(populated: Any, tmp_path: Path) -> None:
+    auth = authenticator(populated, failure_delay=0.3)
+    async with running(tmp_path / "vanish", auth, max_connections=2) as server:
+        path = os.fspath(server.path)
+        # one hangs up mid-request, one right after sending a request that is being decided
+        _r1, w1 = await asyncio.open_unix_connection(path)
+        w1.write(req(USERS.good, USERS.good_pw)[:7])
+        _r2, w2 = await asyncio.open_unix_connection(path)
+        w2.write(req(USERS.good, "Wr0ng-Pa55"))
+        await asyncio.gather(w1.drain(), w2.drain())
+        await asyncio.sleep(0.1)
+        assert server.limiter.active == 2
+        w1.close()
+        w2.close()
+        await asyncio.sleep(0.6)  # the failure delay runs out; nobody is there to answer
+        assert server.limiter.active == 0
+        assert await exchange(server.path, req(USERS.good, USERS.good_pw)) == OK
+        assert server.limiter.refused == 0

@@ -1,9 +1,10 @@
 """The saslauthd "mux" listener: libsasl2 clients (Postfix ``smtpd_sasl_type = cyrus``) ask it.
 
-What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``),
-reads exactly one request per connection (protocols.md §1), asks the shared ``Authenticator`` and
-answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded drain when bytes may
-still be unread, and close:
+What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``)
+with an ``asyncio.Protocol`` per connection (at most ``max_connections`` open; more are closed at
+once without a byte), reads exactly one request per connection (protocols.md §1), asks the shared
+``Authenticator`` and answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded
+drain when bytes may still be unread, and close:
 
 * the 4 mandatory fields must arrive within ``settings.read_timeout``; after the 4th, a 5th
   (``client_addr``, cyrus-sasl master only) is awaited at most ``settings.fifth_field_grace``
@@ -38,16 +39,17 @@ peer and outcome — never the password.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_unix, peer_of, start_server
+from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_unix, peer_of
 from idsvc.wire.saslauthd.protocol import (
     MIN_FIELDS,
     RequestDecoder,
@@ -58,10 +60,9 @@ from idsvc.wire.saslauthd.protocol import (
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 4096
 DRAIN_TIMEOUT = 1.0  # after replying, wait this long at most for the client to hang up
 DRAIN_LIMIT = 65536  # and read at most this many bytes meanwhile
-CLOSE_GRACE = 5.0  # close(): how long running requests may take to finish
+CLOSE_GRACE = 5.0  # close(): how long open connections may take to finish
 
 NO_GENERIC = encode_reply("NO authentication failed")
 NO_MALFORMED = encode_reply("NO malformed request")
@@ -84,10 +85,6 @@ class Authenticating(Protocol):
     async def authenticate(self, request: AuthRequest) -> AuthResult: ...
 
 
-class _Hangup(Exception):
-    """The client closed or stalled before sending a whole request."""
-
-
 def _safe(text: str, limit: int = 64) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
@@ -95,13 +92,13 @@ def _safe(text: str, limit: int = 64) -> str:
 class _LazyPeer:
     """Names the peer only if a log line is actually emitted (SO_PEERCRED is a syscall)."""
 
-    __slots__ = ("_writer",)
+    __slots__ = ("_transport",)
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def __str__(self) -> str:
-        return str(peer_of(self._writer))
+        return str(peer_of(self._transport))
 
 
 class _Described:
@@ -109,7 +106,7 @@ class _Described:
 
     __slots__ = ("_peer", "_request")
 
-    def __init__(self, request: SaslauthdRequest, peer: _LazyPeer) -> None:
+    def __init__(self, request: SaslauthdRequest, peer: object) -> None:
         self._request = request
         self._peer = peer
 
@@ -121,22 +118,250 @@ class _Described:
         )
 
 
+class _Phase(Enum):
+    """Where one connection is: reading the request, deciding, draining after the reply."""
+
+    READING = "reading"
+    GRACE = "grace"  # four fields are in; a fifth may still come
+    DECIDING = "deciding"  # reading paused; the auth core has the request
+    DRAINING = "draining"  # reply sent and half-closed; discarding what the client still sends
+    DONE = "done"
+
+
+class _Connection(asyncio.Protocol):
+    """One saslauthd connection: at most one request, one reply, then close.
+
+    An ``asyncio.Protocol`` rather than streams: the request costs one ``data_received`` call
+    (libsasl writes it with one ``writev``) and one task for the auth core, with no reader/writer
+    objects and no ``asyncio.timeout`` blocks; deadlines are plain loop timers.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_decoder",
+        "_drained",
+        "_peer",
+        "_phase",
+        "_server",
+        "_timer",
+        "_transport",
+        "admitted",
+        "task",
+        "waiter",
+    )
+
+    def __init__(self, server: SaslauthdServer) -> None:
+        self._server = server
+        self._decoder = RequestDecoder()
+        self._phase = _Phase.READING
+        self._chunks = 0
+        self._drained = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._peer: _LazyPeer | None = None
+        self.admitted = False
+        self.task: asyncio.Task[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # set by close(), resolved by _finish
+
+    # -- transport callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._peer = _LazyPeer(transport)
+        server = self._server
+        if not server.limiter.try_acquire():
+            log.warning(
+                "%s: connection limit %d reached, closing %s",
+                server.name,
+                server.limiter.limit,
+                self._peer,
+            )
+            self._phase = _Phase.DONE
+            transport.close()
+            return
+        self.admitted = True
+        server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + server.settings.read_timeout, self._read_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._phase
+        if phase is _Phase.DRAINING:
+            self._drained += len(data)
+            if self._drained >= DRAIN_LIMIT:
+                self._finish()
+            return
+        if phase is not _Phase.READING and phase is not _Phase.GRACE:
+            return  # reading is paused while deciding; nothing can arrive after DONE
+        decoder = self._decoder
+        try:
+            decoder.feed(data)
+        except SaslauthdProtocolError as exc:
+            log.warning("%s: malformed request from %s: %s", self._server.name, self._peer, exc)
+            self._reply(NO_MALFORMED, drain=True)
+            return
+        if phase is _Phase.READING:
+            self._chunks += 1
+            if decoder.fields >= MIN_FIELDS:
+                self._four_fields_in()
+        elif decoder.fields > MIN_FIELDS:
+            self._start(clean=False)  # GRACE: the fifth field arrived
+
+    def eof_received(self) -> bool:
+        phase = self._phase
+        if phase is _Phase.READING:
+            self._hangup(f"truncated request ({self._decoder.fields} fields)")
+        elif phase is _Phase.GRACE:
+            self._start(clean=False)  # no fifth field after all; the reply can still be sent
+        elif phase is _Phase.DRAINING:
+            self._finish()
+        return True  # keep our side open: a reply may still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._phase is _Phase.READING or self._phase is _Phase.GRACE:
+            why = "connection lost" if exc is None else f"connection lost ({type(exc).__name__})"
+            log.info(
+                "%s: %s (%d fields) from %s; closed without reply",
+                self._server.name,
+                why,
+                self._decoder.fields,
+                self._peer,
+            )
+        if self.task is None or self.task.done():
+            self._finish()
+        # else: the decision runs to its end (penalties and audit included), then finishes
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _four_fields_in(self) -> None:
+        """Fields 1-4 are complete: decide now, or wait a short grace for a 5th field."""
+        decoder = self._decoder
+        clean = self._chunks == 1 and not decoder.partial and not decoder.ignored
+        grace = self._server.settings.fifth_field_grace
+        if decoder.fields > MIN_FIELDS or grace <= 0 or clean:
+            # libsasl writes the whole request with one writev(), and one read returns all that
+            # had arrived: a 5th field would have come with the other four. Waiting anyway
+            # would cap every 4-field client at 1/grace requests per second.
+            self._start(clean=clean)
+            return
+        # fields 1-4 came in pieces, or part of a 5th is here: give the rest a short grace
+        assert self._timer is not None
+        deadline = self._timer.when()
+        self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._phase = _Phase.GRACE
+        self._timer = loop.call_at(min(loop.time() + grace, deadline), self._grace_over)
+
+    def _grace_over(self) -> None:
+        if self._phase is _Phase.GRACE:
+            self._start(clean=False)
+
+    def _read_timeout(self) -> None:
+        if self._phase is _Phase.READING:
+            self._hangup(f"read timeout ({self._decoder.fields} fields)")
+
+    def _hangup(self, why: str) -> None:
+        log.info("%s: %s from %s; closed without reply", self._server.name, why, self._peer)
+        self._finish()
+
+    def _start(self, *, clean: bool) -> None:
+        """The request is complete: stop reading and hand it to the auth core in a task."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            request = self._decoder.request()
+        except SaslauthdProtocolError as exc:
+            log.warning("%s: malformed request from %s: %s", self._server.name, self._peer, exc)
+            self._reply(NO_MALFORMED, drain=True)
+            return
+        self._phase = _Phase.DECIDING
+        assert self._transport is not None
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+        self.task = asyncio.get_running_loop().create_task(self._decide(request, clean))
+
+    async def _decide(self, request: SaslauthdRequest, clean: bool) -> None:
+        try:
+            reply = await self._server.decide(request, self._peer)
+        except asyncio.CancelledError:
+            self._finish()
+            raise
+        except Exception:  # a bug here must not leave the connection (and its slot) open
+            log.exception("%s: request failed for %s", self._server.name, self._peer)
+            reply = None
+        if self._phase is not _Phase.DECIDING:
+            return
+        if reply is None:
+            self._finish()  # TEMPFAIL: hang up so the client reports a temporary failure
+            return
+        self._reply(reply, drain=not clean)
+
+    def _reply(self, reply: bytes, *, drain: bool) -> None:
+        """Send the reply and half-close. With ``drain``, read (bounded) what the client may
+        still send before closing: closing with unread bytes can reset the connection and lose
+        the reply. A request read whole in one piece leaves nothing unread."""
+        transport = self._transport
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if transport is None or transport.is_closing():
+            self._finish()
+            return
+        transport.write(reply)
+        if transport.can_write_eof():
+            transport.write_eof()
+        if not drain:
+            self._finish()
+            return
+        self._phase = _Phase.DRAINING
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + DRAIN_TIMEOUT, self._finish)
+        transport.resume_reading()
+
+    def _finish(self) -> None:
+        """Close the connection (once) and give back its slot."""
+        if self._phase is _Phase.DONE:
+            return
+        self._phase = _Phase.DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+        if self.admitted:
+            self.admitted = False
+            self._server.limiter.release()
+            self._server.connections.discard(self)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def abort(self) -> None:
+        """Server shutdown: drop the connection now, cancelling a decision still running."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+        self._finish()
+
+
 class SaslauthdServer:
     """See the module docstring. ``start()`` binds and serves; ``close()`` stops and unlinks."""
 
     name = "saslauthd"
 
     def __init__(self, settings: SaslauthdSettings, authenticator: Authenticating) -> None:
-        self._settings = settings
+        self.settings = settings
         self._auth = authenticator
         self._limiter = ConnectionLimiter(settings.max_connections)
         self._bound: BoundSocket | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[object]] = set()
+        self.connections: set[_Connection] = set()
 
     @property
     def path(self) -> Path:
-        return Path(self._settings.socket.path)
+        return Path(self.settings.socket.path)
 
     @property
     def limiter(self) -> ConnectionLimiter:
@@ -145,10 +370,11 @@ class SaslauthdServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("saslauthd listener already started")
-        self._bound = bind_unix(self._settings.socket)
+        self._bound = bind_unix(self.settings.socket)
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await start_server(
-                self._bound, self._handle, self._limiter, name=self.name, read_limit=READ_SIZE
+            self._server = await loop.create_unix_server(
+                functools.partial(_Connection, self), sock=self._bound.sock
             )
         except BaseException:
             self._bound.sock.close()
@@ -158,94 +384,37 @@ class SaslauthdServer:
         log.info("%s: listening on %s", self.name, self._bound.describe())
 
     async def close(self) -> None:
-        """Stop accepting, give running requests ``CLOSE_GRACE`` seconds, remove the socket."""
+        """Stop accepting, give open connections ``CLOSE_GRACE`` seconds, remove the socket."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        if self.connections:
+            loop = asyncio.get_running_loop()
+            open_now = list(self.connections)
+            for conn in open_now:
+                conn.waiter = loop.create_future()
+            waiters = {conn.waiter for conn in open_now if conn.waiter is not None}
+            await asyncio.wait(waiters, timeout=CLOSE_GRACE)
+            stuck = [conn for conn in open_now if conn in self.connections]
+            tasks = [conn.task for conn in stuck if conn.task is not None]
+            for conn in stuck:
+                conn.abort()
+            if tasks:
+                await asyncio.wait(tasks)
         if server is not None:
             await server.wait_closed()
         if self._bound is not None:
             self._bound.remove_path()
             self._bound = None
 
-    # -- one connection ---------------------------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await self._serve_one(reader, writer)
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _LazyPeer(writer)
-        decoder = RequestDecoder()
-        try:
-            clean = await self._read_request(reader, decoder)
-            request = decoder.request()
-        except _Hangup as exc:
-            log.info("%s: %s from %s; closed without reply", self.name, exc, peer)
-            return
-        except SaslauthdProtocolError as exc:
-            log.warning("%s: malformed request from %s: %s", self.name, peer, exc)
-            await self._reply(reader, writer, NO_MALFORMED, drain=True)
-            return
-        reply = await self._decide(request, peer)
-        if reply is None:
-            return  # TEMPFAIL: hang up so the client reports a temporary failure
-        await self._reply(reader, writer, reply, drain=not clean)
-
-    async def _read_request(self, reader: asyncio.StreamReader, decoder: RequestDecoder) -> bool:
-        """Read fields 1-4 (and 5 when expected). True when the request came in one read with
-        nothing after it: then nothing is left unread and the reply needs no drain."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.read_timeout
-        chunks = 0
-        try:
-            async with asyncio.timeout_at(deadline):
-                while decoder.fields < MIN_FIELDS:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        raise _Hangup(f"truncated request ({decoder.fields} fields)")
-                    chunks += 1
-                    decoder.feed(data)
-        except TimeoutError:
-            raise _Hangup(f"read timeout ({decoder.fields} fields)") from None
-        clean = chunks == 1 and not decoder.partial and not decoder.ignored
-        if decoder.fields > MIN_FIELDS or self._settings.fifth_field_grace <= 0:
-            return clean
-        if clean:
-            # libsasl writes the whole request with one writev(), and one read returns all that
-            # had arrived: a 5th field would have come with the other four. Waiting anyway
-            # would cap every 4-field client at 1/grace requests per second.
-            return True
-        # fields 1-4 came in pieces, or part of a 5th is here: give the rest a short grace
-        grace = min(loop.time() + self._settings.fifth_field_grace, deadline)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(grace):
-                while decoder.fields == MIN_FIELDS:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        break
-                    decoder.feed(data)
-        return False
-
-    async def _decide(self, request: SaslauthdRequest, peer: _LazyPeer) -> bytes | None:
-        started = time.perf_counter()
+    async def decide(self, request: SaslauthdRequest, peer: object) -> bytes | None:
+        """The reply to one complete request, or None to close without a reply."""
         what = _Described(request, peer)
         if not request.login or not request.password:
             # never reaches the directory (reliability.md #3)
             log.info("%s: empty login or password: %s", self.name, what)
             return NO_GENERIC
+        started = time.perf_counter()
         auth_request = AuthRequest(
             login=request.login,
             password=Secret(request.password),
@@ -263,42 +432,14 @@ class SaslauthdServer:
         except Exception:
             log.exception("%s: authenticator raised; answering temporary failure", self.name)
             return None
-        elapsed = time.perf_counter() - started
-        log.info(
-            "%s: %s outcome=%s%s detail=%r elapsed=%.3f",
-            self.name,
-            what,
-            result.outcome.value,
-            " (cached)" if result.cached else "",
-            result.detail,
-            elapsed,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s: %s outcome=%s%s detail=%r elapsed=%.3f",
+                self.name,
+                what,
+                result.outcome.value,
+                " (cached)" if result.cached else "",
+                result.detail,
+                time.perf_counter() - started,
+            )
         return REPLIES[result.outcome]
-
-    async def _reply(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        reply: bytes,
-        *,
-        drain: bool,
-    ) -> None:
-        """Send the reply and half-close. With ``drain``, read (bounded) what the client may
-        still send before the caller closes: closing with unread bytes can reset the connection
-        and lose the reply. A request read whole in one piece leaves nothing unread."""
-        try:
-            writer.write(reply)
-            await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-            if not drain:
-                return
-            async with asyncio.timeout(DRAIN_TIMEOUT):
-                drained = 0
-                while drained < DRAIN_LIMIT:
-                    data = await reader.read(READ_SIZE)
-                    if not data:
-                        break
-                    drained += len(data)
-        except (TimeoutError, ConnectionError, OSError):
-            pass
