@@ -32,6 +32,11 @@ async def _domain(api: Api, name: str = "example.org") -> None:
     assert r.status_code == 201, r.text
 
 
+async def _patch(api: Api, path: str, *operations: dict[str, Any]) -> Any:
+    """A SCIM PatchOp of ``operations`` on ``path``, as admin."""
+    return await scim(api, "admin", "PATCH", path, {"schemas": [PATCH], "Operations": operations})
+
+
 def _user(user_name: str, /, **extra: Any) -> dict[str, Any]:
     return {"schemas": [USER], "userName": user_name, **extra}
 
@@ -80,18 +85,11 @@ async def test_user_lifecycle(api: Api) -> None:
     assert r.json()["name"] == {"givenName": "Alice", "familyName": "Liddell"}
 
     # Entra ID style: boolean as a string, no path, dotted keys
-    r = await scim(
+    r = await _patch(
         api,
-        "admin",
-        "PATCH",
         "/Users/alice@example.org",
-        {
-            "schemas": [PATCH],
-            "Operations": [
-                {"op": "Replace", "path": "active", "value": "False"},
-                {"op": "replace", "value": {"name.givenName": "Alicia", "displayName": "A."}},
-            ],
-        },
+        {"op": "Replace", "path": "active", "value": "False"},
+        {"op": "replace", "value": {"name.givenName": "Alicia", "displayName": "A."}},
     )
     assert r.status_code == 200, r.text
     assert r.json()["active"] is False
@@ -99,21 +97,11 @@ async def test_user_lifecycle(api: Api) -> None:
     assert r.json()["displayName"] == "A."
     assert await _login(api, "alice@example.org", "pw-alice-1") is Outcome.DISABLED
 
-    r = await scim(
-        api,
-        "admin",
-        "PATCH",
-        "/Users/alice@example.org",
-        {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": True}}]},
-    )
+    r = await _patch(api, "/Users/alice@example.org", {"op": "replace", "value": {"active": True}})
     assert r.json()["active"] is True
     # password change by PATCH; never echoed
-    r = await scim(
-        api,
-        "admin",
-        "PATCH",
-        "/Users/alice@example.org",
-        {"schemas": [PATCH], "Operations": [{"op": "add", "path": "password", "value": "pw-2"}]},
+    r = await _patch(
+        api, "/Users/alice@example.org", {"op": "add", "path": "password", "value": "pw-2"}
     )
     assert r.status_code == 200
     assert "pw-2" not in r.text
@@ -327,20 +315,13 @@ async def test_groups(api: Api) -> None:
     assert r.json()["externalId"] == "g-1"
     r = await api.call("admin", "GET", "/api/v1/aliases/team@example.org")
     assert r.status_code == 404  # no alias until there is a destination
-    r = await scim(
+    r = await _patch(
         api,
-        "admin",
-        "PATCH",
         "/Groups/team@example.org",
         {
-            "schemas": [PATCH],
-            "Operations": [
-                {
-                    "op": "Add",
-                    "path": "members",
-                    "value": [{"value": "a@example.org"}, {"value": "b@example.org"}],
-                }
-            ],
+            "op": "Add",
+            "path": "members",
+            "value": [{"value": "a@example.org"}, {"value": "b@example.org"}],
         },
     )
     assert r.status_code == 200, r.text
@@ -355,46 +336,27 @@ async def test_groups(api: Api) -> None:
         json={"destinations": ["a@example.org", "b@example.org", "ext@far.example"]},
     )
     assert r.status_code == 200, r.text
-    r = await scim(
+    r = await _patch(
         api,
-        "admin",
-        "PATCH",
         "/Groups/team@example.org",
-        {
-            "schemas": [PATCH],
-            "Operations": [{"op": "remove", "path": 'members[value eq "a@example.org"]'}],
-        },
+        {"op": "remove", "path": 'members[value eq "a@example.org"]'},
     )
     assert r.status_code == 200, r.text
     assert [m["value"] for m in r.json()["members"]] == ["b@example.org"]
     r = await api.call("admin", "GET", "/api/v1/aliases/team@example.org")
     assert sorted(r.json()["destinations"]) == ["b@example.org", "ext@far.example"]
     # Entra style removal with a value list
-    r = await scim(
+    r = await _patch(
         api,
-        "admin",
-        "PATCH",
         "/Groups/team@example.org",
-        {
-            "schemas": [PATCH],
-            "Operations": [
-                {"op": "Remove", "path": "members", "value": [{"value": "b@example.org"}]}
-            ],
-        },
+        {"op": "Remove", "path": "members", "value": [{"value": "b@example.org"}]},
     )
     assert r.status_code == 200
     assert "members" not in r.json()
-    r = await scim(
+    r = await _patch(
         api,
-        "admin",
-        "PATCH",
         "/Groups/team@example.org",
-        {
-            "schemas": [PATCH],
-            "Operations": [
-                {"op": "add", "path": "members", "value": [{"value": "nobody@example.org"}]}
-            ],
-        },
+        {"op": "add", "path": "members", "value": [{"value": "nobody@example.org"}]},
     )
     assert r.status_code == 400
     r = await scim(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.fixtures.slapd import SlapdServer, make_ca, ssha
 pytestmark = pytest.mark.slapd
 
 PASSWORD = "correct horse battery staple"
+ALICE = Address.parse("alice@example.org")
 
 
 async def _open(slapd: SlapdServer, **overrides: Any) -> tuple[LdapDirectory, str]:
@@ -30,14 +32,22 @@ async def _open(slapd: SlapdServer, **overrides: Any) -> tuple[LdapDirectory, st
     return await LdapDirectory.open(slapd.settings(base, **overrides)), base
 
 
+@asynccontextmanager
+async def _opened(slapd: SlapdServer, base: str, **overrides: Any) -> AsyncIterator[LdapDirectory]:
+    """An LdapDirectory on ``base`` (``LdapSettings`` overrides), closed at the end."""
+    directory = await LdapDirectory.open(slapd.settings(base, **overrides))
+    try:
+        yield directory
+    finally:
+        await directory.close()
+
+
 @pytest.fixture
 async def seeded(slapd: SlapdServer) -> AsyncIterator[tuple[LdapDirectory, str]]:
     """A directory with example.org, alice (an {SSHA} hash of PASSWORD) and an alias."""
     directory, base = await _open(slapd)
     await directory.add_domain(Domain(name="example.org"))
-    await directory.add_account(
-        Account(Address.parse("alice@example.org"), ssha(PASSWORD), display_name="Alice")
-    )
+    await directory.add_account(Account(ALICE, ssha(PASSWORD), display_name="Alice"))
     await directory.add_alias(Alias("info@example.org", ("alice@example.org",)))
     try:
         yield directory, base
@@ -63,13 +73,11 @@ async def test_two_entries_for_one_login_are_ambiguous(
     directory, base = seeded
     _duplicate(slapd, base, "alice@example.org", "copy1")
     with pytest.raises(AmbiguousEntry):
-        await directory.find_account(Address.parse("alice@example.org"))
+        await directory.find_account(ALICE)
     with pytest.raises(AmbiguousEntry):
-        await directory.bind_check(Account(Address.parse("alice@example.org"), None), PASSWORD)
+        await directory.bind_check(Account(ALICE, None), PASSWORD)
     with pytest.raises(AmbiguousEntry):  # writes refuse to guess too
-        await directory.update_account(
-            Address.parse("alice@example.org"), AccountChanges(enabled=False)
-        )
+        await directory.update_account(ALICE, AccountChanges(enabled=False))
 
 
 async def test_size_limit_on_a_point_query_is_ambiguous(
@@ -81,7 +89,7 @@ async def test_size_limit_on_a_point_query_is_ambiguous(
     _duplicate(slapd, base, "alice@example.org", "copy1")
     _duplicate(slapd, base, "alice@example.org", "copy2")
     with pytest.raises(AmbiguousEntry):
-        await directory.find_account(Address.parse("alice@example.org"))
+        await directory.find_account(ALICE)
 
 
 async def test_domain_listed_twice_is_ambiguous(
@@ -115,7 +123,7 @@ async def test_referral_entry_is_never_followed(
     )
     # a continuation reference in the subtree: we cannot know what lies behind it
     with pytest.raises(TemporaryFailure, match="referral"):
-        await directory.find_account(Address.parse("alice@example.org"))
+        await directory.find_account(ALICE)
     with pytest.raises(TemporaryFailure, match="referral"):
         await directory.find_alias("nobody@example.org")
     with pytest.raises(TemporaryFailure, match="referral"):
@@ -124,14 +132,11 @@ async def test_referral_entry_is_never_followed(
 
 async def test_referral_result_for_a_foreign_base(slapd: SlapdServer) -> None:
     # slapd answers a base outside its naming contexts with its default referral
-    directory = await LdapDirectory.open(slapd.settings("o=elsewhere,dc=example,dc=com"))
-    try:
+    async with _opened(slapd, "o=elsewhere,dc=example,dc=com") as directory:
         with pytest.raises(TemporaryFailure, match="referral"):
             await directory.ping()
         with pytest.raises(TemporaryFailure, match="referral"):
-            await directory.find_account(Address.parse("alice@example.org"))
-    finally:
-        await directory.close()
+            await directory.find_account(ALICE)
 
 
 INJECTIONS = ["*", "*)(uid=*", "*)(|(cn=*", "\\", "x\x00y", ",cn=admin", "alice@example.org)("]
@@ -155,12 +160,12 @@ async def test_injection_strings_find_nothing(evil: str, seeded: tuple[LdapDirec
         page = await directory.list_accounts(prefix=evil)
         assert (page.items, page.total) == ([], 0)
     # and the real entry is still found, so the queries did run
-    assert await directory.find_account(Address.parse("alice@example.org")) is not None
+    assert await directory.find_account(ALICE) is not None
 
 
 async def test_bind_check(seeded: tuple[LdapDirectory, str]) -> None:
     directory, _ = seeded
-    alice = await directory.find_account(Address.parse("alice@example.org"))
+    alice = await directory.find_account(ALICE)
     assert alice is not None
     assert await directory.bind_check(alice, PASSWORD) is BindResult.OK
     assert await directory.bind_check(alice, PASSWORD + "x") is BindResult.INVALID_CREDENTIALS
@@ -177,7 +182,7 @@ async def test_bind_check(seeded: tuple[LdapDirectory, str]) -> None:
 
 async def test_empty_password_never_reaches_a_bind(seeded: tuple[LdapDirectory, str]) -> None:
     directory, _ = seeded
-    alice = Account(Address.parse("alice@example.org"), None)
+    alice = Account(ALICE, None)
     for _ in range(3):
         assert await directory.bind_check(alice, "") is BindResult.INVALID_CREDENTIALS
     # an unauthenticated bind (DN + empty password) would "succeed" at the protocol level;
@@ -189,48 +194,30 @@ async def test_auth_method_bind_hides_the_hash(
     slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
 ) -> None:
     _, base = seeded
-    directory = await LdapDirectory.open(slapd.settings(base, auth_method="bind"))
-    try:
-        alice = await directory.find_account(Address.parse("alice@example.org"))
+    async with _opened(slapd, base, auth_method="bind") as directory:
+        alice = await directory.find_account(ALICE)
         assert alice is not None
         assert alice.password_hash is None
         assert await directory.bind_check(alice, PASSWORD) is BindResult.OK
         assert await directory.bind_check(alice, "nope") is BindResult.INVALID_CREDENTIALS
-    finally:
-        await directory.close()
 
 
-async def test_starttls_with_the_test_ca(
-    slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
+@pytest.mark.parametrize(
+    ("uri_attr", "starttls"),
+    [("localhost_uri", True), ("uri", True), ("ldaps_uri", False)],
+    ids=["starttls-localhost", "starttls-127.0.0.1", "ldaps"],  # the certificate names both
+)
+async def test_tls_with_the_test_ca(
+    slapd: SlapdServer, seeded: tuple[LdapDirectory, str], uri_attr: str, starttls: bool
 ) -> None:
     _, base = seeded
     assert slapd.ca_file is not None
-    for uri in (slapd.localhost_uri, slapd.uri):  # the certificate names both
-        directory = await LdapDirectory.open(
-            slapd.settings(base, uris=(uri,), starttls=True, ca_file=slapd.ca_file)
-        )
-        try:
-            alice = await directory.find_account(Address.parse("alice@example.org"))
-            assert alice is not None
-            assert alice.password_hash is not None
-            assert await directory.bind_check(alice, PASSWORD) is BindResult.OK
-        finally:
-            await directory.close()
-
-
-async def test_ldaps_with_the_test_ca(
-    slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
-) -> None:
-    _, base = seeded
-    directory = await LdapDirectory.open(
-        slapd.settings(base, uris=(slapd.ldaps_uri,), ca_file=slapd.ca_file)
-    )
-    try:
-        alice = await directory.find_account(Address.parse("alice@example.org"))
+    uris = (getattr(slapd, uri_attr),)
+    async with _opened(slapd, base, uris=uris, starttls=starttls, ca_file=slapd.ca_file) as tls:
+        alice = await tls.find_account(ALICE)
         assert alice is not None
-        assert await directory.bind_check(alice, PASSWORD) is BindResult.OK
-    finally:
-        await directory.close()
+        assert alice.password_hash is not None
+        assert await tls.bind_check(alice, PASSWORD) is BindResult.OK
 
 
 async def test_ldaps_refuses_an_unverified_certificate(
@@ -238,12 +225,9 @@ async def test_ldaps_refuses_an_unverified_certificate(
 ) -> None:
     _, base = seeded
     # no ca_file: the system store does not know the test CA
-    directory = await LdapDirectory.open(slapd.settings(base, uris=(slapd.ldaps_uri,)))
-    try:
+    async with _opened(slapd, base, uris=(slapd.ldaps_uri,)) as directory:
         with pytest.raises(TemporaryFailure):
-            await directory.find_account(Address.parse("alice@example.org"))
-    finally:
-        await directory.close()
+            await directory.find_account(ALICE)
 
 
 async def test_starttls_refuses_an_unverified_certificate(
@@ -251,38 +235,24 @@ async def test_starttls_refuses_an_unverified_certificate(
 ) -> None:
     _, base = seeded
     other_ca, _ = make_ca(tmp_path / "other", "somebody else's CA")
-    directory = await LdapDirectory.open(
-        slapd.settings(base, uris=(slapd.localhost_uri,), starttls=True, ca_file=other_ca)
-    )
-    try:
+    starttls: dict[str, Any] = {"uris": (slapd.localhost_uri,), "starttls": True}
+    async with _opened(slapd, base, ca_file=other_ca, **starttls) as directory:
         with pytest.raises(TemporaryFailure):
-            await directory.find_account(Address.parse("alice@example.org"))
+            await directory.find_account(ALICE)
         with pytest.raises(TemporaryFailure):
-            await directory.bind_check(Account(Address.parse("alice@example.org"), None), PASSWORD)
-    finally:
-        await directory.close()
+            await directory.bind_check(Account(ALICE, None), PASSWORD)
     # verify_tls = false is the explicit, documented opt-out
-    insecure = await LdapDirectory.open(
-        slapd.settings(
-            base, uris=(slapd.localhost_uri,), starttls=True, ca_file=other_ca, verify_tls=False
-        )
-    )
-    try:
-        assert await insecure.find_account(Address.parse("alice@example.org")) is not None
-    finally:
-        await insecure.close()
+    async with _opened(slapd, base, ca_file=other_ca, verify_tls=False, **starttls) as insecure:
+        assert await insecure.find_account(ALICE) is not None
 
 
 async def test_wrong_service_password_is_temporary(
     slapd: SlapdServer, seeded: tuple[LdapDirectory, str]
 ) -> None:
     _, base = seeded
-    directory = await LdapDirectory.open(slapd.settings(base, bind_password="wrong"))
-    try:
+    async with _opened(slapd, base, bind_password="wrong") as directory:
         with pytest.raises(TemporaryFailure, match="reader bind refused"):
-            await directory.find_account(Address.parse("alice@example.org"))
-    finally:
-        await directory.close()
+            await directory.find_account(ALICE)
 
 
 async def test_listing_order_matches_the_server_ordering_rule(
