@@ -31,15 +31,25 @@ from typing import Any
 
 from idsvc.directory import filters
 from idsvc.directory.base import AccountChanges, AliasChanges, DomainChanges
+from idsvc.directory.checks import (
+    check_address,
+    check_alias_domains,
+    check_destinations,
+    check_domain_name,
+    check_hash,
+    check_quota,
+    check_services,
+    check_source,
+    check_text,
+)
 from idsvc.directory.filters import DN, Filter
-from idsvc.errors import InvalidAddress, InvalidDomain, InvalidInput, TemporaryFailure
+from idsvc.errors import InvalidInput, TemporaryFailure
 from idsvc.model import (
     Account,
     Address,
     Alias,
     Domain,
     Service,
-    canonical_address,
     canonical_alias_source,
     canonical_domain,
     utcnow,
@@ -53,11 +63,8 @@ Mod = tuple[int, str, list[bytes] | None]
 Attrs = dict[str, list[bytes]]
 
 MAX_VALUES = 1000  # values of one multi-valued attribute we accept from the server
-MAX_DESTINATIONS = 1000
-MAX_ALIAS_DOMAINS = 1000
-MAX_INTEGER = 2**63 - 1
-MAX_TEXT = 1024
-MAX_HASH = 1024
+MAX_TEXT = 1024  # display name, description (the core schema's description bound)
+MAX_HASH = 1024  # a stored password hash
 
 
 class Entry:
@@ -442,70 +449,7 @@ class AttributeProfile:
 IDSVC = AttributeProfile()
 
 
-# -- checks before a write (same rules as every backend: see idsvc.directory.base) --------------
-
-
-def check_domain_name(name: str, what: str = "domain") -> str:
-    """``name`` itself if it is a canonical domain name, else InvalidDomain."""
-    if not isinstance(name, str) or canonical_domain(name) != name:
-        raise InvalidDomain(f"{what} is not in canonical form")
-    return name
-
-
-def check_alias_domains(name: str, names: Iterable[str]) -> tuple[str, ...]:
-    """Alias domains as a sorted set; a domain cannot be its own alias domain."""
-    if isinstance(names, str):
-        raise InvalidInput("alias domains must be a sequence of domain names")
-    unique = tuple(sorted({check_domain_name(n, "alias domain") for n in names}))
-    if len(unique) > MAX_ALIAS_DOMAINS:
-        raise InvalidInput(f"a domain has at most {MAX_ALIAS_DOMAINS} alias domains")
-    if name in unique:
-        raise InvalidInput("a domain cannot be its own alias domain")
-    return unique
-
-
-def check_integer(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
-        raise InvalidInput(f"{what} must be an integer between 0 and {MAX_INTEGER}")
-    return value
-
-
-def check_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be a string")
-    if len(value) > limit:
-        raise InvalidInput(f"{what} longer than {limit} characters")
-    if "\x00" in value:
-        raise InvalidInput(f"{what} must not contain NUL")
-    return value
-
-
-def check_services(services: Iterable[Service]) -> frozenset[Service]:
-    try:
-        return frozenset(Service(s) for s in services)
-    except ValueError as exc:
-        raise InvalidInput("unknown service") from exc
-
-
-def check_address(address: Address) -> Address:
-    if not isinstance(address, Address) or canonical_address(str(address)) != str(address):
-        raise InvalidAddress("account address is not in canonical form")
-    return address
-
-
-def check_destinations(destinations: Iterable[str]) -> tuple[str, ...]:
-    """Destinations as a sorted set of canonical addresses, at least one."""
-    if isinstance(destinations, str):
-        raise InvalidInput("alias destinations must be a sequence of addresses")
-    unique = sorted(set(destinations))
-    if not unique:
-        raise InvalidInput("an alias needs at least one destination")
-    if len(unique) > MAX_DESTINATIONS:
-        raise InvalidInput(f"an alias has at most {MAX_DESTINATIONS} destinations")
-    for destination in unique:
-        if not isinstance(destination, str) or canonical_address(destination) != destination:
-            raise InvalidAddress("alias destination is not in canonical form")
-    return tuple(unique)
+# -- checks before a write (the same rules as the embedded backend: idsvc.directory.checks) ------
 
 
 def new_domain(domain: Domain) -> Domain:
@@ -514,9 +458,9 @@ def new_domain(domain: Domain) -> Domain:
     now = utcnow()
     return replace(
         domain,
-        default_quota=check_integer(domain.default_quota, "default quota"),
+        default_quota=check_quota(domain.default_quota, "default quota"),
         alias_domains=check_alias_domains(domain.name, domain.alias_domains),
-        description=check_text(domain.description, "description"),
+        description=check_text(domain.description, "description", MAX_TEXT),
         enabled=bool(domain.enabled),
         created=now,
         updated=now,
@@ -526,13 +470,12 @@ def new_domain(domain: Domain) -> Domain:
 
 def new_account(account: Account) -> Account:
     check_address(account.address)
-    if account.password_hash is not None:
-        check_text(account.password_hash, "password hash", MAX_HASH)
+    check_hash(account.password_hash, MAX_HASH)
     now = utcnow()
     return replace(
         account,
-        display_name=check_text(account.display_name, "display name"),
-        quota=check_integer(account.quota, "quota"),
+        display_name=check_text(account.display_name, "display name", MAX_TEXT),
+        quota=check_quota(account.quota, "quota"),
         services=check_services(account.services),
         enabled=bool(account.enabled),
         created=now,
@@ -542,8 +485,7 @@ def new_account(account: Account) -> Account:
 
 
 def new_alias(alias: Alias) -> Alias:
-    if not isinstance(alias.source, str) or canonical_alias_source(alias.source) != alias.source:
-        raise InvalidAddress("alias source is not in canonical form")
+    check_source(alias.source)
     now = utcnow()
     return replace(
         alias,
@@ -560,26 +502,24 @@ def checked_domain_changes(name: str, changes: DomainChanges) -> DomainChanges:
         enabled=changes.enabled,
         default_quota=None
         if changes.default_quota is None
-        else check_integer(changes.default_quota, "default quota"),
+        else check_quota(changes.default_quota, "default quota"),
         alias_domains=None
         if changes.alias_domains is None
         else check_alias_domains(name, changes.alias_domains),
         description=None
         if changes.description is None
-        else check_text(changes.description, "description"),
+        else check_text(changes.description, "description", MAX_TEXT),
     )
 
 
 def checked_account_changes(changes: AccountChanges) -> AccountChanges:
     return AccountChanges(
-        password_hash=None
-        if changes.password_hash is None
-        else check_text(changes.password_hash, "password hash", MAX_HASH),
+        password_hash=check_hash(changes.password_hash, MAX_HASH),
         display_name=None
         if changes.display_name is None
-        else check_text(changes.display_name, "display name"),
+        else check_text(changes.display_name, "display name", MAX_TEXT),
         enabled=changes.enabled,
-        quota=None if changes.quota is None else check_integer(changes.quota, "quota"),
+        quota=None if changes.quota is None else check_quota(changes.quota, "quota"),
         services=None if changes.services is None else check_services(changes.services),
     )
 

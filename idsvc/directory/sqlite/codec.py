@@ -2,8 +2,9 @@
 
 What it does: turns rows into ``Domain``/``Account``/``Alias`` and back, encodes the opaque listing
 cursor (URL-safe base64 of a kind tag and the last key returned), computes the index range of a
-``prefix`` search, and checks values before they are written (canonical names, bounded texts,
-quotas inside SQLite's integer range).
+``prefix`` search, and checks values before they are written: the checks live in
+``idsvc.directory.checks`` (shared with the LDAP backend) and are re-exported here with this
+store's text limits.
 
 What it does not: canonicalise. Arguments arrive canonical (``idsvc.model``); a value that is not
 canonical is refused, never rewritten.
@@ -22,25 +23,21 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from idsvc.directory import checks
 from idsvc.directory.base import MAX_PAGE
-from idsvc.errors import DirectoryError, InvalidAddress, InvalidDomain, InvalidInput
-from idsvc.model import (
-    ALL_SERVICES,
-    MAX_ADDRESS,
-    Account,
-    Address,
-    Alias,
-    Domain,
-    Service,
-    canonical_address,
-    canonical_alias_source,
-    canonical_domain,
-)
+from idsvc.directory.checks import MAX_DESTINATIONS as MAX_DESTINATIONS
+from idsvc.directory.checks import MAX_INTEGER as MAX_INTEGER
+from idsvc.directory.checks import check_address as check_address
+from idsvc.directory.checks import check_destinations as check_destinations
+from idsvc.directory.checks import check_domain_name as check_domain_name
+from idsvc.directory.checks import check_quota as check_quota
+from idsvc.directory.checks import check_services as check_services
+from idsvc.directory.checks import check_source as check_source
+from idsvc.errors import DirectoryError, InvalidInput
+from idsvc.model import ALL_SERVICES, MAX_ADDRESS, Account, Address, Alias, Domain, Service
 
 MAX_TEXT = 4096  # display name, description
 MAX_HASH = 4096  # a stored password hash
-MAX_DESTINATIONS = 1000
-MAX_INTEGER = 2**63 - 1  # SQLite INTEGER
 MAX_CURSOR = 2 * MAX_ADDRESS  # characters of an encoded cursor
 
 Row = tuple[Any, ...]
@@ -212,72 +209,14 @@ def prefix_range(prefix: str) -> tuple[str, str | None]:
     return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
 
 
-# -- checks before a write ---------------------------------------------------------------------
-
-
-def check_domain_name(name: str, what: str = "domain") -> str:
-    try:
-        canonical = canonical_domain(name)
-    except InvalidDomain as exc:
-        raise InvalidDomain(f"{what}: {exc}") from exc
-    if canonical != name:
-        raise InvalidDomain(f"{what} is not in canonical form")
-    return name
-
-
-def check_address(address: Address) -> str:
-    if not isinstance(address, Address):
-        raise InvalidAddress("an account address must be an idsvc.model.Address")
-    text = str(address)
-    if canonical_address(text) != text:
-        raise InvalidAddress("account address is not in canonical form")
-    return text
-
-
-def check_source(source: str) -> str:
-    if canonical_alias_source(source) != source:
-        raise InvalidAddress("alias source is not in canonical form")
-    return source
-
-
-def check_destinations(destinations: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(destinations, str):
-        raise InvalidInput("alias destinations must be a sequence of addresses")
-    unique = sorted(set(destinations))
-    if not unique:
-        raise InvalidInput("an alias needs at least one destination")
-    if len(unique) > MAX_DESTINATIONS:
-        raise InvalidInput(f"an alias has at most {MAX_DESTINATIONS} destinations")
-    for destination in unique:
-        if canonical_address(destination) != destination:
-            raise InvalidAddress("alias destination is not in canonical form")
-    return tuple(unique)
-
-
-def check_quota(value: int, what: str = "quota") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INTEGER:
-        raise InvalidInput(f"{what} must be an integer between 0 and {MAX_INTEGER}")
-    return value
+# -- checks before a write (shared with the LDAP backend: idsvc.directory.checks) ---------------
 
 
 def check_text(value: str, what: str, limit: int = MAX_TEXT) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be a string")
-    if len(value) > limit:
-        raise InvalidInput(f"{what} longer than {limit} characters")
-    if "\x00" in value:
-        raise InvalidInput(f"{what} must not contain NUL")
-    return value
+    """:func:`idsvc.directory.checks.check_text` with this store's default limit."""
+    return checks.check_text(value, what, limit)
 
 
 def check_hash(value: str | None) -> str | None:
-    return None if value is None else check_text(value, "password hash", MAX_HASH)
-
-
-def check_services(services: Iterable[Service]) -> frozenset[Service]:
-    if isinstance(services, frozenset) and services <= ALL_SERVICES:
-        return services
-    try:
-        return frozenset(Service(s) for s in services)
-    except ValueError as exc:
-        raise InvalidInput("unknown service") from exc
+    """:func:`idsvc.directory.checks.check_hash` with this store's limit."""
+    return checks.check_hash(value, MAX_HASH)
