@@ -32,12 +32,8 @@ FAST = {"connect_timeout": 1.0, "timeout": 1.0, "retry_after": 0.2}
 @pytest.fixture
 def second() -> Iterator[SlapdServer]:
     """Another slapd with the same suffix, for failover."""
-    srv = SlapdServer(tls=False)
-    try:
-        srv.start()
+    with SlapdServer(tls=False) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 async def _fresh(server: SlapdServer) -> str:
