@@ -73,6 +73,11 @@ class LogAuditSink:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger or logging.getLogger(AUDIT_LOGGER)
 
+    @property
+    def enabled(self) -> bool:
+        """False while the logger drops INFO: a caller may then skip building events at all."""
+        return self._log.isEnabledFor(logging.INFO)
+
     def emit(self, event: AuditEvent) -> None:
         if self._log.isEnabledFor(logging.INFO):
             self._log.info("%s", event.to_json())

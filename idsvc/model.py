@@ -18,6 +18,7 @@ Canonical form (the profile every ingress uses: SASL, RCPT, IMAP/POP3, REST, cac
 
 from __future__ import annotations
 
+import contextlib
 import string
 import unicodedata
 from dataclasses import dataclass, field
@@ -38,8 +39,29 @@ _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
 _LDH = frozenset(string.ascii_lowercase + string.digits + "-")
 
 
+# canonical_domain is pure, and logins and directory entries repeat a few domains endlessly:
+# remember recent successful results (FIFO-bounded; failures are never remembered, so invalid
+# input cannot fill it, and a flood of valid names only evicts older entries).
+_DOMAIN_MEMO: dict[str, str] = {}
+DOMAIN_MEMO_SIZE = 4096
+
+
 def canonical_domain(text: str) -> str:
     """Return the canonical (lower-case ASCII, A-label) form of a domain name."""
+    if type(text) is str:
+        known = _DOMAIN_MEMO.get(text)
+        if known is not None:
+            return known
+    name = _canonical_domain(text)
+    if len(_DOMAIN_MEMO) >= DOMAIN_MEMO_SIZE:
+        # another thread may evict at the same moment: losing that race is harmless
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+            del _DOMAIN_MEMO[next(iter(_DOMAIN_MEMO))]
+    _DOMAIN_MEMO[text] = name
+    return name
+
+
+def _canonical_domain(text: str) -> str:
     if not isinstance(text, str) or not text:
         raise InvalidDomain("empty domain")
     if len(text) > 4 * MAX_DOMAIN:
@@ -125,10 +147,10 @@ class Address:
             local, domain = text, default_domain
         if "@" in local:
             raise InvalidAddress("more than one '@' in address")
-        address = cls(canonical_local(local), canonical_domain(domain))
-        if len(str(address)) > MAX_ADDRESS:
+        local, domain = canonical_local(local), canonical_domain(domain)
+        if len(local) + 1 + len(domain) > MAX_ADDRESS:  # both ASCII: characters are octets
             raise InvalidAddress("address longer than 254 octets")
-        return address
+        return cls(local, domain)
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
@@ -169,10 +191,16 @@ class Service(StrEnum):
     @classmethod
     def parse(cls, name: str) -> Service | None:
         """Map a protocol's service name (``smtp``, ``imap``, ``pop3``, ``submission``) or None."""
+        known = _SERVICE_NAMES.get(name)  # the usual case: already exactly a value
+        if known is not None:
+            return known
         try:
             return cls(name.strip().lower())
         except ValueError:
             return None
+
+
+_SERVICE_NAMES: dict[str, Service] = {s.value: s for s in Service}
 
 
 ALL_SERVICES: frozenset[Service] = frozenset(Service)

@@ -21,22 +21,23 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from idsvc.auth.request import Outcome
 
 CACHEABLE = frozenset({Outcome.OK, Outcome.MISMATCH, Outcome.UNKNOWN_USER})
+_LENGTH = struct.Struct(">I").pack  # 4-byte big-endian length prefix of each key field
 
 V = TypeVar("V")
 
 
-@dataclass(frozen=True, slots=True)
-class CachedDecision:
-    """What the cache gives back: the outcome and the canonical account it concerned, if any."""
+class CachedDecision(NamedTuple):
+    """What the cache gives back: the outcome and the canonical account it concerned, if any.
+    (A named tuple: one is built per cache hit.)"""
 
     outcome: Outcome
     user: str | None
@@ -93,8 +94,10 @@ class AuthCache:
     def key(self, login: str, service: str, password: str) -> bytes:
         """The keyed digest identifying (service, canonical login, password). Length-prefixed
         fields, so no two different triples share a message."""
-        parts = [part.encode("utf-8", "surrogatepass") for part in (service, login, password)]
-        message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+        s = service.encode("utf-8", "surrogatepass")
+        u = login.encode("utf-8", "surrogatepass")
+        p = password.encode("utf-8", "surrogatepass")
+        message = b"".join((_LENGTH(len(s)), s, _LENGTH(len(u)), u, _LENGTH(len(p)), p))
         return hmac.digest(self._key, message, "sha256")  # one-shot C implementation
 
     def get(self, key: bytes) -> CachedDecision | None:

@@ -23,7 +23,8 @@ Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) b
    the escalating per-network / per-account penalty it earned, awaited per request (so concurrent
    requests never stall each other). Successes are never delayed, so an attacker cannot slow a
    user down by failing on their account; ``elapsed`` excludes the delay. TEMPFAIL is not delayed.
-8. **Audit**: one ``AuditEvent`` per attempt, never with the password.
+8. **Audit**: one ``AuditEvent`` per attempt, never with the password (not even built when the
+   sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO).
 
 How it fails: any directory error (``TemporaryFailure``, ``AmbiguousEntry``, anything
 unexpected), a corrupt stored hash (``PasswordError``, logged loudly), an overall timeout, more
@@ -40,8 +41,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from idsvc.audit import AuditEvent, AuditSink
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
@@ -92,8 +92,9 @@ class AuthDirectory(AccountLookup, DomainLookup, Protocol):
     """The least a directory must offer the engine (BindVerifier / Provisioning are optional)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Decision:
+class _Decision(NamedTuple):
+    """What the pipeline decided (internal; a tuple because one is built per request)."""
+
     outcome: Outcome
     user: str | None = None  # canonical account, when known
     actor: str = ""  # who proved their identity (the master user for authzid)
@@ -307,7 +308,7 @@ class Authenticator:
             key = self._cache.key(login, service.value, password)
             hit = self._cache.get(key)
             if hit is not None:
-                names = tuple(dict.fromkeys(n for n in (login, hit.user) if n))
+                names = (login,) if not hit.user or hit.user == login else (login, hit.user)
                 return _Decision(
                     hit.outcome,
                     user=hit.user,
@@ -317,12 +318,17 @@ class Authenticator:
                     detail="cached",
                 )
         async with asyncio.timeout(self._timeout):
-            return await self._fetch_and_verify(address, service, password, key)
+            return await self._fetch_and_verify(address, login, service, password, key)
 
     async def _fetch_and_verify(
-        self, address: Address, service: Service | None, password: str, key: bytes | None
+        self,
+        address: Address,
+        login: str,
+        service: Service | None,
+        password: str,
+        key: bytes | None,
     ) -> _Decision:
-        account, names = await self._resolve(address)
+        account, names = await self._resolve(address, login)
         if account is None:
             await self._dummy_verify(password)
             self._remember(key, Outcome.UNKNOWN_USER, None, names)
@@ -333,8 +339,14 @@ class Authenticator:
             user = names[names.index(user)]  # one string object for user and names (cache)
         else:
             names = (*names, user)
-        domain = await self._domain(account.address.domain)
-        verdict = await self._verify(account, password)
+        found, domain = self._domains.get(account.address.domain)
+        if not found:
+            domain = await self._domain(account.address.domain)
+        stored = account.password_hash
+        if stored is not None and self._hasher.is_cheap(stored):  # inline, no pool hop
+            verdict = Outcome.OK if self._hasher.verify(password, stored) else Outcome.MISMATCH
+        else:
+            verdict = await self._verify(account, password)
         if verdict is not Outcome.OK:
             if verdict is Outcome.MISMATCH:
                 self._remember(key, Outcome.MISMATCH, user, names)
@@ -359,7 +371,7 @@ class Authenticator:
             return _Decision(
                 Outcome.REJECTED, user=master, names=decision.names, detail="authzid not allowed"
             )
-        target, _names = await self._resolve(authzid)
+        target, _names = await self._resolve(authzid, str(authzid))
         if target is None:
             return _Decision(
                 Outcome.REJECTED, user=master, names=decision.names, detail="authzid unknown"
@@ -378,9 +390,11 @@ class Authenticator:
             detail=f"master user {master}",
         )
 
-    async def _resolve(self, address: Address) -> tuple[Account | None, tuple[str, ...]]:
-        """The account for a canonical login, following alias domains; plus the names tried."""
-        login = str(address)
+    async def _resolve(
+        self, address: Address, login: str
+    ) -> tuple[Account | None, tuple[str, ...]]:
+        """The account for a canonical login (``login`` is ``str(address)``), following alias
+        domains; plus the names tried."""
         account = await self._dir.find_account(address)
         if account is not None:
             return account, (login,)
@@ -427,6 +441,8 @@ class Authenticator:
     # -- audit -----------------------------------------------------------------------------
 
     def _emit(self, request: AuthRequest, decision: _Decision, elapsed: float) -> None:
+        if getattr(self._audit, "enabled", True) is False:
+            return  # the sink would drop the event (e.g. its logger is above INFO): skip it
         event = AuditEvent(
             action="auth",
             outcome=decision.outcome.value,

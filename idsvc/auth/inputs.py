@@ -36,14 +36,19 @@ def login_problem(text: str, what: str, limit: int) -> str | None:
     """Why ``text`` is unacceptable as a login-like field (login, realm, authzid), or None."""
     if not text:
         return f"empty {what}"
+    if text.isascii():  # the usual case: characters are octets, one regex covers the rest
+        if len(text) > limit:
+            return f"{what} too long"
+        if "\x00" in text:
+            return f"NUL in {what}"
+        if _ASCII_BAD.search(text):
+            return f"control character or space in {what}"
+        return None
     if len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit:
         return f"{what} too long"
     if "\x00" in text:
         return f"NUL in {what}"
-    if text.isascii():
-        if _ASCII_BAD.search(text):
-            return f"control character or space in {what}"
-    elif any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in text):
+    if any(unicodedata.category(ch) in _BAD_CATEGORIES for ch in text):
         return f"control, format or space character in {what}"
     return None
 
@@ -54,11 +59,12 @@ def password_problem(password: str, limit: int) -> str | None:
         return "empty password"
     if len(password) > limit:
         return "password too long"
-    try:
-        if len(password.encode("utf-8")) > limit:
-            return "password too long"
-    except UnicodeEncodeError:
-        return "password is not valid Unicode"
+    if not password.isascii():  # ASCII: the length in octets is the length checked above
+        try:
+            if len(password.encode("utf-8")) > limit:
+                return "password too long"
+        except UnicodeEncodeError:
+            return "password is not valid Unicode"
     if "\x00" in password:
         return "NUL in password"
     return None

@@ -24,10 +24,11 @@ success). Values are never logged.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from idsvc.directory import filters
 from idsvc.directory.base import AccountChanges, AliasChanges, DomainChanges
@@ -59,6 +60,8 @@ from idsvc.model import (
 # stays free of the client library.
 MOD_ADD, MOD_DELETE, MOD_REPLACE, MOD_INCREMENT = 0, 1, 2, 3
 
+K = TypeVar("K")
+V = TypeVar("V")
 Mod = tuple[int, str, list[bytes] | None]
 Attrs = dict[str, list[bytes]]
 
@@ -74,20 +77,33 @@ class Entry:
 
     def __init__(self, dn: str, attrs: Mapping[str, Sequence[bytes]]) -> None:
         self.dn = dn
-        self._attrs = {name.lower(): list(values) for name, values in attrs.items()}
+        # python-ldap hands over fresh lists: keep them, only the names are folded
+        self._attrs = {name.lower(): values for name, values in attrs.items()}
 
-    def all(self, attr: str) -> list[str]:
-        values = self._attrs.get(attr.lower(), [])
+    def raw(self, attr: str) -> Sequence[bytes]:
+        """The undecoded values (at most MAX_VALUES of them, else TemporaryFailure)."""
+        values = self._attrs.get(attr.lower(), ())
         if len(values) > MAX_VALUES:
             raise TemporaryFailure(f"entry {self.dn!r}: too many values of {attr}")
+        return values
+
+    def all(self, attr: str) -> list[str]:
+        values = self.raw(attr)
         try:
             return [v.decode("utf-8") for v in values]
         except UnicodeDecodeError as exc:
             raise TemporaryFailure(f"entry {self.dn!r}: {attr} is not UTF-8") from exc
 
     def first(self, attr: str) -> str | None:
-        values = self.all(attr)
-        return values[0] if values else None
+        values = self._attrs.get(attr.lower())
+        if not values:
+            return None
+        if len(values) == 1:  # the usual case, without building a list
+            try:
+                return values[0].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TemporaryFailure(f"entry {self.dn!r}: {attr} is not UTF-8") from exc
+        return self.all(attr)[0]
 
     def has(self, attr: str) -> bool:
         return bool(self._attrs.get(attr.lower()))
@@ -114,6 +130,38 @@ def parse_time(text: str) -> datetime:
             )  # fmt: skip
     parsed = datetime.strptime(core, "%Y%m%d%H%M%S")
     return parsed.replace(tzinfo=UTC)
+
+
+class _Memo(Generic[K, V]):
+    """A small FIFO-bounded memo for pure conversions of values that repeat across entries
+    (service sets, timestamps). Only successful conversions are stored."""
+
+    __slots__ = ("_data", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._data: dict[K, V] = {}
+        self._size = size
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
+    def put(self, key: K, value: V) -> V:
+        data = self._data
+        if len(data) >= self._size:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # racing evictions
+                del data[next(iter(data))]
+        data[key] = value
+        return value
+
+
+@functools.lru_cache(maxsize=64)
+def _class_filter(name: str) -> Filter:
+    """``(objectClass=name)``, built once per class name (it is part of every lookup)."""
+    return filters.object_class(name)
+
+
+_SERVICE_SETS: _Memo[tuple[bytes, ...], frozenset[Service]] = _Memo(256)
+_TIMES: _Memo[str, datetime] = _Memo(4096)
 
 
 def _bool(value: bool) -> list[bytes]:
@@ -187,9 +235,8 @@ class AttributeProfile:
         )
 
     def account_filter(self, address: Address) -> Filter:
-        return filters.and_(
-            filters.object_class(self.account_class), filters.eq(self.address, str(address))
-        )
+        key = filters.eq(self.address, str(address))
+        return filters.and_(_class_filter(self.account_class), key)
 
     def alias_filter(self, source: str) -> Filter:
         return filters.and_(
@@ -264,10 +311,25 @@ class AttributeProfile:
         text = entry.first(attr) or entry.first(fallback)
         if text is None:
             return utcnow()
+        known = _TIMES.get(text)
+        if known is not None:
+            return known
         try:
-            return parse_time(text)
+            parsed = parse_time(text)
         except ValueError as exc:
             raise TemporaryFailure(f"entry {entry.dn!r}: {attr} is not a UTC time") from exc
+        return _TIMES.put(text, parsed)
+
+    def _services(self, entry: Entry) -> frozenset[Service]:
+        """The services an account is enabled for; unknown names are ignored."""
+        key = tuple(entry.raw(self.service))
+        known = _SERVICE_SETS.get(key)
+        if known is not None:
+            return known
+        services = frozenset(
+            s for s in (Service.parse(v) for v in entry.all(self.service)) if s is not None
+        )
+        return _SERVICE_SETS.put(key, services)
 
     def _meta(self, entry: Entry) -> dict[str, Any]:
         return {
@@ -302,16 +364,16 @@ class AttributeProfile:
             address = Address.parse(self._key(entry, self.address))
         except InvalidInput as exc:
             raise TemporaryFailure(f"entry {entry.dn!r}: invalid {self.address}") from exc
-        services = frozenset(
-            s for s in (Service.parse(v) for v in entry.all(self.service)) if s is not None
-        )
         return Account(
             address=address,
             password_hash=entry.first(self.password) if with_hash else None,
             display_name=entry.first(self.display_name) or "",
             quota=self._int(entry, self.quota, 0),
-            services=services,
-            **self._meta(entry),
+            services=self._services(entry),
+            enabled=self._enabled(entry),
+            revision=self._int(entry, self.revision, 1),
+            created=self._time(entry, self.created, self.created_fallback),
+            updated=self._time(entry, self.updated, self.updated_fallback),
         )
 
     def alias_from_entry(self, entry: Entry) -> Alias:

@@ -1,0 +1,168 @@
+"""The shortcuts on the authentication hot path change nothing observable: memoised domain
+canonicalisation, the exact-value fast path of ``Service.parse``, the entry → Account conversion
+with its memos, and skipping audit events a sink would drop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from idsvc import model
+from idsvc.audit import AuditEvent, LogAuditSink
+from idsvc.auth.engine import Authenticator
+from idsvc.auth.request import AuthRequest, Outcome
+from idsvc.config import AuthSettings, EmbeddedSettings, PasswordSettings
+from idsvc.directory.mapping import IDSVC, Entry
+from idsvc.directory.sqlite import SqliteDirectory
+from idsvc.errors import InvalidDomain, TemporaryFailure
+from idsvc.model import Account, Address, Domain, Secret, Service, canonical_domain
+from idsvc.passwords import PasswordHasher
+
+# -- canonical_domain memo ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["Example.ORG", "example.org.", "bücher.example", "xn--bcher-kva.example", "A-1.b"]
+)
+def test_domain_memo_gives_the_computed_answer(text: str) -> None:
+    model._DOMAIN_MEMO.clear()
+    first = canonical_domain(text)
+    assert model._DOMAIN_MEMO[text] == first
+    assert canonical_domain(text) == first == model._canonical_domain(text)
+
+
+def test_domain_memo_never_keeps_failures_and_stays_bounded() -> None:
+    model._DOMAIN_MEMO.clear()
+    for _ in range(2):
+        with pytest.raises(InvalidDomain):
+            canonical_domain("bad_domain.example")
+    assert "bad_domain.example" not in model._DOMAIN_MEMO
+    for i in range(model.DOMAIN_MEMO_SIZE + 50):
+        assert canonical_domain(f"D{i}.Example") == f"d{i}.example"
+    assert len(model._DOMAIN_MEMO) <= model.DOMAIN_MEMO_SIZE
+    assert "D0.Example" not in model._DOMAIN_MEMO  # the oldest went first
+    assert Address.parse("Bob@D0.Example") == Address("bob", "d0.example")
+
+
+def test_service_parse_fast_and_slow_paths_agree() -> None:
+    assert Service.parse("imap") is Service.IMAP
+    assert Service.parse(" IMAP ") is Service.IMAP
+    assert Service.parse("Submission") is Service.SUBMISSION
+    assert Service.parse("gopher") is None
+    assert Service.parse("") is None
+
+
+# -- entry -> Account --------------------------------------------------------------------------
+
+
+def _entry(**extra: list[bytes]) -> Entry:
+    attrs: dict[str, list[bytes]] = {
+        "idsvcAddress": [b"Bob@Example.org"],
+        "userPassword": [b"{SSHA}c2FsdHNhbHQ="],
+        "idsvcService": [b"imap", b"smtp"],
+        "idsvcCreated": [b"20260101000000Z"],
+        "modifyTimestamp": [b"20260102030405Z"],
+    }
+    attrs.update(extra)
+    return Entry("cn=bob@example.org,idsvcDomainName=example.org", attrs)
+
+
+def test_account_from_entry_values() -> None:
+    for _ in range(2):  # the second round is answered from the memos
+        account = IDSVC.account_from_entry(_entry(), with_hash=True)
+        assert account.address == Address("bob", "example.org")
+        assert account.password_hash == "{SSHA}c2FsdHNhbHQ="
+        assert account.services == {Service.IMAP, Service.SMTP}
+        assert account.created == datetime(2026, 1, 1, tzinfo=UTC)
+        assert account.updated == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # the fallback
+        assert (account.enabled, account.quota, account.revision) == (True, 0, 1)
+    hidden = IDSVC.account_from_entry(_entry(), with_hash=False)
+    assert hidden.password_hash is None
+
+
+def test_an_empty_timestamp_falls_back_to_the_operational_one() -> None:
+    account = IDSVC.account_from_entry(
+        _entry(idsvcCreated=[b""], createTimestamp=[b"20250505050505Z"]), with_hash=False
+    )
+    assert account.created == datetime(2025, 5, 5, 5, 5, 5, tzinfo=UTC)
+
+
+def test_unknown_services_are_ignored_and_bad_bytes_still_fail() -> None:
+    account = IDSVC.account_from_entry(_entry(idsvcService=[b"IMAP", b"gopher"]), with_hash=False)
+    assert account.services == {Service.IMAP}
+    with pytest.raises(TemporaryFailure, match="idsvcService is not UTF-8"):
+        IDSVC.account_from_entry(_entry(idsvcService=[b"imap", b"\xff"]), with_hash=False)
+    with pytest.raises(TemporaryFailure, match="too many values"):
+        IDSVC.account_from_entry(_entry(idsvcService=[b"imap"] * 1001), with_hash=False)
+
+
+def test_first_still_checks_every_value() -> None:
+    entry = _entry(userPassword=[b"{SSHA}one", b"\xfe"])
+    with pytest.raises(TemporaryFailure, match="userPassword is not UTF-8"):
+        entry.first("userPassword")
+    assert _entry().first("USERPASSWORD") == "{SSHA}c2FsdHNhbHQ="
+    assert _entry().first("displayName") is None
+    with pytest.raises(TemporaryFailure, match="not a UTC time"):
+        IDSVC.account_from_entry(_entry(idsvcCreated=[b"yesterday"]), with_hash=False)
+
+
+# -- audit events only when the sink keeps them ------------------------------------------------
+
+
+class CountingSink:
+    """A sink that says whether it wants events, and counts those it gets."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.events: list[AuditEvent] = []
+
+    def emit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteDirectory]:
+    directory = await SqliteDirectory.open(EmbeddedSettings(path=tmp_path / "idsvc.db"))
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    await directory.add_domain(Domain(name="example.org"))
+    await directory.add_account(
+        Account(address=Address.parse("bob@example.org"), password_hash=hasher.hash("s3cret-Bob"))
+    )
+    try:
+        yield directory
+    finally:
+        await directory.close()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_audit_events_are_built_only_for_a_sink_that_keeps_them(
+    store: SqliteDirectory, enabled: bool
+) -> None:
+    sink = CountingSink(enabled)
+    auth = Authenticator(
+        store,
+        PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+        AuthSettings(failure_delay=0, penalty=False),
+        audit=sink,
+    )
+    try:
+        result = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("s3cret-Bob"), "imap", secured=True)
+        )
+        assert result.outcome is Outcome.OK
+        assert len(sink.events) == (1 if enabled else 0)
+    finally:
+        await auth.close()
+
+
+def test_log_audit_sink_enabled_follows_the_logger_level() -> None:
+    logger = logging.getLogger("idsvc.audit.test-hotpath")
+    sink = LogAuditSink(logger)
+    logger.setLevel(logging.WARNING)
+    assert sink.enabled is False
+    logger.setLevel(logging.INFO)
+    assert sink.enabled is True
