@@ -442,6 +442,21 @@ class PasswordHasher:
             return False
         return _verify(parsed, pw)
 
+    def verify_if_cheap(self, password: str, stored: str) -> bool | None:
+        """:meth:`verify` for µs-cost schemes, parsing ``stored`` once; None when it is a slow
+        scheme (the caller verifies those off the event loop). An unusable ``stored`` raises
+        PasswordError, as ``verify`` does."""
+        parsed = _parse(stored)
+        if parsed.scheme not in _CHEAP:
+            return None
+        if not isinstance(password, str) or not password or "\0" in password:
+            return False
+        try:
+            pw = password.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return _verify(parsed, pw)
+
     def dummy_verify(self, password: str) -> None:
         """Spend what verifying a configured-scheme hash costs (unknown users look alike)."""
         if self._dummy is None:

@@ -18,7 +18,7 @@ from idsvc.auth.request import AuthRequest, Outcome
 from idsvc.config import AuthSettings, EmbeddedSettings, PasswordSettings
 from idsvc.directory.mapping import IDSVC, Entry
 from idsvc.directory.sqlite import SqliteDirectory
-from idsvc.errors import InvalidDomain, TemporaryFailure
+from idsvc.errors import InvalidDomain, PasswordError, TemporaryFailure
 from idsvc.model import Account, Address, Domain, Secret, Service, canonical_domain
 from idsvc.passwords import PasswordHasher
 
@@ -166,3 +166,20 @@ def test_log_audit_sink_enabled_follows_the_logger_level() -> None:
     assert sink.enabled is False
     logger.setLevel(logging.INFO)
     assert sink.enabled is True
+
+
+# -- one parse for cheap schemes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["SSHA", "SSHA512", "PLAIN", "SHA512-CRYPT", "ARGON2ID"])
+def test_verify_if_cheap_agrees_with_is_cheap_and_verify(scheme: str) -> None:
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT", sha_crypt_rounds=1000))
+    stored = "{PLAIN}s3cret" if scheme == "PLAIN" else hasher.hash("s3cret", scheme)
+    for password in ("s3cret", "wrong", "", "s3\x00cret"):
+        verdict = hasher.verify_if_cheap(password, stored)
+        if hasher.is_cheap(stored):
+            assert verdict is hasher.verify(password, stored)
+        else:
+            assert verdict is None
+    with pytest.raises(PasswordError):
+        hasher.verify_if_cheap("s3cret", "{SSHA}!!not-base64!!")
