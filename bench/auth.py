@@ -23,15 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +35,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import (  # noqa: E402
+    Cell,
+    Meter,
+    RunStats,
+    md_head,
+    md_row,
+    rss_mib,
+    summarise,
+    threaded_ldap_load,
+)
 from idsvc.audit import AuditEvent  # noqa: E402
 from idsvc.auth.engine import Authenticator  # noqa: E402
 from idsvc.auth.request import AuthRequest, Outcome  # noqa: E402
@@ -60,61 +66,6 @@ class NullSink:
 def login(i: int) -> str:
     """The users bench/make_embedded.py and bench/ldapdata.py create."""
     return f"user{i}@d{i % 100}.example"
-
-
-@dataclass
-class RunStats:
-    auths: int
-    seconds: float
-    latencies: list[float]
-    failures: int
-    cached: int
-    cpu: float = 0.0  # CPU seconds of this process (all threads) during the run
-    server_cpu: float = 0.0  # CPU seconds of slapd during the run (0 for the embedded store)
-
-    @property
-    def rate(self) -> float:
-        return self.auths / self.seconds if self.seconds else 0.0
-
-    def pct(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        data = sorted(self.latencies)
-        return data[min(len(data) - 1, int(p * len(data)))] * 1000
-
-
-@dataclass
-class Cell:
-    """Median over runs of one (target, cache, concurrency) combination."""
-
-    rate: float
-    p50: float
-    p99: float
-    failures: int
-    hit_ratio: float
-    cpu_us: float  # our CPU per authentication, µs (load-independent, unlike auths/s)
-    server_us: float  # slapd CPU per authentication, µs
-
-
-def summarise(runs: Sequence[RunStats]) -> Cell:
-    return Cell(
-        rate=statistics.median(r.rate for r in runs),
-        p50=statistics.median(r.pct(0.50) for r in runs),
-        p99=statistics.median(r.pct(0.99) for r in runs),
-        failures=sum(r.failures for r in runs),
-        hit_ratio=sum(r.cached for r in runs) / max(1, sum(r.auths for r in runs)),
-        cpu_us=statistics.median(1e6 * r.cpu / max(1, r.auths) for r in runs),
-        server_us=statistics.median(1e6 * r.server_cpu / max(1, r.auths) for r in runs),
-    )
-
-
-def process_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (0.0 when None)."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_settings(cache: bool) -> AuthSettings:
@@ -155,18 +106,9 @@ async def drive(
             if result.outcome is not Outcome.OK:
                 counters["failures"] += 1
 
-    cpu0, server0 = time.process_time(), process_cpu(server_pid)
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return RunStats(
-        counters["auths"],
-        time.perf_counter() - start,
-        latencies,
-        counters["failures"],
-        counters["cached"],
-        time.process_time() - cpu0,
-        process_cpu(server_pid) - server0,
-    )
+    with Meter(server_pid) as meter:
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return meter.stats(counters["auths"], latencies, counters["failures"], counters["cached"])
 
 
 async def warm(auth: Authenticator, users: Sequence[int], password: str) -> None:
@@ -241,52 +183,15 @@ def raw_binds(
     server_pid: int | None = None,
 ) -> RunStats:
     """``threads`` threads, one persistent connection each, simple-bind as random users."""
-    import ldap
 
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counters = {"auths": 0, "failures": 0}
-    deadline = time.perf_counter() + seconds
+    def bind(conn: Any, dn: str) -> bool:
+        conn.simple_bind_s(dn, password)
+        return True
 
-    def worker(n: int) -> None:
-        rng = random.Random(n)
-        conn = ldap.initialize(uri)
-        conn.protocol_version = 3
-        conn.set_option(ldap.OPT_REFERRALS, 0)
-        mine: list[float] = []
-        fails = 0
-        try:
-            while time.perf_counter() < deadline and len(mine) < MAX_REQUESTS_PER_RUN:
-                dn = dn_of(rng.randrange(n_users))
-                start = time.perf_counter()
-                try:
-                    conn.simple_bind_s(dn, password)
-                except ldap.LDAPError:
-                    fails += 1
-                mine.append(time.perf_counter() - start)
-        finally:
-            conn.unbind_s()
-        with lock:
-            latencies.extend(mine)
-            counters["auths"] += len(mine)
-            counters["failures"] += fails
-
-    cpu0, server0 = time.process_time(), process_cpu(server_pid)
-    start = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return RunStats(
-        counters["auths"],
-        time.perf_counter() - start,
-        latencies,
-        counters["failures"],
-        0,
-        time.process_time() - cpu0,
-        process_cpu(server_pid) - server0,
-    )
+    return threaded_ldap_load(
+        uri, lambda rng: dn_of(rng.randrange(n_users)), bind, threads=threads, seconds=seconds,
+        limit=MAX_REQUESTS_PER_RUN, server_pid=server_pid,
+    )  # fmt: skip
 
 
 def raw_matrix(
@@ -316,14 +221,6 @@ def raw_matrix(
 
 
 # -- memory: a fresh process per store ---------------------------------------------------------
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def open_store(kind: str, target: str) -> Any:
@@ -490,17 +387,19 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"'vs raw' = auths/s ratio, 'CPU vs raw' = (client+slapd CPU per raw bind) / "
         f"(client+slapd CPU per authentication), i.e. the ratio on an otherwise idle machine.",
         "",
-        "| target | cache | conc. | auths/s | p50 ms | p99 ms | CPU µs | slapd µs "
-        "| vs raw | CPU vs raw |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        *md_head(
+            ["target", "cache", "conc.", "auths/s", "p50 ms", "p99 ms", "CPU µs", "slapd µs",
+             "vs raw", "CPU vs raw"],
+            left=2,
+        ),
+    ]  # fmt: skip
     raw: dict[int, Cell] = results.get("raw", {})
 
     def row(label: str, cache: str, conc: int, cell: Cell, ratio: str, cpu_ratio: str) -> str:
-        return (
-            f"| {label} | {cache} | {conc} | {cell.rate:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} "
-            f"| {cell.cpu_us:.0f} | {cell.server_us:.0f} | {ratio} | {cpu_ratio} |"
-        )
+        return md_row(
+            [label, cache, conc, f"{cell.rate:,.0f}", f"{cell.p50:.2f}", f"{cell.p99:.2f}",
+             f"{cell.cpu_us:.0f}", f"{cell.server_us:.0f}", ratio, cpu_ratio]
+        )  # fmt: skip
 
     for label, cells in results["engine"].items():
         for (cache, conc), cell in cells.items():
@@ -519,12 +418,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
             f"RSS (MiB) of a fresh process: after opening the store, then after each quarter of "
             f"{args.memory_auths:,} authentications (cache on, random users, 32 tasks).",
             "",
-            "| store | open | 25% | 50% | 75% | 100% | cache entries |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            *md_head(["store", "open", "25%", "50%", "75%", "100%", "cache entries"]),
         ]
         for label, probe in results["memory"].items():
-            cells = " | ".join(f"{v:.0f}" for v in probe["rss"])
-            lines.append(f"| {label} | {cells} | {probe['cache_entries']:,} |")
+            rss = [f"{v:.0f}" for v in probe["rss"]]
+            lines.append(md_row([label, *rss, f"{probe['cache_entries']:,}"]))
     return "\n".join(lines)
 
 

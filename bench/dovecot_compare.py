@@ -46,14 +46,9 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +56,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.ldapdata import Dataset, load_users  # noqa: E402
-from bench.saslauthd_vs_cyrus import cpu_seconds, process_tree  # noqa: E402
+from bench.common import md_head, md_row, ratio  # noqa: E402
+from bench.daemons import (  # noqa: E402
+    Daemon,
+    idsvc_serve,
+    kill_tree,
+    load_cells,
+    loaded_slapd,
+    run_loadclient,
+    wait_socket,
+)
+from bench.ldapdata import Dataset  # noqa: E402
 from tests.fixtures.slapd import SlapdServer  # noqa: E402
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -71,103 +75,16 @@ CONCURRENCIES = (1, 8, 32)
 FILTER = "(&(objectClass=idsvcAccount)(idsvcAddress=%u))"
 
 
-@dataclass
-class Daemon:
-    name: str
-    socket: Path
-    root_pid: int
-    cache: bool
-
-    def cpu(self) -> float:
-        return cpu_seconds(process_tree(self.root_pid))
-
-
-def _wait_socket(
-    path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise RuntimeError(f"{path} did not appear (exit {proc.poll()}):\n{tail}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the daemon's process tree, SIGKILL what is left after 5 s."""
-    pids = process_tree(proc.pid)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def idsvc_daemon(
     work: Path, slapd: SlapdServer, base: str, *, cache: bool, method: str = "search"
 ) -> Iterator[Daemon]:
     tag = f"idsvc-{method}-cache-{'on' if cache else 'off'}"
-    sock = work / tag / "auth-client"
-    sock.parent.mkdir(parents=True)
-    config = work / f"{tag}.toml"
-    config.write_text(
-        f"""
-[directory]
-backend = "ldap"
-[directory.ldap]
-uris = ["{slapd.uri}"]
-base_dn = "{base}"
-bind_dn = "{slapd.reader_dn}"
-bind_password = "{slapd.reader_pw}"
-pool_size = 8
-auth_method = "{method}"
-[auth]
-failure_delay = 0.0
-penalty = false
-cache = {"true" if cache else "false"}
-cache_size = 200000
-rehash_on_login = false
-max_pending = 4096
-[dovecot_auth]
-max_connections = 1024
-[dovecot_auth.socket]
-path = "{sock}"
-mode = 0o666
-[saslauthd.socket]
-enabled = false
-path = "{sock.parent / "unused-mux"}"
-[api]
-enabled = false
-[logging]
-level = "WARNING"
-"""
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
-    env["IDSVC_CONFIG"] = str(config)
-    log_path = work / f"{tag}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        try:
-            _wait_socket(sock, proc, log_path)
-            name = f"idsvc ({method}, cache {'on' if cache else 'off'})"
-            yield Daemon(name, sock, proc.pid, cache)
-        finally:
-            _stop(proc)
+    with idsvc_serve(
+        work, tag, slapd, base, listener="dovecot_auth", auth_method=method, cache=cache,
+        cache_size=200_000,
+    ) as (sock, pid):  # fmt: skip
+        yield Daemon(f"idsvc ({method}, cache {'on' if cache else 'off'})", sock, pid, cache)
 
 
 def dovecot_conf(
@@ -239,13 +156,13 @@ def dovecot_daemon(
             [DOVECOT, "-F", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            _wait_socket(conf.parent / "auth-client", proc, conf.parent / "dovecot.log")
+            wait_socket(conf.parent / "auth-client", proc, conf.parent / "dovecot.log")
             name = (
                 f"dovecot ({'auth_bind' if bind else 'lookup'}, cache {'on' if cache else 'off'})"
             )
             yield Daemon(name, conf.parent / "auth-client", proc.pid, cache)
         finally:
-            _stop(proc)
+            kill_tree(proc.pid, proc)
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -260,27 +177,10 @@ def run_load(
     bad_ratio: float,
 ) -> dict[str, Any]:
     users = min(args.hot_users, data.users) if daemon.cache else data.users
-    argv = [
-        sys.executable, str(REPO / "bench" / "loadclient.py"),
-        "--protocol", "dovecot", "--target", str(daemon.socket), "--service", "smtp",
-        "--concurrency", str(concurrency), "--requests", str(args.requests),
-        "--duration", str(seconds), "--users", str(users),
-        "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
-        "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
-        "--bad-ratio", str(bad_ratio), "--seed", str(concurrency),
-    ]  # fmt: skip
-    slapd_pid = data.server.pid
-    assert slapd_pid is not None
-    server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO
-    )
-    server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
-    result: dict[str, Any] = json.loads(proc.stdout)
-    n = max(1, result["attempts"])
-    result["server_cpu_per_1k"] = round((server1 - server0) * 1000 / n, 3)
-    result["slapd_cpu_per_1k"] = round((slapd1 - slapd0) * 1000 / n, 3)
-    result["server"] = daemon.name
+    result = run_loadclient(
+        daemon, data, protocol="dovecot", users=users, concurrency=concurrency,
+        requests=args.requests, seconds=seconds, bad_ratio=bad_ratio,
+    )  # fmt: skip
     result["cache"] = daemon.cache
     result["users_picked_from"] = users
     result["bad_ratio"] = bad_ratio
@@ -304,49 +204,38 @@ def bench_cache_setting(
     return out
 
 
+def _row(r: dict[str, Any]) -> str:
+    cells = [r["server"], f"{r['bad_ratio']:.1f}", r["concurrency"], f"{r['auths_per_s']:.0f}"]
+    return md_row([*cells, *load_cells(r)])
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    head = (
-        "| server | bad | conc | auths/s | p50 ms | p99 ms | server CPU s/1k | slapd CPU s/1k "
-        "| client CPU s | attempts | no answer | bad→OK | good→FAIL |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
-    rows = [
-        f"| {r['server']} | {r['bad_ratio']:.1f} | {r['concurrency']} | {r['auths_per_s']:.0f} "
-        f"| {r['p50_ms']:.2f} "
-        f"| {r['p99_ms']:.2f} | {r['server_cpu_per_1k']:.3f} | {r['slapd_cpu_per_1k']:.3f} "
-        f"| {r['client_cpu_s']:.2f} | {r['attempts']} | {r['verdicts']['fail']} "
-        f"| {r['wrong_ok']} | {r['wrong_no']} |"
-        for r in results
-    ]
-    return head + "\n".join(rows) + "\n"
+    head = md_head(
+        ["server", "bad", "conc", "auths/s", "p50 ms", "p99 ms", "server CPU s/1k",
+         "slapd CPU s/1k", "client CPU s", "attempts", "no answer", "bad→OK", "good→FAIL"]
+    )  # fmt: skip
+    return "\n".join(head + [_row(r) for r in results]) + "\n"
 
 
 def ratios(results: list[dict[str, Any]]) -> str:
     """idsvc / Dovecot for the same cache setting and concurrency (>1 = idsvc faster)."""
     ours = [r for r in results if r["server"].startswith("idsvc")]
     theirs = [r for r in results if r["server"].startswith("dovecot")]
-    lines = [
-        "| ours | vs | bad | conc | throughput ours/theirs | p99 ours/theirs "
-        "| CPU/1k ours/theirs |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = md_head(
+        ["ours", "vs", "bad", "conc", "throughput ours/theirs", "p99 ours/theirs",
+         "CPU/1k ours/theirs"],
+        left=2,
+    )  # fmt: skip
     for o in ours:
         for t in theirs:
             same = ("concurrency", "cache", "bad_ratio")
             if any(t[k] != o[k] for k in same):
                 continue
-            tp = o["auths_per_s"] / t["auths_per_s"] if t["auths_per_s"] else float("inf")
-            p99 = o["p99_ms"] / t["p99_ms"] if t["p99_ms"] else float("inf")
-            cpu = (
-                o["server_cpu_per_1k"] / t["server_cpu_per_1k"]
-                if t["server_cpu_per_1k"]
-                else float("inf")
-            )
-            lines.append(
-                f"| {o['server']} | {t['server']} | {o['bad_ratio']:.1f} | {o['concurrency']} "
-                f"| {tp:.2f} | {p99:.2f} "
-                f"| {cpu:.2f} |"
-            )
+            tp = ratio(o["auths_per_s"], t["auths_per_s"])
+            p99 = ratio(o["p99_ms"], t["p99_ms"])
+            cpu = ratio(o["server_cpu_per_1k"], t["server_cpu_per_1k"])
+            cells = [o["server"], t["server"], f"{o['bad_ratio']:.1f}", o["concurrency"]]
+            lines.append(md_row([*cells, f"{tp:.2f}", f"{p99:.2f}", f"{cpu:.2f}"]))
     return "\n".join(lines) + "\n"
 
 
@@ -376,16 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(DOVECOT).exists() or not DOVECOT_LDAP_MODULE.exists():
             print("dovecot-core and dovecot-ldap must be installed", file=sys.stderr)
             return 2
-    work = Path(tempfile.mkdtemp(prefix="idsvc-dvbench-"))
-    os.chmod(work, 0o755)  # noqa: S103 - dovecot's unprivileged auth process reads its config
-    slapd = SlapdServer(tls=False)
     results: list[dict[str, Any]] = []
-    try:
-        t0 = time.monotonic()
-        data = load_users(slapd, args.users)
-        print(
-            f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
-        )
+    with loaded_slapd(args.users, "idsvc-dvbench-") as (work, data):
+        os.chmod(work, 0o755)  # noqa: S103 - dovecot's unprivileged auth process reads its config
+        slapd = data.server
         for cache in (False, True):
             with contextlib.ExitStack() as stack:
                 daemons: list[Daemon] = []
@@ -404,9 +287,6 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         )
                 results += bench_cache_setting(daemons, data, args)
-    finally:
-        slapd.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n{args.users} {{SSHA}} users (cache-on runs: {args.hot_users} hot users), "
         f"bad-ratio {args.bad_ratio}, {args.duration:.0f} s per run, {os.cpu_count()} CPUs "

@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import statistics
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +40,15 @@ if str(REPO) not in sys.path:
 
 import ldap  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    Cell,
+    Meter,
+    RunStats,
+    md_head,
+    md_row,
+    summarise,
+    threaded_ldap_load,
+)
 from bench.ldapdata import Dataset, load_users  # noqa: E402
 from idsvc.directory.ldap import LdapDirectory  # noqa: E402
 from idsvc.directory.ldap.pool import Identity, Servers, ThreadPool  # noqa: E402
@@ -56,50 +61,6 @@ from tests.fixtures.slapd import SlapdServer  # noqa: E402
 CONCURRENCY = (1, 8, 32)
 MODES = ("executor", "aio", "aio_search", "raw")
 MAX_OPS_PER_RUN = 2_000_000
-
-
-@dataclass
-class Run:
-    ops: int
-    seconds: float
-    latencies: list[float]
-    failures: int
-    cpu: float
-    server_cpu: float
-
-    def pct(self, p: float) -> float:
-        data = sorted(self.latencies)
-        return data[min(len(data) - 1, int(p * len(data)))] * 1000 if data else float("nan")
-
-
-@dataclass
-class Cell:
-    rate: float
-    p50: float
-    p99: float
-    failures: int
-    cpu_us: float
-    server_us: float
-
-
-def summarise(runs: list[Run]) -> Cell:
-    return Cell(
-        rate=statistics.median(r.ops / r.seconds for r in runs),
-        p50=statistics.median(r.pct(0.50) for r in runs),
-        p99=statistics.median(r.pct(0.99) for r in runs),
-        failures=sum(r.failures for r in runs),
-        cpu_us=statistics.median(1e6 * r.cpu / max(1, r.ops) for r in runs),
-        server_us=statistics.median(1e6 * r.server_cpu / max(1, r.ops) for r in runs),
-    )
-
-
-def process_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid``."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the old path, rebuilt from the pieces that still exist --------------------------------------
@@ -161,7 +122,7 @@ async def drive_async(
     seconds: float,
     server_pid: int | None,
     seed: int,
-) -> Run:
+) -> RunStats:
     latencies: list[float] = []
     counters = {"ops": 0, "failures": 0}
     deadline = time.perf_counter() + seconds
@@ -180,74 +141,29 @@ async def drive_async(
             if found is None:
                 counters["failures"] += 1
 
-    cpu0, server0 = time.process_time(), process_cpu(server_pid)
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return Run(
-        counters["ops"],
-        time.perf_counter() - start,
-        latencies,
-        counters["failures"],
-        time.process_time() - cpu0,
-        process_cpu(server_pid) - server0,
-    )
+    with Meter(server_pid) as meter:
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return meter.stats(counters["ops"], latencies, counters["failures"])
 
 
 def drive_raw(
     data: Dataset, addresses: list[Address], threads: int, seconds: float, seed: int
-) -> Run:
+) -> RunStats:
     """``threads`` threads, one connection each, synchronous searches."""
     server = data.server
     domains = IDSVC.domains_dn(data.base_dn)
     attrs = IDSVC.account_attrs(with_hash=True)
     filters = [IDSVC.account_filter(a) for a in addresses]
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counters = {"ops": 0, "failures": 0}
-    deadline = time.perf_counter() + seconds
 
-    def worker(n: int) -> None:
-        rng = random.Random(seed * 1000 + n)
-        conn = ldap.initialize(server.uri)
-        conn.protocol_version = 3
-        conn.set_option(ldap.OPT_REFERRALS, 0)
-        conn.simple_bind_s(server.reader_dn, server.reader_pw)
-        mine: list[float] = []
-        fails = 0
-        try:
-            while time.perf_counter() < deadline and len(mine) < MAX_OPS_PER_RUN:
-                filt = rng.choice(filters)
-                start = time.perf_counter()
-                try:
-                    found = conn.search_ext_s(
-                        domains, ldap.SCOPE_SUBTREE, filt, attrlist=attrs, sizelimit=2
-                    )
-                    fails += len(found) != 1
-                except ldap.LDAPError:
-                    fails += 1
-                mine.append(time.perf_counter() - start)
-        finally:
-            conn.unbind_s()
-        with lock:
-            latencies.extend(mine)
-            counters["ops"] += len(mine)
-            counters["failures"] += fails
+    def search(conn: Any, filt: str) -> bool:
+        found = conn.search_ext_s(domains, ldap.SCOPE_SUBTREE, filt, attrlist=attrs, sizelimit=2)
+        return len(found) == 1
 
-    cpu0, server0 = time.process_time(), process_cpu(server.pid)
-    start = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return Run(
-        counters["ops"],
-        time.perf_counter() - start,
-        latencies,
-        counters["failures"],
-        time.process_time() - cpu0,
-        process_cpu(server.pid) - server0,
-    )
+    return threaded_ldap_load(
+        server.uri, lambda rng: rng.choice(filters), search, threads=threads, seconds=seconds,
+        limit=MAX_OPS_PER_RUN, seed=seed, bind=(server.reader_dn, server.reader_pw),
+        server_pid=server.pid,
+    )  # fmt: skip
 
 
 async def measure(data: Dataset, args: argparse.Namespace) -> dict[tuple[str, int], Cell]:
@@ -257,7 +173,7 @@ async def measure(data: Dataset, args: argparse.Namespace) -> dict[tuple[str, in
     out: dict[tuple[str, int], Cell] = {}
     for mode in args.modes:
         for conc in CONCURRENCY:
-            runs: list[Run] = []
+            runs: list[RunStats] = []
             for run in range(args.runs):
                 if mode == "raw":
                     runs.append(
@@ -297,16 +213,16 @@ def report(cells: dict[tuple[str, int], Cell], args: argparse.Namespace, users: 
         f"threads) / in slapd; 'vs raw' = lookups/s relative to raw python-ldap at the same "
         f"concurrency.",
         "",
-        "| path | conc. | lookups/s | p50 ms | p99 ms | CPU µs | slapd µs | vs raw |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *md_head(
+            ["path", "conc.", "lookups/s", "p50 ms", "p99 ms", "CPU µs", "slapd µs", "vs raw"]
+        ),
     ]
     for (mode, conc), cell in cells.items():
         raw = cells.get(("raw", conc))
         ratio = f"{cell.rate / raw.rate:.2f}x" if raw and raw.rate else ""
-        lines.append(
-            f"| {mode} | {conc} | {cell.rate:,.0f} | {cell.p50:.2f} | {cell.p99:.2f} "
-            f"| {cell.cpu_us:.0f} | {cell.server_us:.0f} | {ratio} |"
-        )
+        figures = [f"{cell.rate:,.0f}", f"{cell.p50:.2f}", f"{cell.p99:.2f}"]
+        cpu = [f"{cell.cpu_us:.0f}", f"{cell.server_us:.0f}"]
+        lines.append(md_row([mode, conc, *figures, *cpu, ratio]))
     if any(c.failures for c in cells.values()):
         lines.append("")
         lines.append("Some lookups failed: see the failures column of the progress lines.")

@@ -33,14 +33,11 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,87 +45,24 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.ldapdata import Dataset, load_users  # noqa: E402
+from bench.common import md_head, md_row, ratio  # noqa: E402
+from bench.daemons import (  # noqa: E402
+    Daemon,
+    idsvc_serve,
+    kill_tree,
+    load_cells,
+    loaded_slapd,
+    run_loadclient,
+    wait_socket,
+)
+from bench.ldapdata import Dataset  # noqa: E402
 from tests.fixtures.slapd import SlapdServer  # noqa: E402
 
 SASLAUTHD = "/usr/sbin/saslauthd"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCURRENCIES = (1, 8, 32)
 
 
-# -- /proc accounting -----------------------------------------------------------------------------
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name is in parentheses and may contain spaces: split after the last ')'
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (by ppid), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime+stime (all threads) of ``pids``; a vanished pid counts 0."""
-    total = 0
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / CLK_TCK
-
-
 # -- servers under test ---------------------------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    name: str
-    mux: Path
-    pids: list[int]
-    root_pid: int
-
-    def cpu(self) -> float:
-        return cpu_seconds(process_tree(self.root_pid))
-
-
-def _wait_socket(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{path} did not appear within {timeout} s")
-
-
-def _kill_tree(root: int) -> None:
-    pids = process_tree(root)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_stat_fields(p) is not None for p in pids):
-            if all((_stat_fields(p) or ["Z"])[0] == "Z" for p in pids):
-                break
-            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -137,65 +71,10 @@ def idsvc_daemon(
 ) -> Iterator[Daemon]:
     tag = f"{auth_method}{', cache on' if cache else ''}"
     name = f"idsvc-{auth_method}{'-cache' if cache else ''}"
-    mux = work / name / "mux"
-    mux.parent.mkdir(parents=True)
-    config = work / f"{name}.toml"
-    config.write_text(
-        f"""
-[directory]
-backend = "ldap"
-[directory.ldap]
-uris = ["{slapd.uri}"]
-base_dn = "{base}"
-bind_dn = "{slapd.reader_dn}"
-bind_password = "{slapd.reader_pw}"
-pool_size = 8
-auth_method = "{auth_method}"
-[auth]
-failure_delay = 0.0
-penalty = false
-cache = {"true" if cache else "false"}
-rehash_on_login = false
-max_pending = 4096
-[saslauthd]
-max_connections = 1024
-[saslauthd.socket]
-path = "{mux}"
-mode = 0o666
-[dovecot_auth.socket]
-enabled = false
-path = "{mux.parent / "unused-auth-client"}"
-[api]
-enabled = false
-[logging]
-level = "WARNING"
-"""
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
-    env["IDSVC_CONFIG"] = str(config)
-    log_path = work / f"{name}.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
-    try:
-        try:
-            _wait_socket(mux)
-        except RuntimeError:
-            log.flush()
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(
-                f"idsvc serve did not come up (exit {proc.poll()}):\n{tail}"
-            ) from None
-        yield Daemon(f"idsvc ({tag})", mux, [proc.pid], proc.pid)
-    finally:
-        _kill_tree(proc.pid)
-        proc.wait(timeout=10)
-        log.close()
+    with idsvc_serve(
+        work, name, slapd, base, listener="saslauthd", auth_method=auth_method, cache=cache
+    ) as (mux, pid):
+        yield Daemon(f"idsvc ({tag})", mux, pid)
 
 
 @contextlib.contextmanager
@@ -230,11 +109,11 @@ def cyrus_daemon(
         time.sleep(0.05)
     root = int(pid_file.read_text().split()[0])
     try:
-        _wait_socket(rundir / "mux")
+        wait_socket(rundir / "mux")
         time.sleep(0.3)  # let the workers fork
-        yield Daemon(f"cyrus saslauthd ({method}, -n {workers})", rundir / "mux", [root], root)
+        yield Daemon(f"cyrus saslauthd ({method}, -n {workers})", rundir / "mux", root)
     finally:
-        _kill_tree(root)
+        kill_tree(root)
 
 
 # -- load -----------------------------------------------------------------------------------------
@@ -243,28 +122,10 @@ def cyrus_daemon(
 def run_load(
     daemon: Daemon, data: Dataset, args: argparse.Namespace, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    argv = [
-        sys.executable, str(REPO / "bench" / "loadclient.py"),
-        "--protocol", "saslauthd", "--target", str(daemon.mux),
-        "--concurrency", str(concurrency), "--requests", str(args.requests),
-        "--duration", str(seconds), "--users", str(data.users),
-        "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
-        "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
-        "--bad-ratio", str(args.bad_ratio), "--seed", str(concurrency),
-    ]  # fmt: skip
-    slapd_pid = data.server.pid
-    assert slapd_pid is not None
-    server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO
-    )
-    server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
-    result: dict[str, Any] = json.loads(proc.stdout)
-    n = max(1, result["attempts"])
-    result["server_cpu_per_1k"] = round((server1 - server0) * 1000 / n, 3)
-    result["slapd_cpu_per_1k"] = round((slapd1 - slapd0) * 1000 / n, 3)
-    result["server"] = daemon.name
-    return result
+    return run_loadclient(
+        daemon, data, protocol="saslauthd", users=data.users, concurrency=concurrency,
+        requests=args.requests, seconds=seconds, bad_ratio=args.bad_ratio,
+    )  # fmt: skip
 
 
 def bench_all(
@@ -286,12 +147,6 @@ def bench_all(
     return out
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (server, concurrency): medians over rounds, sums of counts."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -304,7 +159,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "auths_per_s", "p50_ms", "p99_ms", "server_cpu_per_1k", "slapd_cpu_per_1k",
             "client_cpu_s",
         ):  # fmt: skip
-            row[key] = _median([float(x[key]) for x in runs])
+            row[key] = statistics.median(float(x[key]) for x in runs)
         row["spread"] = (
             min(x["auths_per_s"] for x in runs),
             max(x["auths_per_s"] for x in runs),
@@ -316,38 +171,33 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    head = (
-        "| server | conc | auths/s (min-max) | p50 ms | p99 ms | server CPU s/1k "
-        "| slapd CPU s/1k | client CPU s | attempts | fail | bad→OK | good→NO |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+def _row(r: dict[str, Any]) -> str:
+    spread = f"({r['spread'][0]:.0f}-{r['spread'][1]:.0f})"
+    return md_row(
+        [r["server"], r["concurrency"], f"{r['auths_per_s']:.0f} {spread}", *load_cells(r)]
     )
-    rows = [
-        f"| {r['server']} | {r['concurrency']} | {r['auths_per_s']:.0f} "
-        f"({r['spread'][0]:.0f}-{r['spread'][1]:.0f}) | {r['p50_ms']:.2f} "
-        f"| {r['p99_ms']:.2f} | {r['server_cpu_per_1k']:.3f} | {r['slapd_cpu_per_1k']:.3f} "
-        f"| {r['client_cpu_s']:.2f} | {r['attempts']} | {r['verdicts']['fail']} "
-        f"| {r['wrong_ok']} | {r['wrong_no']} |"
-        for r in results
-    ]
-    return head + "\n".join(rows) + "\n"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = md_head(
+        ["server", "conc", "auths/s (min-max)", "p50 ms", "p99 ms", "server CPU s/1k",
+         "slapd CPU s/1k", "client CPU s", "attempts", "fail", "bad→OK", "good→NO"]
+    )  # fmt: skip
+    return "\n".join(head + [_row(r) for r in results]) + "\n"
 
 
 def ratios(results: list[dict[str, Any]]) -> str:
     ours = [r for r in results if r["server"].startswith("idsvc")]
     theirs = [r for r in results if r["server"].startswith("cyrus")]
-    lines = [
-        "| ours | vs | conc | throughput ratio | p99 ours/theirs |",
-        "|---|---|---:|---:|---:|",
-    ]
+    lines = md_head(["ours", "vs", "conc", "throughput ratio", "p99 ours/theirs"], left=2)
     for o in ours:
         for t in theirs:
             if t["concurrency"] != o["concurrency"]:
                 continue
-            tp = o["auths_per_s"] / t["auths_per_s"] if t["auths_per_s"] else float("inf")
-            p99 = o["p99_ms"] / t["p99_ms"] if t["p99_ms"] else float("inf")
+            tp = ratio(o["auths_per_s"], t["auths_per_s"])
+            p99 = ratio(o["p99_ms"], t["p99_ms"])
             lines.append(
-                f"| {o['server']} | {t['server']} | {o['concurrency']} | {tp:.2f} | {p99:.2f} |"
+                md_row([o["server"], t["server"], o["concurrency"], f"{tp:.2f}", f"{p99:.2f}"])
             )
     return "\n".join(lines) + "\n"
 
@@ -382,15 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(SASLAUTHD).exists() and not args.skip_cyrus:
         print(f"{SASLAUTHD} missing (Debian package sasl2-bin)", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="idsvc-bench-"))
-    slapd = SlapdServer(tls=False)
     results: list[dict[str, Any]] = []
-    try:
-        t0 = time.monotonic()
-        data = load_users(slapd, args.users)
-        print(
-            f"# slapd ready: {args.users} users in {time.monotonic() - t0:.1f} s", file=sys.stderr
-        )
+    with loaded_slapd(args.users, "idsvc-bench-") as (work, data):
+        slapd = data.server
         methods = ["search", "bind"] if args.ours_bind else ["search"]
         with contextlib.ExitStack() as stack:
             daemons = [
@@ -410,9 +254,6 @@ def main(argv: list[str] | None = None) -> int:
                     for m in ("bind", "custom")
                 ]
             results = bench_all(daemons, data, args)
-    finally:
-        slapd.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n{args.users} {{SSHA}} users, bad-ratio {args.bad_ratio}, "
         f"{args.duration:.0f} s per run, {os.cpu_count()} CPUs (shared)\n"
