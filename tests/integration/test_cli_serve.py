@@ -309,6 +309,7 @@ def test_serve_with_no_listener_says_so(
     cli = embedded_cli
     cli.config["saslauthd.socket"] = {"path": str(sockdir / "mux"), "enabled": False}
     cli.config["dovecot_auth.socket"] = {"path": str(sockdir / "a"), "enabled": False}
+    cli.config["control.socket"] = {"path": str(sockdir / "control"), "enabled": False}
     served = Served(cli)
     serving.append(served)
     served.wait_for("no listener is running")
