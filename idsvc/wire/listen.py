@@ -9,9 +9,9 @@ What it does:
   through a socket with the wrong permissions.
 * :func:`bind_tcp` binds ``host:port`` (``[v6]:port`` too; port 0 picks a free port, readable as
   ``BoundSocket.port`` for tests).
-* :class:`ConnectionLimiter` counts a server's open connections; each server (an
-  ``asyncio.Protocol``) closes a connection over the limit at once without a byte (every
-  Postfix-facing protocol reads a close as "temporary failure").
+* :class:`ConnectionLimiter` counts a server's open connections; each server closes a
+  connection over the limit at once without a byte (every Postfix-facing protocol reads a close
+  as "temporary failure").
 * :func:`peer_of` names the peer for logs: ``pid/uid/gid`` from ``SO_PEERCRED`` on UNIX sockets,
   ``ip:port`` on TCP.
 

@@ -296,3 +296,25 @@ async def test_clients_that_vanish_give_their_slot_back(populated: Any, tmp_path
         assert server.limiter.active == 0
         assert await exchange(server.path, req(USERS.good, USERS.good_pw)) == OK
         assert server.limiter.refused == 0
+
+
+async def test_bursts_of_clients_are_all_answered_and_leak_nothing(
+    populated: Any, tmp_path: Path
+) -> None:
+    auth = authenticator(populated, cache=True)
+    async with running(tmp_path / "burst", auth, max_connections=500) as server:
+        assert await exchange(server.path, req(USERS.good, USERS.good_pw)) == OK  # warm the cache
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            # more than one accept batch (64) at once, but within the listen backlog (128):
+            # these clients share the server's event loop, so all connect before any accept
+            good = [exchange(server.path, req(USERS.good, USERS.good_pw)) for _ in range(75)]
+            bad = [exchange(server.path, req(USERS.good, "Wr0ng-Pa55")) for _ in range(25)]
+            replies = await asyncio.gather(*good, *bad)
+            assert replies == [OK] * 75 + [NO_GENERIC] * 25
+        await asyncio.sleep(0.05)
+        assert server.limiter.active == 0
+        assert not server.connections
+        # 300 client sockets came and went; only pools (LDAP connections, SQLite readers) may
+        # have grown a little meanwhile
+        assert len(os.listdir("/proc/self/fd")) < fds + 10

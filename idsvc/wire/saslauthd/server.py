@@ -1,10 +1,11 @@
 """The saslauthd "mux" listener: libsasl2 clients (Postfix ``smtpd_sasl_type = cyrus``) ask it.
 
-What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``)
-with an ``asyncio.Protocol`` per connection (at most ``max_connections`` open; more are closed at
-once without a byte), reads exactly one request per connection (protocols.md §1), asks the shared
-``Authenticator`` and answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded
-drain when bytes may still be unread, and close:
+What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``),
+driving each accepted socket straight from event-loop reader callbacks (no asyncio transport: see
+:class:`_Connection`; at most ``max_connections`` open, more are closed at once without a byte),
+reads exactly one request per connection (protocols.md §1), asks the shared ``Authenticator`` and
+answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded drain when bytes may
+still be unread, and close:
 
 * the 4 mandatory fields must arrive within ``settings.read_timeout``; after the 4th, a 5th
   (``client_addr``, cyrus-sasl master only) is awaited at most ``settings.fifth_field_grace``
@@ -39,17 +40,18 @@ peer and outcome — never the password.
 from __future__ import annotations
 
 import asyncio
-import functools
+import errno
 import logging
+import socket
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_unix, peer_of
+from idsvc.wire.listen import BoundSocket, ConnectionLimiter, HasExtraInfo, bind_unix, peer_of
 from idsvc.wire.saslauthd.protocol import (
     MIN_FIELDS,
     RequestDecoder,
@@ -60,6 +62,9 @@ from idsvc.wire.saslauthd.protocol import (
 
 log = logging.getLogger(__name__)
 
+READ_SIZE = 4096  # a request is at most 5 x 258 bytes
+ACCEPT_BATCH = 64  # connections accepted per wake-up of the listening socket
+ACCEPT_PAUSE = 1.0  # out of descriptors or memory: stop accepting for this long
 DRAIN_TIMEOUT = 1.0  # after replying, wait this long at most for the client to hang up
 DRAIN_LIMIT = 65536  # and read at most this many bytes meanwhile
 CLOSE_GRACE = 5.0  # close(): how long open connections may take to finish
@@ -94,7 +99,7 @@ class _LazyPeer:
 
     __slots__ = ("_transport",)
 
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, transport: HasExtraInfo) -> None:
         self._transport = transport
 
     def __str__(self) -> str:
@@ -128,64 +133,96 @@ class _Phase(Enum):
     DONE = "done"
 
 
-class _Connection(asyncio.Protocol):
-    """One saslauthd connection: at most one request, one reply, then close.
+class _Connection:
+    """One accepted connection, driven by event-loop reader callbacks on its own socket.
 
-    An ``asyncio.Protocol`` rather than streams: the request costs one ``data_received`` call
-    (libsasl writes it with one ``writev``) and one task for the auth core, with no reader/writer
-    objects and no ``asyncio.timeout`` blocks; deadlines are plain loop timers.
+    No asyncio transport or protocol object: a saslauthd exchange is one small request and one
+    reply of at most a few dozen bytes, so the connection reads with ``recv`` when the loop says
+    the socket is readable, answers with one ``send`` (a reply that does not fit the socket
+    buffer at once waits for writability) and closes. That leaves one object, at most two timers
+    and one task (the auth core) per connection, which matters because the listener pays it on
+    every SMTP AUTH. Every path ends in :meth:`_finish`, which unregisters the socket from the
+    loop *before* closing it and gives the connection slot back exactly once.
     """
 
     __slots__ = (
         "_chunks",
         "_decoder",
+        "_drain_after",
         "_drained",
+        "_fd",
+        "_loop",
         "_peer",
+        "_pending",
         "_phase",
+        "_reading",
         "_server",
+        "_sock",
         "_timer",
-        "_transport",
-        "admitted",
+        "_writing",
         "task",
         "waiter",
     )
 
-    def __init__(self, server: SaslauthdServer) -> None:
+    def __init__(
+        self, server: SaslauthdServer, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._server = server
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = loop
         self._decoder = RequestDecoder()
         self._phase = _Phase.READING
         self._chunks = 0
         self._drained = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
-        self._peer: _LazyPeer | None = None
-        self.admitted = False
+        self._reading = False
+        self._writing = False
+        self._pending = b""
+        self._drain_after = False
+        self._peer = _LazyPeer(self)
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # set by close(), resolved by _finish
 
-    # -- transport callbacks ----------------------------------------------------------------
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """What ``peer_of`` asks a transport for."""
+        if name == "socket":
+            return self._sock
+        if name == "peername":
+            try:
+                return self._sock.getpeername()
+            except OSError:
+                return default
+        return default
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._peer = _LazyPeer(transport)
-        server = self._server
-        if not server.limiter.try_acquire():
-            log.warning(
-                "%s: connection limit %d reached, closing %s",
-                server.name,
-                server.limiter.limit,
-                self._peer,
-            )
-            self._phase = _Phase.DONE
-            transport.close()
+    # -- events -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Arm the read deadline and read at once: a libsasl client writes its request right
+        after connecting, so it is usually there already."""
+        loop = self._loop
+        self._timer = loop.call_at(loop.time() + self._server.settings.read_timeout, self._expire)
+        self._on_readable()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            self._want_read()
             return
-        self.admitted = True
-        server.connections.add(self)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + server.settings.read_timeout, self._read_timeout)
+        except OSError as exc:
+            self._lost(exc)
+            return
+        try:
+            if data:
+                self._received(data)
+            else:
+                self._eof()
+        except Exception:  # a bug here must not leave the connection (and its slot) open
+            log.exception("%s: connection failed for %s", self._server.name, self._peer)
+            self._finish()
 
-    def data_received(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
         phase = self._phase
         if phase is _Phase.DRAINING:
             self._drained += len(data)
@@ -193,7 +230,7 @@ class _Connection(asyncio.Protocol):
                 self._finish()
             return
         if phase is not _Phase.READING and phase is not _Phase.GRACE:
-            return  # reading is paused while deciding; nothing can arrive after DONE
+            return
         decoder = self._decoder
         try:
             decoder.feed(data)
@@ -207,30 +244,38 @@ class _Connection(asyncio.Protocol):
                 self._four_fields_in()
         elif decoder.fields > MIN_FIELDS:
             self._start(clean=False)  # GRACE: the fifth field arrived
+        if self._phase is _Phase.READING or self._phase is _Phase.GRACE:
+            self._want_read()
 
-    def eof_received(self) -> bool:
+    def _eof(self) -> None:
         phase = self._phase
         if phase is _Phase.READING:
             self._hangup(f"truncated request ({self._decoder.fields} fields)")
         elif phase is _Phase.GRACE:
             self._start(clean=False)  # no fifth field after all; the reply can still be sent
-        elif phase is _Phase.DRAINING:
+        else:
             self._finish()
-        return True  # keep our side open: a reply may still be written
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _lost(self, exc: OSError) -> None:
         if self._phase is _Phase.READING or self._phase is _Phase.GRACE:
-            why = "connection lost" if exc is None else f"connection lost ({type(exc).__name__})"
             log.info(
-                "%s: %s (%d fields) from %s; closed without reply",
+                "%s: connection lost (%s, %d fields) from %s; closed without reply",
                 self._server.name,
-                why,
+                type(exc).__name__,
                 self._decoder.fields,
                 self._peer,
             )
-        if self.task is None or self.task.done():
-            self._finish()
-        # else: the decision runs to its end (penalties and audit included), then finishes
+        self._finish()
+
+    def _want_read(self) -> None:
+        if not self._reading and self._phase is not _Phase.DONE:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _stop_read(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -249,7 +294,7 @@ class _Connection(asyncio.Protocol):
         assert self._timer is not None
         deadline = self._timer.when()
         self._timer.cancel()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._phase = _Phase.GRACE
         self._timer = loop.call_at(min(loop.time() + grace, deadline), self._grace_over)
 
@@ -257,9 +302,11 @@ class _Connection(asyncio.Protocol):
         if self._phase is _Phase.GRACE:
             self._start(clean=False)
 
-    def _read_timeout(self) -> None:
+    def _expire(self) -> None:
         if self._phase is _Phase.READING:
             self._hangup(f"read timeout ({self._decoder.fields} fields)")
+        elif self._phase is _Phase.DRAINING:
+            self._finish()
 
     def _hangup(self, why: str) -> None:
         log.info("%s: %s from %s; closed without reply", self._server.name, why, self._peer)
@@ -277,10 +324,8 @@ class _Connection(asyncio.Protocol):
             self._reply(NO_MALFORMED, drain=True)
             return
         self._phase = _Phase.DECIDING
-        assert self._transport is not None
-        if not self._transport.is_closing():
-            self._transport.pause_reading()
-        self.task = asyncio.get_running_loop().create_task(self._decide(request, clean))
+        self._stop_read()
+        self.task = self._loop.create_task(self._decide(request, clean))
 
     async def _decide(self, request: SaslauthdRequest, clean: bool) -> None:
         try:
@@ -302,38 +347,60 @@ class _Connection(asyncio.Protocol):
         """Send the reply and half-close. With ``drain``, read (bounded) what the client may
         still send before closing: closing with unread bytes can reset the connection and lose
         the reply. A request read whole in one piece leaves nothing unread."""
-        transport = self._transport
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if transport is None or transport.is_closing():
+        self._stop_read()
+        self._phase = _Phase.DRAINING  # from here on, only the reply and the drain remain
+        self._pending = reply
+        self._drain_after = drain
+        loop = self._loop
+        self._timer = loop.call_at(loop.time() + DRAIN_TIMEOUT, self._expire)
+        self._on_writable()
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self._sock.send(self._pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._finish()  # the client went away: nobody to answer
+            return
+        self._pending = self._pending[sent:]
+        if self._pending:
+            if not self._writing:
+                self._loop.add_writer(self._fd, self._on_writable)
+                self._writing = True
+            return
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
             self._finish()
             return
-        transport.write(reply)
-        if transport.can_write_eof():
-            transport.write_eof()
-        if not drain:
+        if not self._drain_after:
             self._finish()
             return
-        self._phase = _Phase.DRAINING
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + DRAIN_TIMEOUT, self._finish)
-        transport.resume_reading()
+        self._want_read()
 
     def _finish(self) -> None:
-        """Close the connection (once) and give back its slot."""
+        """Unregister and close the socket (once) and give back its slot."""
         if self._phase is _Phase.DONE:
             return
         self._phase = _Phase.DONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
-            self._transport.close()
-        if self.admitted:
-            self.admitted = False
-            self._server.limiter.release()
-            self._server.connections.discard(self)
+        self._stop_read()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        self._sock.close()
+        server = self._server
+        server.limiter.release()
+        server.connections.discard(self)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -341,8 +408,6 @@ class _Connection(asyncio.Protocol):
         """Server shutdown: drop the connection now, cancelling a decision still running."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self._transport is not None:
-            self._transport.abort()
         self._finish()
 
 
@@ -356,7 +421,8 @@ class SaslauthdServer:
         self._auth = authenticator
         self._limiter = ConnectionLimiter(settings.max_connections)
         self._bound: BoundSocket | None = None
-        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accept_retry: asyncio.TimerHandle | None = None
         self.connections: set[_Connection] = set()
 
     @property
@@ -368,31 +434,72 @@ class SaslauthdServer:
         return self._limiter
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._bound is not None:
             raise RuntimeError("saslauthd listener already started")
-        self._bound = bind_unix(self.settings.socket)
+        bound = bind_unix(self.settings.socket)
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_unix_server(
-                functools.partial(_Connection, self), sock=self._bound.sock
-            )
+            loop.add_reader(bound.sock.fileno(), self._accept)
         except BaseException:
-            self._bound.sock.close()
-            self._bound.remove_path()
-            self._bound = None
+            bound.sock.close()
+            bound.remove_path()
             raise
-        log.info("%s: listening on %s", self.name, self._bound.describe())
+        self._bound, self._loop = bound, loop
+        log.info("%s: listening on %s", self.name, bound.describe())
+
+    def _accept(self) -> None:
+        """Accept what is waiting (a bounded batch per wake-up) and start each connection."""
+        bound, loop = self._bound, self._loop
+        if bound is None or loop is None:
+            return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _addr = bound.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                # out of descriptors or memory: stop accepting for a moment instead of spinning
+                log.error("%s: cannot accept (%s); pausing %.1f s", self.name, exc, ACCEPT_PAUSE)
+                loop.remove_reader(bound.sock.fileno())
+                self._accept_retry = loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            conn = _Connection(self, sock, loop)
+            if not self._limiter.try_acquire():
+                log.warning(
+                    "%s: connection limit %d reached, closing %s",
+                    self.name,
+                    self._limiter.limit,
+                    conn._peer,
+                )
+                sock.close()
+                continue
+            self.connections.add(conn)
+            conn.start()
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._bound is not None and self._loop is not None:
+            self._loop.add_reader(self._bound.sock.fileno(), self._accept)
 
     async def close(self) -> None:
         """Stop accepting, give open connections ``CLOSE_GRACE`` seconds, remove the socket."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        bound, loop = self._bound, self._loop
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        if bound is not None and loop is not None:
+            loop.remove_reader(bound.sock.fileno())
+            bound.sock.close()
         if self.connections:
-            loop = asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
             open_now = list(self.connections)
             for conn in open_now:
-                conn.waiter = loop.create_future()
+                conn.waiter = running.create_future()
             waiters = {conn.waiter for conn in open_now if conn.waiter is not None}
             await asyncio.wait(waiters, timeout=CLOSE_GRACE)
             stuck = [conn for conn in open_now if conn in self.connections]
@@ -401,11 +508,10 @@ class SaslauthdServer:
                 conn.abort()
             if tasks:
                 await asyncio.wait(tasks)
-        if server is not None:
-            await server.wait_closed()
-        if self._bound is not None:
-            self._bound.remove_path()
+        if bound is not None:
+            bound.remove_path()
             self._bound = None
+        self._loop = None
 
     async def decide(self, request: SaslauthdRequest, peer: object) -> bytes | None:
         """The reply to one complete request, or None to close without a reply."""
