@@ -28,6 +28,7 @@ from idsvc.directory.base import MAX_PAGE
 from idsvc.directory.checks import MAX_DESTINATIONS as MAX_DESTINATIONS
 from idsvc.directory.checks import MAX_INTEGER as MAX_INTEGER
 from idsvc.directory.checks import check_address as check_address
+from idsvc.directory.checks import check_alias_domains as check_alias_domains
 from idsvc.directory.checks import check_destinations as check_destinations
 from idsvc.directory.checks import check_domain_name as check_domain_name
 from idsvc.directory.checks import check_quota as check_quota

@@ -13,7 +13,7 @@ name the object; ``sqlite3`` errors propagate to ``runner.py``, which maps them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from idsvc.directory.sqlite import codec
@@ -99,15 +99,6 @@ def set_alias_domains(conn: sqlite3.Connection, domain_id: int, names: tuple[str
         "INSERT INTO alias_domains (name, domain_id) VALUES (?, ?)",
         [(name, domain_id) for name in names],
     )
-
-
-def alias_domains(name: str, names: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(names, str):
-        raise InvalidInput("alias domains must be a sequence of domain names")
-    unique = tuple(sorted({codec.check_domain_name(n, "alias domain") for n in names}))
-    if name in unique:
-        raise InvalidInput("a domain cannot be its own alias domain")
-    return unique
 
 
 def check_account(account: Account) -> None:

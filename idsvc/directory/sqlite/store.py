@@ -125,7 +125,7 @@ class SqliteDirectory:
 
     async def add_domain(self, domain: Domain) -> Domain:
         name = codec.check_domain_name(domain.name)
-        aliases = q.alias_domains(name, domain.alias_domains)
+        aliases = codec.check_alias_domains(name, domain.alias_domains)
         codec.check_quota(domain.default_quota, "default quota")
         codec.check_text(domain.description, "description")
 
@@ -154,7 +154,7 @@ class SqliteDirectory:
     ) -> Domain:
         aliases = None
         if changes.alias_domains is not None:
-            aliases = q.alias_domains(name, changes.alias_domains)
+            aliases = codec.check_alias_domains(name, changes.alias_domains)
         if changes.default_quota is not None:
             codec.check_quota(changes.default_quota, "default quota")
         if changes.description is not None:
