@@ -3,9 +3,8 @@
 What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
-* starts each enabled listener — saslauthd mux, Dovecot auth-client, REST API — whose module is
-  importable (a listener that is not part of this build is reported and skipped, so ``serve``
-  also runs with none), and logs where each one listens;
+* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, REST API —
+  and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
 * on SIGHUP reopens log files; configuration reload is not supported yet and it says so;
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -46,13 +44,11 @@ EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_SOFTWARE, EXIT_TEMPFAIL = 0, 1, 2, 70, 75
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """How to build one listener: where its class lives and how it is configured."""
+    """How to build one listener and when it is enabled (modules import on first use)."""
 
     name: str
-    module: str
-    cls: str
     enabled: Callable[[Settings], bool]
-    build: Callable[[type[Any], Settings, Runtime, Any], Listener]  # last: the state store
+    build: Callable[[Settings, Runtime, Any], Listener]  # last: the state store, or None
     where: Callable[[Settings], str]
 
 
@@ -63,53 +59,51 @@ def _dovecot_where(s: Settings) -> str:
     return ", ".join(parts)
 
 
+def _control(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.control import ControlServer
+
+    return ControlServer(s.control.socket, rt.authenticator)
+
+
+def _saslauthd(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.saslauthd.server import SaslauthdServer
+
+    return SaslauthdServer(s.saslauthd, rt.authenticator)
+
+
+def _dovecot(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.dovecot_auth.server import DovecotAuthServer
+
+    return DovecotAuthServer(s.dovecot_auth, rt.authenticator)
+
+
+def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.api.server import ApiServer
+
+    return ApiServer(s, rt, state)
+
+
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec(
         "control",
-        "idsvc.control",
-        "ControlServer",
         lambda s: s.control.socket.enabled,
-        lambda cls, s, rt, state: cls(s.control.socket, rt.authenticator),
+        _control,
         lambda s: str(s.control.socket.path),
     ),
     ListenerSpec(
         "saslauthd",
-        "idsvc.wire.saslauthd.server",
-        "SaslauthdServer",
         lambda s: s.saslauthd.socket.enabled,
-        lambda cls, s, rt, state: cls(s.saslauthd, rt.authenticator),
+        _saslauthd,
         lambda s: str(s.saslauthd.socket.path),
     ),
     ListenerSpec(
         "dovecot-auth",
-        "idsvc.wire.dovecot_auth.server",
-        "DovecotAuthServer",
         lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
-        lambda cls, s, rt, state: cls(s.dovecot_auth, rt.authenticator),
+        _dovecot,
         _dovecot_where,
     ),
-    ListenerSpec(
-        "api",
-        "idsvc.api.server",
-        "ApiServer",
-        lambda s: s.api.enabled,
-        lambda cls, s, rt, state: cls(s, rt, state),
-        lambda s: s.api.listen,
-    ),
+    ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
 )
-
-
-def load_listener_class(spec: ListenerSpec) -> type[Any] | None:
-    """The listener class, or None when its module is not part of this build."""
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if spec.module == missing or spec.module.startswith(missing + "."):
-            return None
-        raise  # the module exists but one of its own imports is missing: a real error
-    cls = getattr(module, spec.cls, None)
-    return cls if isinstance(cls, type) else None
 
 
 def describe(listener: Any, spec: ListenerSpec, settings: Settings) -> str:
@@ -192,8 +186,7 @@ class Server:
             "idsvc starting (config: %s; directory: %s)", source, _directory_name(self.settings)
         )
         audit = None
-        api = next(spec for spec in LISTENERS if spec.name == "api")
-        if self.settings.api.enabled and load_listener_class(api) is not None:
+        if self.settings.api.enabled:
             # the API's state store also receives every audit event (auth and provisioning)
             from idsvc.state import StateStore, runtime_audit
 
@@ -210,11 +203,7 @@ class Server:
                 if not spec.enabled(self.settings):
                     log.info("%s: disabled in the configuration", spec.name)
                     continue
-                cls = load_listener_class(spec)
-                if cls is None:
-                    log.warning("%s: not available in this build, not started", spec.name)
-                    continue
-                listener = spec.build(cls, self.settings, runtime, self.state)
+                listener = spec.build(self.settings, runtime, self.state)
                 try:
                     await listener.start()
                 except IdsvcError as exc:
@@ -230,7 +219,7 @@ class Server:
             names = ", ".join(listener.name for listener in runtime.listeners)
             log.info("ready: %d listener(s): %s", len(runtime.listeners), names)
         else:
-            log.warning("ready: no listener is running (none enabled or available); idle")
+            log.warning("ready: no listener is running (none enabled); idle")
         return runtime
 
     async def _close_state(self) -> None:
