@@ -369,6 +369,16 @@ def _check_password(password: str) -> bytes:
         raise PasswordError("password is not encodable as UTF-8") from None
 
 
+def _verifiable(password: str) -> bytes | None:
+    """``password`` as UTF-8, or None when it can never match (empty, NUL, not encodable)."""
+    if not isinstance(password, str) or not password or "\0" in password:
+        return None
+    try:
+        return password.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
 class PasswordHasher:
     """Hashes with the configured scheme, verifies any supported scheme. Thread-safe."""
 
@@ -434,13 +444,8 @@ class PasswordHasher:
     def verify(self, password: str, stored: str) -> bool:
         """True iff ``password`` matches ``stored``. Empty or NUL-bearing passwords never match."""
         parsed = _parse(stored)
-        if not isinstance(password, str) or not password or "\0" in password:
-            return False
-        try:
-            pw = password.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return _verify(parsed, pw)
+        pw = _verifiable(password)
+        return pw is not None and _verify(parsed, pw)
 
     def verify_if_cheap(self, password: str, stored: str) -> bool | None:
         """:meth:`verify` for µs-cost schemes, parsing ``stored`` once; None when it is a slow
@@ -449,13 +454,8 @@ class PasswordHasher:
         parsed = _parse(stored)
         if parsed.scheme not in _CHEAP:
             return None
-        if not isinstance(password, str) or not password or "\0" in password:
-            return False
-        try:
-            pw = password.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return _verify(parsed, pw)
+        pw = _verifiable(password)
+        return pw is not None and _verify(parsed, pw)
 
     def dummy_verify(self, password: str) -> None:
         """Spend what verifying a configured-scheme hash costs (unknown users look alike)."""
