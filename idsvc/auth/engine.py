@@ -85,7 +85,7 @@ class Hasher(Protocol):
 
     def dummy_verify(self, password: str) -> None: ...
 
-    def is_cheap(self, stored: str) -> bool: ...
+    def verify_if_cheap(self, password: str, stored: str) -> bool | None: ...
 
 
 class AuthDirectory(AccountLookup, DomainLookup, Protocol):
@@ -138,9 +138,6 @@ class Authenticator:
         self._sleep = sleep
         self._timeout = timeout
         self._binder = directory if isinstance(directory, BindVerifier) else None
-        self._verify_if_cheap: Callable[[str, str], bool | None] = getattr(
-            hasher, "verify_if_cheap", self._cheap_verdict
-        )
         self._default_domain = (
             canonical_domain(settings.default_domain) if settings.default_domain else None
         )
@@ -346,7 +343,7 @@ class Authenticator:
         if not found:
             domain = await self._domain(account.address.domain)
         stored = account.password_hash
-        cheap = None if stored is None else self._verify_if_cheap(password, stored)
+        cheap = None if stored is None else self._hasher.verify_if_cheap(password, stored)
         if cheap is not None:  # a µs-cost scheme, verified inline with one parse
             verdict = Outcome.OK if cheap else Outcome.MISMATCH
         else:
@@ -417,24 +414,16 @@ class Authenticator:
         return domain
 
     async def _verify(self, account: Account, password: str) -> Outcome:
+        """A bind check, or a slow-scheme verify in the pool (cheap schemes never get here)."""
         stored = account.password_hash
         if stored is None:
             if self._binder is not None:
                 return _BIND_OUTCOMES[await self._binder.bind_check(account, password)]
             await self._dummy_verify(password)
             return Outcome.MISMATCH  # no password and no way to check one: it cannot match
-        if self._hasher.is_cheap(stored):
-            ok = self._hasher.verify(password, stored)
-        else:
-            loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
         return Outcome.OK if ok else Outcome.MISMATCH
-
-    def _cheap_verdict(self, password: str, stored: str) -> bool | None:
-        """For a hasher without ``verify_if_cheap``: the same answer from two calls."""
-        if not self._hasher.is_cheap(stored):
-            return None
-        return self._hasher.verify(password, stored)
 
     async def _dummy_verify(self, password: str) -> None:
         """Spend what a configured-scheme verify costs. The configured scheme is always a slow
