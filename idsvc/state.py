@@ -96,6 +96,20 @@ class TokenInfo:
         return f"token:{self.id}"
 
 
+def token_view(info: TokenInfo) -> dict[str, Any]:
+    """A token as plain JSON-ready data (the REST API's ``TokenOut`` and ``idsvc token --json``)."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "scope": info.scope.value,
+        "domains": list(info.domains),
+        "owner": info.owner,
+        "created": info.created.isoformat(),
+        "created_by": info.created_by,
+        "revoked": None if info.revoked is None else info.revoked.isoformat(),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One persisted audit event; ``id`` grows with insertion order."""

@@ -37,18 +37,13 @@ class Context:
     verbose: bool = False
 
     @contextlib.asynccontextmanager
-    async def state(self) -> AsyncIterator[StateStore | None]:
-        """The REST API's state store (tokens, persistent audit), or None when not in this build.
+    async def state(self) -> AsyncIterator[StateStore]:
+        """The REST API's state store (tokens, persistent audit), open for one command.
 
-        A store that exists but cannot be opened is an error: changes must not go unaudited.
+        A store that cannot be opened is an error: changes must not go unaudited.
         """
-        try:
-            from idsvc.state import StateStore
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and exc.name.startswith("idsvc"):
-                yield None
-                return
-            raise
+        from idsvc.state import StateStore
+
         store = await StateStore.open_for(self.settings)
         try:
             yield store
@@ -64,11 +59,9 @@ class Context:
         async with contextlib.AsyncExitStack() as stack:
             audit: AuditSink | None = None
             if audited:
-                store = await stack.enter_async_context(self.state())
-                if store is not None:
-                    from idsvc.state import runtime_audit
+                from idsvc.state import runtime_audit
 
-                    audit = runtime_audit(store)
+                audit = runtime_audit(await stack.enter_async_context(self.state()))
             runtime = await build_runtime(self.settings, audit=audit, notify_server=True)
             stack.push_async_callback(runtime.close)
             yield runtime

@@ -12,25 +12,11 @@ How it fails: ``InvalidInput`` for a bad name/scope/domain, ``NotFound`` for an 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from idsvc.audit import AuditEvent
 from idsvc.cli.common import EXIT_OK, Table, actor, print_json
 from idsvc.cli.context import Context
-from idsvc.errors import InvalidInput, TemporaryFailure
-
-
-def _view(info: Any) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "name": info.name,
-        "scope": info.scope.value,
-        "domains": list(info.domains),
-        "owner": info.owner,
-        "created": info.created.isoformat(),
-        "created_by": info.created_by,
-        "revoked": None if info.revoked is None else info.revoked.isoformat(),
-    }
+from idsvc.errors import InvalidInput
 
 
 def _scope(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -48,13 +34,11 @@ def _scope(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 
 async def token_cmd(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.state import create_token, token_view
+
     async with ctx.state() as state:
-        if state is None:
-            raise TemporaryFailure("the token store (idsvc.state) is not part of this build")
         who = actor()
         if args.action == "create":
-            from idsvc.state import create_token
-
             scope, domains = _scope(args)
             info, secret = await create_token(
                 state,
@@ -65,7 +49,7 @@ async def token_cmd(ctx: Context, args: argparse.Namespace) -> int:
                 created_by=who,
             )
             if ctx.json:
-                print_json({**_view(info), "token": secret})
+                print_json({**token_view(info), "token": secret})
             else:
                 print(secret)
             return EXIT_OK
@@ -75,7 +59,7 @@ async def token_cmd(ctx: Context, args: argparse.Namespace) -> int:
                 AuditEvent("token.revoke", "ok", actor=who, target=f"token:{info.id}")
             )
             if ctx.json:
-                print_json(_view(info))
+                print_json(token_view(info))
             else:
                 print(f"token {info.id} revoked")
             return EXIT_OK
@@ -83,7 +67,9 @@ async def token_cmd(ctx: Context, args: argparse.Namespace) -> int:
             cursor=args.cursor, limit=args.limit, include_revoked=args.revoked
         )
         if ctx.json:
-            print_json({"items": [_view(t) for t in page.items], "next_cursor": page.next_cursor})
+            print_json(
+                {"items": [token_view(t) for t in page.items], "next_cursor": page.next_cursor}
+            )
             return EXIT_OK
         table = Table(("ID", "NAME", "SCOPE", "DOMAINS", "OWNER", "STATE"))
         table.rows(

@@ -20,7 +20,7 @@ from idsvc.api.security import Principal, authenticate
 from idsvc.audit import AuditEvent
 from idsvc.errors import NotFound
 from idsvc.model import Address
-from idsvc.state import TokenInfo, check_scope, create_token
+from idsvc.state import TokenInfo, check_scope, create_token, token_view
 
 router = APIRouter(
     prefix=API_PREFIX + "/tokens", tags=["tokens"], dependencies=[Depends(authenticate)]
@@ -28,19 +28,6 @@ router = APIRouter(
 Caller = Annotated[Principal, Depends(authenticate)]
 READ_ERRORS = error_responses(401, 403, 404, 422, 429, 503)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503)
-
-
-def token_view(info: TokenInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "name": info.name,
-        "scope": info.scope.value,
-        "domains": list(info.domains),
-        "owner": info.owner,
-        "created": info.created.isoformat(),
-        "created_by": info.created_by,
-        "revoked": None if info.revoked is None else info.revoked.isoformat(),
-    }
 
 
 @router.post("", status_code=201, response_model=TokenCreated, responses=WRITE_ERRORS)
