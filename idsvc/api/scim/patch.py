@@ -33,6 +33,7 @@ from typing import Any
 
 from idsvc.api.scim import filter as scim_filter
 from idsvc.api.scim.schemas import (
+    MAX_MEMBERS,
     MAX_MULTI,
     MAX_STRING,
     PATCH_OP,
@@ -156,12 +157,18 @@ def _complex(attr: Attr, value: Any) -> dict[str, Any]:
     return out
 
 
+def _check_count(attr: Attr, count: int) -> None:
+    """Bound a multi-valued attribute: group members have their own, higher limit."""
+    limit = MAX_MEMBERS if attr.name == "members" else MAX_MULTI
+    if count > limit:
+        raise PatchError(f"too many values for {attr.name}")
+
+
 def coerce(attr: Attr, value: Any) -> Any:
     """``value`` typed for ``attr`` (a list for multi-valued attributes)."""
     if attr.multi:
         items = value if isinstance(value, list) else [value]
-        if len(items) > max(MAX_MULTI, 1000 if attr.name == "members" else 0):
-            raise PatchError(f"too many values for {attr.name}")
+        _check_count(attr, len(items))
         return [
             _complex(attr, item) if attr.type == "complex" else _scalar(attr, item)
             for item in items
@@ -216,8 +223,7 @@ def _set_whole(op: str, container: dict[str, Any], attr: Attr, value: Any) -> No
                 elif isinstance(item, dict):
                     merged[match] = {**merged[match], **item}
             typed = merged
-        if len(typed) > max(MAX_MULTI, 1000 if attr.name == "members" else 0):
-            raise PatchError(f"too many values for {attr.name}")
+        _check_count(attr, len(typed))
         container[attr.name] = typed
     elif attr.type == "complex":  # add and replace both merge sub-attributes (§3.5.2.1/3)
         container[attr.name] = {**(container.get(attr.name) or {}), **typed}
@@ -282,8 +288,7 @@ def _apply_filtered(
             items[i] = {**items[i], child.name: _scalar(child, value)}
         else:
             items[i] = {**items[i], **_complex(attr, value)}
-    if len(items) > max(MAX_MULTI, 1000 if attr.name == "members" else 0):
-        raise PatchError(f"too many values for {attr.name}")
+    _check_count(attr, len(items))
     container[attr.name] = items
 
 
