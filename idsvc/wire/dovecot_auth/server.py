@@ -38,8 +38,6 @@ import itertools
 import logging
 import os
 import secrets
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +51,7 @@ from idsvc.errors import ConfigError
 from idsvc.model import Secret
 from idsvc.sasl import MECHANISMS, Continue, Fail, Mechanism, Step, Verify
 from idsvc.wire.dovecot_auth import protocol as proto
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, Peer, bind_tcp, bind_unix
+from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_tcp, bind_unix, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +73,6 @@ class Authenticating(Protocol):
     """What the listener needs from ``idsvc.auth.engine.Authenticator``."""
 
     async def authenticate(self, request: AuthRequest) -> AuthResult: ...
-
-
-_UCRED = struct.Struct("3i")
-
-
-def describe_peer(transport: asyncio.BaseTransport) -> str:
-    """Who is connected, for logs: ``pid/uid/gid`` on UNIX sockets, ``ip:port`` on TCP."""
-    sock = transport.get_extra_info("socket")
-    try:
-        if sock is not None and sock.family == socket.AF_UNIX:
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-            pid, uid, gid = _UCRED.unpack(raw)
-            return str(Peer(pid=pid, uid=uid, gid=gid))
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return str(Peer(ip=str(peer[0]), port=int(peer[1])))
-    except (OSError, struct.error):
-        pass
-    return str(Peer())
 
 
 class _State(Enum):
@@ -143,7 +122,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.peer = describe_peer(transport)
+        self.peer = str(peer_of(transport))
         if not self.server.limiter.try_acquire():
             log.warning(
                 "%s: connection limit %d reached, closing %s",
