@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -41,13 +41,22 @@ from idsvc.api.scim.schemas import (
 from idsvc.api.scim.store import ScimStore
 from idsvc.api.security import Principal, authenticate, ensure_not_outranked
 from idsvc.errors import Conflict, InvalidInput, NotFound
-from idsvc.model import Account, Address, Alias, Secret, canonical_alias_source, utcnow
+from idsvc.model import (
+    Account,
+    Address,
+    Alias,
+    Page,
+    Secret,
+    canonical_alias_source,
+    utcnow,
+)
 from idsvc.provisioning import Provisioner
 
 MAX_SCAN = 10_000
 SCAN_PAGE = 1000
 CASE_EXACT = frozenset({"id", "externalid", "$ref"})
 MAX_QUERY = 1024
+T = TypeVar("T")
 
 router = APIRouter(
     prefix=PREFIX,
@@ -337,39 +346,22 @@ def _domains(caller: Principal) -> list[str | None]:
     return list(sorted(caller.domains))
 
 
-async def _scan_users(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Account], int]:
-    """Accounts visible to ``caller`` (domain by domain, each in address order; one global
-    address order for a token that sees every domain): the first ``need`` and the total."""
-    items: list[Account] = []
+async def _scan(
+    caller: Principal,
+    need: int,
+    list_page: Callable[[str | None, str | None], Awaitable[Page[T]]],
+) -> tuple[list[T], int]:
+    """Objects visible to ``caller`` (domain by domain, each in listing order; one global order
+    for a token that sees every domain): the first ``need`` and the total.
+    ``list_page(domain, cursor)`` returns one page of users or aliases."""
+    items: list[T] = []
     total = 0
     for domain in _domains(caller):
         cursor: str | None = None
         first = True
         while True:
             try:
-                page = await prov.list_users(domain, cursor=cursor, limit=SCAN_PAGE)
-            except NotFound:
-                break
-            if first:
-                total += page.total if page.total is not None else 0
-                first = False
-            room = need - len(items)
-            items.extend(page.items[: max(room, 0)])
-            cursor = page.next_cursor
-            if cursor is None or len(items) >= need:
-                break
-    return items, total
-
-
-async def _scan_aliases(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Alias], int]:
-    items: list[Alias] = []
-    total = 0
-    for domain in _domains(caller):
-        cursor: str | None = None
-        first = True
-        while True:
-            try:
-                page = await prov.list_aliases(domain, cursor=cursor, limit=SCAN_PAGE)
+                page = await list_page(domain, cursor)
             except NotFound:
                 break
             if first:
@@ -380,6 +372,20 @@ async def _scan_aliases(prov: Provisioner, caller: Principal, need: int) -> tupl
             if cursor is None or len(items) >= need:
                 break
     return items, total
+
+
+async def _scan_users(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Account], int]:
+    return await _scan(
+        caller, need, lambda domain, cursor: prov.list_users(domain, cursor=cursor, limit=SCAN_PAGE)
+    )
+
+
+async def _scan_aliases(prov: Provisioner, caller: Principal, need: int) -> tuple[list[Alias], int]:
+    return await _scan(
+        caller,
+        need,
+        lambda domain, cursor: prov.list_aliases(domain, cursor=cursor, limit=SCAN_PAGE),
+    )
 
 
 async def _user_candidates(
