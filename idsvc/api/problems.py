@@ -112,9 +112,20 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-def _clean(text: str) -> str:
+def clean_detail(text: str) -> str:
+    """``text`` safe to echo in an error body: printable characters only, at most MAX_DETAIL."""
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text[:MAX_DETAIL]
+
+
+def api_error_headers(exc: ApiError) -> dict[str, str]:
+    """The headers an ``ApiError`` carries (``Retry-After``, ``WWW-Authenticate``)."""
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="idsvc"'
+    return headers
 
 
 def problem(
@@ -129,7 +140,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {"type": TYPE_BASE + kind, "title": title, "status": status}
     if detail:
-        body["detail"] = _clean(detail)
+        body["detail"] = clean_detail(detail)
     if instance:
         body["instance"] = instance
     if errors is not None:
@@ -140,13 +151,13 @@ def problem(
 def error_response(exc: IdsvcError, instance: str | None = None) -> JSONResponse:
     """The response for one of our errors (used by handlers and by middleware)."""
     if isinstance(exc, ApiError):
-        headers = {}
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="idsvc"'
         return problem(
-            exc.status, exc.kind, exc.title, str(exc), instance=instance, headers=headers
+            exc.status,
+            exc.kind,
+            exc.title,
+            str(exc),
+            instance=instance,
+            headers=api_error_headers(exc),
         )
     for cls, status, kind, title in _TREE:
         if isinstance(exc, cls):
@@ -160,9 +171,9 @@ def error_response(exc: IdsvcError, instance: str | None = None) -> JSONResponse
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for err in exc.errors()[:50]:
-        loc = [p if isinstance(p, int) else _clean(str(p))[:64] for p in err.get("loc", ())]
+        loc = [p if isinstance(p, int) else clean_detail(str(p))[:64] for p in err.get("loc", ())]
         out.append(
-            {"loc": loc, "msg": _clean(str(err.get("msg", ""))), "type": str(err.get("type"))}
+            {"loc": loc, "msg": clean_detail(str(err.get("msg", ""))), "type": str(err.get("type"))}
         )
     return out
 

@@ -33,7 +33,12 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from idsvc.api.problems import ApiError, Unauthorized
+from idsvc.api.problems import (
+    TEMPORARY_RETRY_AFTER,
+    ApiError,
+    api_error_headers,
+    clean_detail,
+)
 from idsvc.api.scim.filter import FilterError
 from idsvc.api.scim.patch import PatchError
 from idsvc.api.scim.schemas import ERROR, SCIM_JSON
@@ -51,8 +56,6 @@ from idsvc.errors import (
 log = logging.getLogger(__name__)
 
 PREFIX = "/scim/v2"
-MAX_DETAIL = 300
-RETRY_AFTER = 5
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MEDIA_TYPES = frozenset({b"application/scim+json", b"application/json"})
 
@@ -76,8 +79,11 @@ def error_response(
     scim_type: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    text = "".join(ch if ch.isprintable() else "?" for ch in detail)[:MAX_DETAIL]
-    body: dict[str, Any] = {"schemas": [ERROR], "status": str(status), "detail": text}
+    body: dict[str, Any] = {
+        "schemas": [ERROR],
+        "status": str(status),
+        "detail": clean_detail(detail),
+    }
     if scim_type:
         body["scimType"] = scim_type
     return scim_json(body, status, headers)
@@ -92,12 +98,7 @@ def response_for(exc: Exception) -> JSONResponse:
     if isinstance(exc, FilterError):
         return error_response(400, str(exc), "invalidFilter")
     if isinstance(exc, ApiError):
-        headers: dict[str, str] = {}
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer realm="idsvc"'
-        return error_response(exc.status, str(exc), headers=headers or None)
+        return error_response(exc.status, str(exc), headers=api_error_headers(exc) or None)
     if isinstance(exc, NotFound):
         return error_response(404, str(exc))
     if isinstance(exc, AlreadyExists):
@@ -108,7 +109,7 @@ def response_for(exc: Exception) -> JSONResponse:
         return error_response(
             503,
             "the directory is not answering; retry later",
-            headers={"Retry-After": str(RETRY_AFTER)},
+            headers={"Retry-After": str(TEMPORARY_RETRY_AFTER)},
         )
     if isinstance(exc, InvalidInput | PasswordError):
         return error_response(400, str(exc), "invalidValue")
