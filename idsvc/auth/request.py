@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from idsvc.model import Secret
 
@@ -62,3 +63,9 @@ class AuthResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+
+class Authenticating(Protocol):
+    """What a protocol listener needs from ``idsvc.auth.engine.Authenticator``."""
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult: ...

@@ -43,9 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from idsvc.auth.request import AuthRequest, AuthResult, Outcome
+from idsvc.auth.request import Authenticating, AuthRequest, Outcome
 from idsvc.config import DovecotAuthSettings
 from idsvc.errors import ConfigError
 from idsvc.model import Secret
@@ -67,12 +67,6 @@ FAIL_CODES: dict[Outcome, proto.FailCode | None] = {
     Outcome.DISABLED: proto.FailCode.USER_DISABLED,
     Outcome.EXPIRED: proto.FailCode.PASS_EXPIRED,
 }
-
-
-class Authenticating(Protocol):
-    """What the listener needs from ``idsvc.auth.engine.Authenticator``."""
-
-    async def authenticate(self, request: AuthRequest) -> AuthResult: ...
 
 
 class _State(Enum):

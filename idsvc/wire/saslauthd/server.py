@@ -46,9 +46,9 @@ import socket
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from idsvc.auth.request import AuthRequest, AuthResult, Outcome
+from idsvc.auth.request import Authenticating, AuthRequest, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
 from idsvc.wire.listen import BoundSocket, ConnectionLimiter, HasExtraInfo, bind_unix, peer_of
@@ -82,12 +82,6 @@ REPLIES: dict[Outcome, bytes | None] = {
     Outcome.REJECTED: NO_GENERIC,
     Outcome.TEMPFAIL: None,
 }
-
-
-class Authenticating(Protocol):
-    """What the listener needs from ``idsvc.auth.engine.Authenticator``."""
-
-    async def authenticate(self, request: AuthRequest) -> AuthResult: ...
 
 
 def _safe(text: str, limit: int = 64) -> str:
