@@ -130,6 +130,12 @@ class DirectorySettings(_Section):
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     ldap: LdapSettings = Field(default_factory=LdapSettings)
 
+    def describe(self) -> str:
+        """The configured backend for logs and diagnostics: ``ldap URI…`` or ``embedded PATH``."""
+        if self.backend == "ldap":
+            return "ldap " + " ".join(self.ldap.uris)
+        return f"embedded {self.embedded.path}"
+
 
 class PasswordSettings(_Section):
     scheme: str = "ARGON2ID"  # for new hashes; Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)

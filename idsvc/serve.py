@@ -132,13 +132,6 @@ def sd_notify(state: str) -> None:
         sock.sendto(state.encode("ascii"), address)
 
 
-def _directory_name(settings: Settings) -> str:
-    d = settings.directory
-    if d.backend == "ldap":
-        return "ldap " + " ".join(d.ldap.uris)
-    return f"embedded {d.embedded.path}"
-
-
 class Server:
     """One ``idsvc serve`` run: start, wait for a signal, stop."""
 
@@ -183,7 +176,7 @@ class Server:
 
         source = self.config_path or "none, defaults and environment"
         log.info(
-            "idsvc starting (config: %s; directory: %s)", source, _directory_name(self.settings)
+            "idsvc starting (config: %s; directory: %s)", source, self.settings.directory.describe()
         )
         audit = None
         if self.settings.api.enabled:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from idsvc.cli.common import (
@@ -175,13 +174,6 @@ def config_check(ctx: Context, args: argparse.Namespace) -> int:
 # -- healthcheck ------------------------------------------------------------------------------
 
 
-def _where(ctx: Context) -> str:
-    directory = ctx.settings.directory
-    if directory.backend == "ldap":
-        return "ldap " + " ".join(directory.ldap.uris)
-    return f"embedded {Path(directory.embedded.path)}"
-
-
 async def healthcheck(ctx: Context, args: argparse.Namespace) -> int:
     from idsvc.runtime import open_directory
 
@@ -191,7 +183,7 @@ async def healthcheck(ctx: Context, args: argparse.Namespace) -> int:
     finally:
         await directory.close()
     if ctx.json:
-        print_json({"ok": True, "directory": _where(ctx)})
+        print_json({"ok": True, "directory": ctx.settings.directory.describe()})
     else:
-        print(f"ok: directory answers ({_where(ctx)})")
+        print(f"ok: directory answers ({ctx.settings.directory.describe()})")
     return EXIT_OK
