@@ -134,7 +134,6 @@ class Authenticator:
         self._hasher = hasher
         self._settings = settings
         self._audit = audit
-        self._clock = clock
         self._sleep = sleep
         self._timeout = timeout
         self._binder = directory if isinstance(directory, BindVerifier) else None
