@@ -535,7 +535,7 @@ def _domain_of(source: str) -> str:
     return source.rpartition("@")[2]
 
 
-async def _visible_group(request: Request, caller: Principal, gid: str) -> str:
+def _visible_group(caller: Principal, gid: str) -> str:
     source = _gid(gid)
     caller.readable(_domain_of(source), f"group {source} does not exist")
     return source
@@ -568,7 +568,7 @@ async def _member_addresses(request: Request, caller: Principal, members: Any) -
 
 @router.get("/Groups/{gid}")
 async def get_group(request: Request, gid: str, caller: Caller) -> Response:
-    source = await _visible_group(request, caller, gid)
+    source = _visible_group(caller, gid)
     include = resources.attribute_list(request.query_params.get("attributes"))
     exclude = resources.attribute_list(request.query_params.get("excludedAttributes"))
     doc = await _group_doc(request, source, members=resources.shows(include, exclude, "members"))
@@ -647,7 +647,7 @@ async def _apply_group(
 async def _writable_group(
     request: Request, caller: Principal, gid: str
 ) -> tuple[str, dict[str, Any]]:
-    source = await _visible_group(request, caller, gid)
+    source = _visible_group(caller, gid)
     caller.writable(_domain_of(source), f"group {source} does not exist")
     doc = await _group_doc(request, source)
     _check_if_match(request, doc["meta"]["version"])
