@@ -1,8 +1,10 @@
-"""Wiring: build the directory, hasher, authenticator, provisioner and listeners from Settings.
+"""Wiring: build the directory, hasher, authenticator and provisioner from Settings.
 
-This is the only place that chooses concrete classes; everything else receives its collaborators.
-``Runtime`` owns them and closes them in reverse order. Listeners (saslauthd, Dovecot auth, REST …)
-all satisfy the small ``Listener`` protocol so ``idsvc serve`` can start and stop them alike.
+This is where the core's concrete classes are chosen (the listeners are chosen in
+``idsvc.serve``); everything else receives its collaborators. ``Runtime`` owns them and closes
+them in reverse order, after the listeners it was given. Listeners (control, saslauthd, Dovecot
+auth, REST) all satisfy the small ``Listener`` protocol so ``idsvc serve`` can start and stop them
+alike.
 """
 
 from __future__ import annotations
