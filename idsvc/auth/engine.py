@@ -47,7 +47,7 @@ from idsvc.audit import AuditEvent, AuditSink
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
 from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
 from idsvc.auth.penalty import PenaltyTracker
-from idsvc.auth.rehash import Rehasher
+from idsvc.auth.rehash import Rehasher, RehashHasher
 from idsvc.auth.request import AuthRequest, AuthResult, Outcome
 from idsvc.config import AuthSettings
 from idsvc.directory.base import (
@@ -74,14 +74,11 @@ _BIND_OUTCOMES = {
 }
 
 
-class Hasher(Protocol):
-    """What the engine needs from ``idsvc.passwords.PasswordHasher``."""
+class Hasher(RehashHasher, Protocol):
+    """What the engine needs from ``idsvc.passwords.PasswordHasher`` (and passes to the
+    ``Rehasher``)."""
 
     def verify(self, password: str, stored: str) -> bool: ...
-
-    def needs_rehash(self, stored: str) -> bool: ...
-
-    def hash(self, password: str, scheme: str | None = None) -> str: ...
 
     def dummy_verify(self, password: str) -> None: ...
 
