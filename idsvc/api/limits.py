@@ -31,7 +31,8 @@ class BadRequest(ApiError):
     pass
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header ``name`` (lower-case bytes, as ASGI gives them)."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value)
@@ -55,7 +56,7 @@ class RequestLimits:
             await error_response(exc, scope.get("path"))(scope, receive, send)
             return
         if body:
-            raw_type = _header(scope, b"content-type") or b""
+            raw_type = header(scope, b"content-type") or b""
             media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
             allowed = PATCH_TYPES if scope["method"] == "PATCH" else JSON_TYPES
             if media not in allowed:
@@ -74,7 +75,7 @@ class RequestLimits:
         await self.app(scope, replay, send)
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18:
                 raise BadRequest("malformed Content-Length")

@@ -33,6 +33,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from idsvc.api.limits import BODY_METHODS, header
 from idsvc.api.problems import (
     TEMPORARY_RETRY_AFTER,
     ApiError,
@@ -56,7 +57,6 @@ from idsvc.errors import (
 log = logging.getLogger(__name__)
 
 PREFIX = "/scim/v2"
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MEDIA_TYPES = frozenset({b"application/scim+json", b"application/json"})
 
 
@@ -138,13 +138,6 @@ class ScimRoute(APIRoute):
         return scim_handler
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class ScimMediaType:
     """Pure ASGI middleware; see the module docstring."""
 
@@ -159,12 +152,12 @@ class ScimMediaType:
         ):
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             refusal = error_response(413, f"the body exceeds {self.max_body} bytes", "tooLarge")
             await refusal(scope, receive, send)
             return
-        raw = _header(scope, b"content-type")
+        raw = header(scope, b"content-type")
         if raw is not None or (length is not None and length != b"0"):
             media = (raw or b"").split(b";", 1)[0].strip().lower()
             if media not in MEDIA_TYPES:
