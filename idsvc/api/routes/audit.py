@@ -11,12 +11,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from idsvc.api.common import API_PREFIX, Cursor, Limit
+from idsvc.api.common import API_PREFIX, Cursor, Limit, page_body
 from idsvc.api.context import context_of
 from idsvc.api.problems import error_responses
 from idsvc.api.schemas import AuditOut, ListOf
 from idsvc.api.security import Principal, authenticate
 from idsvc.errors import InvalidInput
+from idsvc.state import AuditRecord
 
 router = APIRouter(
     prefix=API_PREFIX + "/audit", tags=["audit"], dependencies=[Depends(authenticate)]
@@ -52,18 +53,18 @@ async def query(
         cursor=cursor,
         limit=limit,
     )
-    items = [
-        {
-            "id": r.id,
-            "time": r.time.isoformat(),
-            "action": r.action,
-            "outcome": r.outcome,
-            "actor": r.actor,
-            "target": r.target,
-            "remote": r.remote,
-            "service": r.service,
-            "detail": r.detail,
-        }
-        for r in page.items
-    ]
-    return {"items": items, "next_cursor": page.next_cursor, "total": None}
+    return page_body(page, _view)
+
+
+def _view(r: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "time": r.time.isoformat(),
+        "action": r.action,
+        "outcome": r.outcome,
+        "actor": r.actor,
+        "target": r.target,
+        "remote": r.remote,
+        "service": r.service,
+        "detail": r.detail,
+    }

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from idsvc.api.common import API_PREFIX, Cursor, Limit, location
+from idsvc.api.common import API_PREFIX, Cursor, Limit, location, page_body
 from idsvc.api.context import context_of
 from idsvc.api.problems import Forbidden, error_responses
 from idsvc.api.schemas import ListOf, TokenCreate, TokenCreated, TokenOut
@@ -66,11 +66,7 @@ async def list_tokens(
     page = await context_of(request).state.list_tokens(
         cursor=cursor, limit=limit, where=caller.covers
     )
-    return {
-        "items": [token_view(t) for t in page.items],
-        "next_cursor": page.next_cursor,
-        "total": None,
-    }
+    return page_body(page, token_view)
 
 
 async def _covered(request: Request, caller: Principal, token_id: str) -> TokenInfo:
