@@ -4,7 +4,8 @@ No globals: everything a handler needs hangs off ``app.state.idsvc`` (an ``ApiCo
 app is built in two steps so the OpenAPI document can be produced without a directory
 (:func:`build_app`), and the runtime is attached by :func:`create_app`.
 
-Middleware, outermost first: metrics (route template, method, status), request limits (413/415).
+Middleware, outermost first: metrics (route template, method, status), the SCIM media-type check
+(``/scim/v2`` only), request limits (413/415).
 Exception handlers come from ``idsvc.api.problems`` only. Docs UIs are off; ``/openapi.json``
 is public (it describes the API, it holds no data).
 """
