@@ -518,7 +518,7 @@ class LdapDirectory:
         if not isinstance(prefix, str) or len(prefix) > 254 or "\x00" in prefix:
             raise InvalidInput("prefix must be a string of at most 254 characters without NUL")
         limit = min(limit, MAX_PAGE)
-        after = decode_cursor(kind, cursor) if cursor is not None else None
+        after = decode_cursor(kind, cursor)
         p = self._profile
         object_class, key_attr = p.kind(kind)
         base = self._domains if domain is None else p.domain_dn(domain, self._base)

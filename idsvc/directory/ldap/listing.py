@@ -1,7 +1,6 @@
 """Listings: opaque cursors, RFC 2696 paged scans and the "limit + 1 smallest keys" selection.
 
-The cursor is the last key returned, as base64url of ``v1:<kind>:<key>``; a malformed cursor or
-one from another kind of listing is ``InvalidInput`` (bounded: at most ``MAX_CURSOR`` chars).
+Cursors are ``idsvc.directory.cursor``'s (re-exported here).
 ``paged`` streams a search page by page (blocking; at most ``MAX_SCAN`` entries, then
 ``TemporaryFailure``); ``first_page`` returns the DNs of the first N matches; ``smallest_keys``
 counts matches and keeps the ``keep`` smallest keys after the cursor in O(keep) memory.
@@ -10,42 +9,21 @@ A continuation reference raises ``ReferralSeen``; other python-ldap errors propa
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ldap
 import ldap.controls
 
+from idsvc.directory.cursor import decode_cursor as decode_cursor
+from idsvc.directory.cursor import encode_cursor as encode_cursor
 from idsvc.directory.filters import Filter
 from idsvc.directory.ldap.errors import ReferralSeen
 from idsvc.directory.ldap.search import NO_ATTRS
 from idsvc.directory.mapping import Entry
-from idsvc.errors import InvalidInput, TemporaryFailure
+from idsvc.errors import TemporaryFailure
 
-MAX_CURSOR = 1400
 MAX_SCAN = 10_000_000  # entries one listing call may stream before giving up
-
-
-def encode_cursor(kind: str, key: str) -> str:
-    raw = f"v1:{kind}:{key}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(kind: str, cursor: str) -> str:
-    """The key a cursor of listing ``kind`` resumes after; InvalidInput if it is not one."""
-    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
-        raise InvalidInput("invalid cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        text = raw.decode("utf-8")
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("invalid cursor") from exc
-    tag = f"v1:{kind}:"
-    if not text.startswith(tag) or len(text) == len(tag) or "\x00" in text:
-        raise InvalidInput("invalid cursor (not from this listing)")
-    return text[len(tag) :]
 
 
 def paged(

@@ -1,8 +1,8 @@
 """Conversions between model objects and rows, listing cursors, and write-side checks.
 
-What it does: turns rows into ``Domain``/``Account``/``Alias`` and back, encodes the opaque listing
-cursor (URL-safe base64 of a kind tag and the last key returned), computes the index range of a
-``prefix`` search, and checks values before they are written: the checks live in
+What it does: turns rows into ``Domain``/``Account``/``Alias`` and back, re-exports the listing
+cursor codec (``idsvc.directory.cursor``), computes the index range of a ``prefix`` search, and
+checks values before they are written: the checks live in
 ``idsvc.directory.checks`` (shared with the LDAP backend) and are re-exported here with this
 store's text limits.
 
@@ -16,8 +16,6 @@ cannot read (a damaged row).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -34,12 +32,13 @@ from idsvc.directory.checks import check_domain_name as check_domain_name
 from idsvc.directory.checks import check_quota as check_quota
 from idsvc.directory.checks import check_services as check_services
 from idsvc.directory.checks import check_source as check_source
+from idsvc.directory.cursor import decode_cursor as decode_cursor
+from idsvc.directory.cursor import encode_cursor as encode_cursor
 from idsvc.errors import DirectoryError, InvalidInput
 from idsvc.model import ALL_SERVICES, MAX_ADDRESS, Account, Address, Alias, Domain, Service
 
 MAX_TEXT = 4096  # display name, description
 MAX_HASH = 4096  # a stored password hash
-MAX_CURSOR = 2 * MAX_ADDRESS  # characters of an encoded cursor
 
 Row = tuple[Any, ...]
 
@@ -169,27 +168,6 @@ def page_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidInput("limit must be a positive integer")
     return min(limit, MAX_PAGE)
-
-
-def encode_cursor(kind: str, key: str) -> str:
-    raw = f"{kind}\x00{key}".encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(kind: str, cursor: str | None) -> str | None:
-    """The last key of the previous page, or None for the first page."""
-    if cursor is None:
-        return None
-    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR:
-        raise InvalidInput("invalid cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        tag, sep, key = raw.decode("utf-8").partition("\x00")
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput("invalid cursor") from exc
-    if not sep or tag != kind or encode_cursor(kind, key) != cursor:
-        raise InvalidInput("invalid cursor (not from this listing)")
-    return key
 
 
 def prefix_range(prefix: str) -> tuple[str, str | None]:
