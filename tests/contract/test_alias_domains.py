@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from idsvc.directory.base import Directory, DomainChanges
+from idsvc.directory.checks import MAX_ALIAS_DOMAINS
 from idsvc.errors import AlreadyExists, InvalidInput, NotFound
 from idsvc.model import Address, Domain
 from tests.contract.support import account, add_domains
@@ -70,6 +71,19 @@ async def test_domain_cannot_alias_itself(directory: Directory) -> None:
     await add_domains(directory, "example.org")
     with pytest.raises(InvalidInput):
         await directory.update_domain("example.org", DomainChanges(alias_domains=("example.org",)))
+
+
+async def test_alias_domains_are_bounded(directory: Directory) -> None:
+    too_many = tuple(f"d{i}.example" for i in range(MAX_ALIAS_DOMAINS + 1))
+    with pytest.raises(InvalidInput):
+        await directory.add_domain(Domain(name="example.org", alias_domains=too_many))
+    assert await directory.find_domain("example.org") is None
+    await add_domains(directory, "example.org")
+    with pytest.raises(InvalidInput):
+        await directory.update_domain("example.org", DomainChanges(alias_domains=too_many))
+    found = await directory.find_domain("example.org")
+    assert found is not None
+    assert found.alias_domains == ()
 
 
 async def test_failed_add_leaves_nothing(directory: Directory) -> None:
