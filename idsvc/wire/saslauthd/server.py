@@ -48,6 +48,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from idsvc.auth.inputs import sanitize
 from idsvc.auth.request import Authenticating, AuthRequest, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
@@ -84,10 +85,6 @@ REPLIES: dict[Outcome, bytes | None] = {
 }
 
 
-def _safe(text: str, limit: int = 64) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-
-
 class _LazyPeer:
     """Names the peer only if a log line is actually emitted (SO_PEERCRED is a syscall)."""
 
@@ -112,8 +109,9 @@ class _Described:
     def __str__(self) -> str:
         r = self._request
         return (
-            f"login={_safe(r.login)!r} service={_safe(r.service, 32)!r} realm={_safe(r.realm)!r} "
-            f"client={_safe(r.client_addr or '-')} peer={self._peer}"
+            f"login={sanitize(r.login, 64)!r} service={sanitize(r.service, 32)!r} "
+            f"realm={sanitize(r.realm, 64)!r} client={sanitize(r.client_addr, 64) or '-'} "
+            f"peer={self._peer}"
         )
 
 
