@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd(config, "check", "validate and print the effective configuration (secrets redacted)")
 
-    cmd(sub, "serve", "run the listeners (saslauthd, dovecot-auth, api) until SIGTERM")
+    cmd(sub, "serve", "run the listeners (control, saslauthd, dovecot-auth, api) until SIGTERM")
     cmd(sub, "healthcheck", "exit 0 if the directory answers")
     return parser
 
