@@ -463,9 +463,7 @@ class PasswordHasher:
             with self._dummy_lock:
                 if self._dummy is None:
                     self._dummy = self.hash(secrets.token_urlsafe(18))
-        usable = isinstance(password, str) and password and "\0" not in password
-        probe = password if usable else "dummy-password"
-        _verify(_parse(self._dummy), probe.encode("utf-8", "replace"))
+        _verify(_parse(self._dummy), _verifiable(password) or b"dummy-password")
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` is not the configured scheme, or has weaker parameters."""
