@@ -87,7 +87,8 @@ class ScimStore:
     _ready: bool = field(default=False, init=False)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._ready:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         conn.execute("PRAGMA foreign_keys=ON")
         if not self._ready:
