@@ -3,8 +3,9 @@
 What it does: confirms that names are already canonical (domain names, account addresses, alias
 sources and destinations), that texts are strings without NUL and within a backend's length
 limit, that quotas are integers in ``0 … 2**63-1`` (SQLite's INTEGER range, also what the LDAP
-schema's INTEGER holds for us) and that services are known. Each function returns the checked
-value (possibly as a tidier type: a sorted tuple, a frozenset of ``Service``).
+schema's INTEGER holds for us), that services are known, and that a listing's page size and key
+prefix are usable. Each function returns the checked value (possibly as a tidier type: a sorted
+tuple, a frozenset of ``Service``, a page size capped at ``MAX_PAGE``).
 
 What it does not do: canonicalise. A value that is not canonical is refused, never rewritten
 (``idsvc.model`` canonicalises at the edges). Length limits of free text belong to each backend and
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from idsvc.directory.base import MAX_PAGE
 from idsvc.errors import InvalidAddress, InvalidDomain, InvalidInput
 from idsvc.model import (
     ALL_SERVICES,
+    MAX_ADDRESS,
     Address,
     Service,
     canonical_address,
@@ -132,3 +135,19 @@ def check_services(services: Iterable[Service]) -> frozenset[Service]:
         return frozenset(Service(s) for s in services)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("unknown service") from exc
+
+
+def check_page_limit(limit: int) -> int:
+    """A listing's page size: a positive integer (bool refused), capped at ``MAX_PAGE``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput("limit must be a positive integer")
+    return min(limit, MAX_PAGE)
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing's key prefix: a string of at most ``MAX_ADDRESS`` characters without NUL."""
+    if not isinstance(prefix, str) or len(prefix) > MAX_ADDRESS:
+        raise InvalidInput(f"prefix must be a string of at most {MAX_ADDRESS} characters")
+    if "\x00" in prefix:
+        raise InvalidInput("prefix must not contain NUL")
+    return prefix

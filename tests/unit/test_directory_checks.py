@@ -106,3 +106,21 @@ def test_backends_keep_their_text_limits() -> None:
         codec.check_destinations(["A@example.org"])
     with pytest.raises(InvalidInput, match="quota must be an integer"):
         mapping.checked_account_changes(mapping.AccountChanges(quota=-1))
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "10"])
+def test_page_limit_refuses_non_positive_or_non_integers(limit: Any) -> None:
+    with pytest.raises(InvalidInput, match="limit must be a positive integer"):
+        checks.check_page_limit(limit)
+
+
+def test_page_limit_is_capped() -> None:
+    assert checks.check_page_limit(7) == 7
+    assert checks.check_page_limit(10**9) == checks.MAX_PAGE
+
+
+@pytest.mark.parametrize(("prefix", "message"), [("x" * 255, "at most 254"), ("a\x00", "NUL")])
+def test_prefix_is_bounded_and_without_nul(prefix: Any, message: str) -> None:
+    assert checks.check_prefix("x" * 254) == "x" * 254
+    with pytest.raises(InvalidInput, match=message):
+        checks.check_prefix(prefix)

@@ -24,12 +24,12 @@ import ldap.dn
 from idsvc.config import LdapSettings
 from idsvc.directory import filters, mapping
 from idsvc.directory.base import (
-    MAX_PAGE,
     AccountChanges,
     AliasChanges,
     BindResult,
     DomainChanges,
 )
+from idsvc.directory.checks import check_page_limit, check_prefix
 from idsvc.directory.filters import Filter
 from idsvc.directory.ldap.aio import AioPool, ConnectionLost
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
@@ -513,11 +513,8 @@ class LdapDirectory:
     ) -> Page[T]:
         """Two searches: a paged scan of the keys only (counts ``total``, keeps the ``limit+1``
         smallest keys after the cursor), then one search for those entries in full."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInput("limit must be a positive integer")
-        if not isinstance(prefix, str) or len(prefix) > 254 or "\x00" in prefix:
-            raise InvalidInput("prefix must be a string of at most 254 characters without NUL")
-        limit = min(limit, MAX_PAGE)
+        limit = check_page_limit(limit)
+        check_prefix(prefix)
         after = decode_cursor(kind, cursor)
         p = self._profile
         object_class, key_attr = p.kind(kind)

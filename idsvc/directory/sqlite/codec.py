@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from idsvc.directory import checks
-from idsvc.directory.base import MAX_PAGE
 from idsvc.directory.checks import MAX_DESTINATIONS as MAX_DESTINATIONS
 from idsvc.directory.checks import MAX_INTEGER as MAX_INTEGER
 from idsvc.directory.checks import check_address as check_address
@@ -35,7 +34,7 @@ from idsvc.directory.checks import check_source as check_source
 from idsvc.directory.cursor import decode_cursor as decode_cursor
 from idsvc.directory.cursor import encode_cursor as encode_cursor
 from idsvc.errors import DirectoryError, InvalidInput
-from idsvc.model import ALL_SERVICES, MAX_ADDRESS, Account, Address, Alias, Domain, Service
+from idsvc.model import ALL_SERVICES, Account, Address, Alias, Domain, Service
 
 MAX_TEXT = 4096  # display name, description
 MAX_HASH = 4096  # a stored password hash
@@ -164,10 +163,7 @@ def alias_of(row: Row) -> Alias:
 # -- listings ----------------------------------------------------------------------------------
 
 
-def page_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInput("limit must be a positive integer")
-    return min(limit, MAX_PAGE)
+page_limit = checks.check_page_limit
 
 
 def prefix_range(prefix: str) -> tuple[str, str | None]:
@@ -178,11 +174,7 @@ def prefix_range(prefix: str) -> tuple[str, str | None]:
     U+10FFFF has no upper bound. No LIKE/GLOB is involved, so ``%``, ``_`` and ``*`` in a prefix
     are ordinary characters.
     """
-    if not isinstance(prefix, str) or len(prefix) > MAX_ADDRESS:
-        raise InvalidInput("prefix must be a string of at most 254 characters")
-    if "\x00" in prefix:
-        raise InvalidInput("prefix must not contain NUL")
-    stem = prefix.rstrip("\U0010ffff")
+    stem = checks.check_prefix(prefix).rstrip("\U0010ffff")
     if not stem:
         return prefix, None
     return prefix, stem[:-1] + chr(ord(stem[-1]) + 1)
