@@ -112,6 +112,10 @@ class ScimStore:
 
         return await asyncio.to_thread(call)
 
+    async def _keys(self, sql: str, value: str) -> list[str]:
+        """The first column of ``sql`` run with ``(value, MAX_HITS)``: at most MAX_HITS keys."""
+        return await self._run(lambda c: [r[0] for r in c.execute(sql, (value, MAX_HITS))])
+
     # -- users ----------------------------------------------------------------------------------
 
     async def get_user(self, address: str, created: str) -> UserRow | None:
@@ -164,26 +168,15 @@ class ScimStore:
         await self._run(lambda c: c.execute("DELETE FROM scim_user WHERE address = ?", (address,)))
 
     async def users_by_external_id(self, external_id: str) -> list[str]:
-        return await self._run(
-            lambda c: [
-                r[0]
-                for r in c.execute(
-                    "SELECT address FROM scim_user WHERE external_id = ? ORDER BY address LIMIT ?",
-                    (external_id, MAX_HITS),
-                )
-            ]
+        return await self._keys(
+            "SELECT address FROM scim_user WHERE external_id = ? ORDER BY address LIMIT ?",
+            external_id,
         )
 
     async def users_by_email(self, value: str) -> list[str]:
-        return await self._run(
-            lambda c: [
-                r[0]
-                for r in c.execute(
-                    "SELECT DISTINCT address FROM scim_email WHERE value = ? ORDER BY address"
-                    " LIMIT ?",
-                    (value.lower(), MAX_HITS),
-                )
-            ]
+        return await self._keys(
+            "SELECT DISTINCT address FROM scim_email WHERE value = ? ORDER BY address LIMIT ?",
+            value.lower(),
         )
 
     # -- groups ---------------------------------------------------------------------------------
@@ -219,14 +212,9 @@ class ScimStore:
         await self._run(lambda c: c.execute("DELETE FROM scim_group WHERE source = ?", (source,)))
 
     async def groups_by_external_id(self, external_id: str) -> list[str]:
-        return await self._run(
-            lambda c: [
-                r[0]
-                for r in c.execute(
-                    "SELECT source FROM scim_group WHERE external_id = ? ORDER BY source LIMIT ?",
-                    (external_id, MAX_HITS),
-                )
-            ]
+        return await self._keys(
+            "SELECT source FROM scim_group WHERE external_id = ? ORDER BY source LIMIT ?",
+            external_id,
         )
 
     async def pending_groups(self, limit: int) -> list[GroupRow]:
