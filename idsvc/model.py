@@ -155,6 +155,18 @@ class Address:
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
 
+    def without_extension(self, delimiters: str) -> Address:
+        """Strip a recipient extension (``user+ext`` → ``user``), as Postfix recipient_delimiter.
+
+        The split happens at the first delimiter character that is not the first character.
+        """
+        if not delimiters:
+            return self
+        for i, ch in enumerate(self.local):
+            if i > 0 and ch in delimiters:
+                return Address(self.local[:i], self.domain)
+        return self
+
 
 def canonical_address(text: str, *, default_domain: str | None = None) -> str:
     """String form of :meth:`Address.parse`; the key every cache, index and log uses."""
