@@ -103,8 +103,16 @@ class ScimStore:
             try:
                 conn = self._connect()
                 try:
-                    with conn:
-                        return fn(conn)
+                    # autocommit connection: one explicit transaction per call, taken with the
+                    # write lock up front so read-then-write sequences (revision bumps) are atomic
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(conn)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return result
                 finally:
                     conn.close()
             except sqlite3.Error as exc:
