@@ -414,7 +414,7 @@ class DovecotAuthServer:
         except BaseException:
             await self.close()
             raise
-        log.info("%s: listening on %s", self.name, ", ".join(b.describe() for b in self._bound))
+        log.debug("%s: listening on %s", self.name, ", ".join(b.describe() for b in self._bound))
 
     async def close(self) -> None:
         for server in self._servers:

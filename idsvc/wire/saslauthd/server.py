@@ -437,7 +437,7 @@ class SaslauthdServer:
             bound.remove_path()
             raise
         self._bound, self._loop = bound, loop
-        log.info("%s: listening on %s", self.name, bound.describe())
+        log.debug("%s: listening on %s", self.name, bound.describe())  # serve logs it
 
     def _accept(self) -> None:
         """Accept what is waiting (a bounded batch per wake-up) and start each connection."""
