@@ -270,7 +270,7 @@ class Provisioner:
                 raise InvalidInput("a domain cannot be its own alias domain")
         changes = DomainChanges(
             enabled=enabled,
-            default_quota=None if default_quota is None else _quota(default_quota),
+            default_quota=None if default_quota is None else _quota(default_quota, "default_quota"),
             alias_domains=aliases,
             description=None
             if description is None
