@@ -66,8 +66,10 @@ class HttpxScimClient(BaseSyncSCIMClient):
         return self.client.request(method, url, **kwargs)
 
 
-def _addresses() -> list[str]:
-    return [f"u-{uuid.uuid4().hex[:16]}@{DOMAIN}" for _ in range(EXAMPLES)]
+def _addresses(prefix: str) -> list[str]:
+    """Fresh addresses; users and groups get distinct prefixes so a group (an alias) can never
+    be handed the address of a user (an account), which a mail directory must refuse."""
+    return [f"{prefix}-{uuid.uuid4().hex[:16]}@{DOMAIN}" for _ in range(EXAMPLES)]
 
 
 @pytest.fixture(params=["embedded", "ldap"])
@@ -114,8 +116,10 @@ def run_tester(live: LiveApi) -> list[Any]:
         for resource_type in provider.resource_types:
             model = provider.model_for(resource_type)
             assert model is not None
-            name = "user_name" if resource_type.name == "User" else "display_name"
-            model.model_fields[name].examples = _addresses()
+            if resource_type.name == "User":
+                model.model_fields["user_name"].examples = _addresses("u")
+            else:
+                model.model_fields["display_name"].examples = _addresses("g")
         return check_server(client, raise_exceptions=False)
 
 
