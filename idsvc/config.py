@@ -99,6 +99,11 @@ class LdapSettings(_Section):
     retry_after: float = Field(2.0, ge=0, le=300)  # how long a failed server is skipped
     auth_method: Literal["search", "bind"] = "search"
     page_size: int = Field(500, ge=1, le=1000)
+    # corporate directories (read-only; docs/corporate-ldap.md): "idsvc" is our own schema
+    profile: Literal["idsvc", "ad", "inetorgperson", "postfix-book", "iredmail"] = "idsvc"
+    mail_domains: tuple[str, ...] = ()  # the domains a read-only profile hosts
+    required_group: str | None = None  # DN: only its members have mail
+    mapping: dict[str, str | int | bool] = Field(default_factory=dict)  # profile overrides
 
     @model_validator(mode="after")
     def _secrets(self) -> LdapSettings:
@@ -122,6 +127,16 @@ class LdapSettings(_Section):
             raise ValueError("writer_dn is set but writer_password / writer_password_file is not")
         if self.starttls and any(uri.startswith("ldaps://") for uri in self.uris):
             raise ValueError("starttls cannot be combined with ldaps:// URIs (already TLS)")
+        if self.profile == "idsvc":
+            if self.mapping or self.mail_domains or self.required_group:
+                raise ValueError(
+                    "mapping, mail_domains and required_group apply to read-only profiles only"
+                )
+        else:
+            if not self.mail_domains:
+                raise ValueError(f"profile {self.profile!r} needs mail_domains")
+            if self.writer_dn:
+                raise ValueError(f"profile {self.profile!r} is read-only: remove writer_dn")
         return self
 
 

@@ -33,6 +33,10 @@ class Listener(Protocol):
 
 async def open_directory(settings: DirectorySettings) -> Directory:
     """Open the configured backend (imports only the backend that is used)."""
+    if settings.backend == "ldap" and settings.ldap.profile != "idsvc":
+        from idsvc.directory.ldap.corporate import CorporateDirectory
+
+        return await CorporateDirectory.open(settings.ldap)  # read-only
     if settings.backend == "ldap":
         from idsvc.directory.ldap import LdapDirectory
 

@@ -32,6 +32,7 @@ from idsvc.errors import (
     InvalidInput,
     NotFound,
     PasswordError,
+    ReadOnlyDirectory,
     TemporaryFailure,
 )
 
@@ -84,6 +85,7 @@ _TREE: Sequence[tuple[type[IdsvcError], int, str, str]] = (
     (AlreadyExists, 409, "already-exists", "Already exists"),
     (Conflict, 409, "conflict", "Conflict"),
     (AmbiguousEntry, 409, "ambiguous", "Ambiguous directory entry"),
+    (ReadOnlyDirectory, 409, "read-only-directory", "Read-only directory"),
     (TemporaryFailure, 503, "temporary-failure", "Temporarily unavailable"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
     (PasswordError, 422, "invalid-password-hash", "Unusable password hash"),

@@ -288,8 +288,8 @@ class Authenticator:
         decision = await self._check_credentials(address, request, password)
         if decision.outcome is not Outcome.OK or authzid is None:
             return decision
-        if decision.user == str(authzid):
-            return decision
+        if authzid == address or decision.user == str(authzid):
+            return decision  # acting as oneself (by the login typed, or the canonical name)
         async with asyncio.timeout(self._timeout):
             return await self._authorize(decision, authzid, request)
 
