@@ -259,6 +259,15 @@ class ApiSettings(_Section):
         return self
 
 
+class AppPasswordSettings(_Section):
+    """Per-device app passwords kept in idsvc's local overlay (docs/app-passwords.md)."""
+
+    enabled: bool = True
+    path: Path | None = None  # default: overlay.db next to the embedded store
+    # services for which the account's own password is refused: only app passwords log in
+    required_for: tuple[Literal["smtp", "submission", "imap", "pop3"], ...] = ()
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -273,6 +282,7 @@ class Settings(_Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    app_passwords: AppPasswordSettings = Field(default_factory=AppPasswordSettings)
 
     @model_validator(mode="after")
     def _distinct_sockets(self) -> Settings:

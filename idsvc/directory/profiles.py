@@ -172,6 +172,7 @@ class ReadOnlyProfile:
             services=self._services(entry),
             created=self._time(entry, self.created),
             updated=self._time(entry, self.updated),
+            uid=self.entry_id(entry) if self.stable_id and entry.has(self.stable_id) else "",
         )
 
     def entry_id(self, entry: Entry) -> str:
