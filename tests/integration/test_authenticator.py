@@ -83,6 +83,9 @@ class Counting:
 
 
 def req(login: str, password: str = PW, service: str = "imap", **kw: Any) -> AuthRequest:
+    """A request over a secured channel unless ``secured=False`` is given (cleartext from a
+    remote peer is refused by default; only ``test_cleartext_policy`` is about that)."""
+    kw.setdefault("secured", True)
     return AuthRequest(login=login, password=Secret(password), service=service, **kw)
 
 
@@ -378,16 +381,21 @@ async def test_cached_mismatch_does_not_bypass_penalties(
 
 
 async def test_cleartext_policy(counted: Counting, hasher: PasswordHasher) -> None:
-    auth, _ = make(counted, hasher, allow_cleartext_remote=False)
-    remote = await auth.authenticate(req("bob@example.org", remote_ip="192.0.2.1"))
+    auth, _ = make(counted, hasher)  # the default: cleartext from a remote peer is refused
+    remote = await auth.authenticate(req("bob@example.org", remote_ip="192.0.2.1", secured=False))
     assert remote.outcome is Outcome.REJECTED
     assert counted.total == 0
-    unknown_peer = await auth.authenticate(req("bob@example.org"))
+    unknown_peer = await auth.authenticate(req("bob@example.org", secured=False))
     assert unknown_peer.outcome is Outcome.REJECTED  # fail closed
-    assert (await auth.authenticate(req("bob@example.org", remote_ip="127.0.0.1"))).ok
-    assert (await auth.authenticate(req("bob@example.org", remote_ip="::1"))).ok
-    assert (await auth.authenticate(req("bob@example.org", remote_ip="192.0.2.1", secured=True))).ok
+    for local in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        assert (await auth.authenticate(req("bob@example.org", remote_ip=local, secured=False))).ok
+    assert (await auth.authenticate(req("bob@example.org", remote_ip="192.0.2.1"))).ok  # secured
     await auth.close()
+    opened, _ = make(counted, hasher, allow_cleartext_remote=True)  # the explicit opt-out
+    assert (
+        await opened.authenticate(req("bob@example.org", remote_ip="192.0.2.1", secured=False))
+    ).ok
+    await opened.close()
 
 
 async def test_master_user_authzid(counted: Counting, hasher: PasswordHasher) -> None:
