@@ -177,7 +177,8 @@ class AuthSettings(_Section):
     cache_size: int = Field(100_000, ge=0)
     rehash_on_login: bool | None = None  # None: on for the embedded store, off for LDAP
     master_users: tuple[str, ...] = ()  # may log in as another user (authzid)
-    allow_cleartext_remote: bool = True  # PLAIN/LOGIN from a non-local peer without TLS
+    # PLAIN/LOGIN without TLS from a non-loopback peer (Dovecot: disable_plaintext_auth = yes)
+    allow_cleartext_remote: bool = False
     max_pending: int = Field(4096, ge=1)  # concurrent authentications before TEMPFAIL
 
     @field_validator("default_domain")

@@ -465,6 +465,12 @@ class PasswordHasher:
                     self._dummy = self.hash(secrets.token_urlsafe(18))
         _verify(_parse(self._dummy), _verifiable(password) or b"dummy-password")
 
+    @staticmethod
+    def scheme_of(stored: str) -> str:
+        """:func:`identify` (the auth engine groups stored hashes by scheme for its dummy
+        verify)."""
+        return identify(stored)
+
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` is not the configured scheme, or has weaker parameters."""
         parsed = _parse(stored)

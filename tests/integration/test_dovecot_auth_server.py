@@ -94,6 +94,34 @@ async def test_golden_plain_ok_returns_canonical_user(server: DovecotAuthServer)
     )
 
 
+async def test_cleartext_from_a_remote_peer_is_refused_by_default(
+    server: DovecotAuthServer,
+) -> None:
+    """The default (``allow_cleartext_remote = false``, Dovecot's ``disable_plaintext_auth``):
+    PLAIN/LOGIN without ``secured`` is answered like a wrong password unless the peer is
+    loopback; what Postfix sends for a TLS session (``secured``) is accepted."""
+    good = plain(USERS.good, USERS.good_pw)
+    await _transcript(
+        server,
+        [
+            f"C: AUTH\t1\tPLAIN\tservice=smtp\tlip=192.0.2.1\trip=192.0.2.7\tresp={good}",
+            f"S: FAIL\t1\t{FAIL}",
+            f"C: AUTH\t2\tLOGIN\tservice=smtp\trip=192.0.2.7\tresp={b64(b'bob@example.org')}",
+            "S: CONT\t2\tUGFzc3dvcmQ6",
+            f"C: CONT\t2\t{b64(USERS.good_pw.encode())}",
+            f"S: FAIL\t2\t{FAIL}",
+            f"C: AUTH\t3\tPLAIN\tservice=smtp\tresp={good}",  # no peer named: remote
+            f"S: FAIL\t3\t{FAIL}",
+            f"C: AUTH\t4\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={good}",
+            "S: OK\t4\tuser=bob@example.org",
+            f"C: AUTH\t5\tPLAIN\tservice=smtp\trip=::1\tresp={good}",
+            "S: OK\t5\tuser=bob@example.org",
+            f"C: AUTH\t6\tPLAIN\t{POSTFIX_PARAMS}\tresp={good}",  # TLS: Postfix adds secured
+            "S: OK\t6\tuser=bob@example.org",
+        ],
+    )
+
+
 async def test_golden_plain_without_initial_response(server: DovecotAuthServer) -> None:
     await _transcript(
         server,
@@ -139,9 +167,9 @@ async def test_golden_failure_codes(server: DovecotAuthServer) -> None:
             f"C: AUTH\t3\tPLAIN\t{POSTFIX_PARAMS}\tresp={IMAP_ONLY}",
             f"S: FAIL\t3\tcode=user_disabled\t{FAIL}",
             # ... but fine for imap (Dovecot clients say protocol=)
-            f"C: AUTH\t4\tPLAIN\tprotocol=imap\tresp={IMAP_ONLY}",
+            f"C: AUTH\t4\tPLAIN\tprotocol=imap\tsecured\tresp={IMAP_ONLY}",
             "S: OK\t4\tuser=dave@example.org",
-            "C: AUTH\t5\tPLAIN\tservice=smtp\tresp=!!!!",
+            "C: AUTH\t5\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp=!!!!",
             "S: FAIL\t5\tcode=invalid_base64\treason=Authentication failed",
             "C: AUTH\t6\tCRAM-MD5\tservice=smtp",
             "S: FAIL\t6\treason=Unsupported authentication mechanism",
@@ -177,15 +205,15 @@ async def test_golden_authzid(server: DovecotAuthServer) -> None:
         server,
         [
             # an ordinary user may not act as someone else, even with the right password
-            "C: AUTH\t1\tPLAIN\tservice=smtp\tresp="
+            "C: AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp="
             + plain(USERS.good, USERS.good_pw, authzid=USERS.disabled),
             f"S: FAIL\t1\tcode=authz_fail\t{FAIL}",
             # authzid equal to the login is no impersonation (doveadm sends it like this)
-            "C: AUTH\t2\tPLAIN\tservice=smtp\tresp="
+            "C: AUTH\t2\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp="
             + plain("Bob@example.org", USERS.good_pw, authzid="bob@EXAMPLE.org"),
             "S: OK\t2\tuser=bob@example.org",
             # a configured master user may
-            "C: AUTH\t3\tPLAIN\tservice=smtp\tresp="
+            "C: AUTH\t3\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp="
             + plain(USERS.master, USERS.master_pw, authzid=USERS.good),
             "S: OK\t3\tuser=bob@example.org",
         ],
@@ -199,7 +227,8 @@ async def test_tcp_listener(server: DovecotAuthServer) -> None:
         [
             *CLIENT_HELLO,
             *HANDSHAKE,
-            f"C: AUTH\t1\tPLAIN\tservice=smtp\tresp={plain(USERS.good, USERS.good_pw)}",
+            "C: AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\t"
+            f"resp={plain(USERS.good, USERS.good_pw)}",
             "S: OK\t1\tuser=bob@example.org",
         ]
     )
@@ -329,9 +358,9 @@ async def test_logs_never_carry_passwords(
     caplog.set_level(logging.DEBUG)
     conn = await _session(server)
     secret_resp = plain(USERS.good, "Very-Secret-Pw-1")
-    await conn.send(f"AUTH\t1\tPLAIN\tservice=smtp\tresp={secret_resp}")
+    await conn.send(f"AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={secret_resp}")
     assert await conn.line() == f"FAIL\t1\t{FAIL}"
-    await conn.send(f"AUTH\t2\tPLAIN\tservice=smtp\tresp={secret_resp}\tjunk")
+    await conn.send(f"AUTH\t2\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={secret_resp}\tjunk")
     assert await conn.eof()
     await conn.close()
     text = caplog.text
@@ -441,7 +470,7 @@ async def test_differential_fuzz_over_the_socket(server: DovecotAuthServer) -> N
         password = _perturb(rng, USERS.good_pw) if rng.random() < 0.5 else USERS.good_pw
         authzid = rng.choice(["", "", login, USERS.disabled])
         raw = f"{authzid}\0{login}\0{password}".encode()
-        await conn.send(f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={b64(raw)}")
+        await conn.send(f"AUTH\t{rid}\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={b64(raw)}")
         reply = await conn.line()
         should_pass = (
             login.lower() == USERS.good

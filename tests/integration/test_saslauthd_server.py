@@ -83,6 +83,7 @@ async def test_failures_are_byte_identical(mux: Path) -> None:
 
 
 async def test_five_field_request(mux: Path) -> None:
+    # a remote client address is fine under the default cleartext policy: the peer is the MTA
     assert await exchange(mux, req(USERS.good, USERS.good_pw, addr="192.0.2.7;49152")) == OK
     assert await exchange(mux, req("alice", USERS.good_pw, "example.org", "[bad];x")) == OK
     assert await exchange(mux, req(USERS.good, "bad", addr="192.0.2.7;1")) == NO_GENERIC
