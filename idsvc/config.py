@@ -208,19 +208,36 @@ def _sock(name: str) -> Any:
     return Field(default_factory=lambda: SocketSettings(path=default_runtime_dir() / name))
 
 
-class SaslauthdSettings(_Section):
+class _ListenerLimits(_Section):
+    """Admission limits every listener shares (idsvc.wire.listen.ConnectionSlots): when
+    ``max_connections`` are open, a newcomer evicts the oldest connection without a complete
+    request / handshake, else the least recently active idle one (never one with a request in
+    flight); no single peer (UID / IP) holds more than ``max_connections -
+    reserved_connections``."""
+
+    max_connections: int = Field(512, ge=1)
+    reserved_connections: int = Field(32, ge=0)
+
+    @model_validator(mode="after")
+    def _reserve_below_limit(self) -> _ListenerLimits:
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError("reserved_connections must be below max_connections")
+        return self
+
+
+class SaslauthdSettings(_ListenerLimits):
     socket: SocketSettings = _sock("mux")
     read_timeout: float = Field(5.0, gt=0)
     fifth_field_grace: float = Field(0.05, ge=0, le=1)
-    max_connections: int = Field(512, ge=1)
 
 
-class DovecotAuthSettings(_Section):
+class DovecotAuthSettings(_ListenerLimits):
     socket: SocketSettings = _sock("auth-client")
     tcp: str | None = None  # "127.0.0.1:12345" to listen on TCP as well
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     idle_timeout: float = Field(600.0, gt=0)
-    max_connections: int = Field(512, ge=1)
+    handshake_timeout: float = Field(5.0, gt=0)  # VERSION + CPID must arrive within it
+    # in flight per connection; beyond it the connection is not read from until one completes
     max_requests_per_connection: int = Field(256, ge=1)
 
 
