@@ -34,6 +34,7 @@ from idsvc.errors import (
     PasswordError,
     TemporaryFailure,
 )
+from idsvc.password_policy import PolicyViolation
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ _TREE: Sequence[tuple[type[IdsvcError], int, str, str]] = (
     (Conflict, 409, "conflict", "Conflict"),
     (AmbiguousEntry, 409, "ambiguous", "Ambiguous directory entry"),
     (TemporaryFailure, 503, "temporary-failure", "Temporarily unavailable"),
+    (PolicyViolation, 422, "password-policy", "Password policy violation"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
     (PasswordError, 422, "invalid-password-hash", "Unusable password hash"),
 )
