@@ -40,7 +40,7 @@ from idsvc.model import (
     canonical_alias_source,
     canonical_domain,
 )
-from idsvc.password_policy import PasswordPolicy, Role
+from idsvc.password_policy import PasswordPolicy, PolicyViolation, Role
 from idsvc.passwords import PasswordHasher, cleartext_of, validate_hash
 
 MAX_DISPLAY_NAME = 256
@@ -171,6 +171,24 @@ class Provisioner:
         return validate_hash(stored) if plain is None else await self._hash_plain(plain)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    async def _policy_checked(
+        self, action: str, target: str, actor: str, stored: Awaitable[str]
+    ) -> str:
+        """Await ``stored``; a password-policy refusal is audited (rule only) and re-raised."""
+        try:
+            return await stored
+        except PolicyViolation as exc:
+            self._audit.emit(
+                AuditEvent(
+                    action,
+                    type(exc).__name__,
+                    actor=actor,
+                    target=target,
+                    detail={"error": str(exc)},
+                )
+            )
+            raise
 
     async def _audited(
         self,
@@ -347,10 +365,13 @@ class Provisioner:
         canonical = Address.parse(address)
         if (password is None) == (password_hash is None):
             raise InvalidInput("give exactly one of password or password_hash")
-        stored = (
-            await self._hash(password, canonical)
+        stored = await self._policy_checked(
+            "account.create",
+            str(canonical),
+            actor,
+            self._hash(password, canonical)
             if password is not None
-            else await self._import(password_hash or "", role)
+            else self._import(password_hash or "", role),
         )
         if quota is None:
             domain = await self.get_domain(canonical.domain)
@@ -399,7 +420,10 @@ class Provisioner:
         self, address: str, password: Secret, *, actor: str, if_revision: int | None = None
     ) -> Account:
         before = await self.get_user(address)
-        changes = AccountChanges(password_hash=await self._hash(password, before.address))
+        stored = await self._policy_checked(
+            "account.password", str(before.address), actor, self._hash(password, before.address)
+        )
+        changes = AccountChanges(password_hash=stored)
         return await self._change_user(before, "account.password", actor, changes, if_revision)
 
     async def import_password_hash(
@@ -413,7 +437,10 @@ class Provisioner:
     ) -> Account:
         """Replace the password with an existing hash ``role`` may import under the policy."""
         before = await self.get_user(address)
-        changes = AccountChanges(password_hash=await self._import(stored, role))
+        imported = await self._policy_checked(
+            "account.password", str(before.address), actor, self._import(stored, role)
+        )
+        changes = AccountChanges(password_hash=imported)
         return await self._change_user(before, "account.password", actor, changes, if_revision)
 
     async def set_enabled(self, address: str, enabled: bool, *, actor: str) -> Account:

@@ -154,6 +154,14 @@ async def test_hash_imports_are_limited_by_scheme_and_role(api: Api) -> None:
         _assert_policy_problem(r, "hash_scheme", weak.partition("}")[2])
     assert await _login(api, "alice@example.org", "password") is Outcome.MISMATCH
     assert await _login(api, "alice@example.org", GOOD) is Outcome.OK
+    await api.state.flush_audit()
+    refused = await api.state.query_audit(action="account.password", target="alice@example.org")
+    assert len(refused.items) == 8  # 4 hashes x 2 roles, each audited with the rule only
+    for event in refused.items:
+        assert event.outcome == "PolicyViolation"
+        assert "hash_scheme" in str(event.detail)
+        assert "pass-word" not in str(event.detail)
+        assert "X03MO1q" not in str(event.detail)
 
     ssha = hasher.hash("imported salted", "SSHA512")
     r = await _import(api, "da", ssha)
