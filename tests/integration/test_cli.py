@@ -523,6 +523,26 @@ def test_invalid_config_is_exit_2_with_the_dotted_key(embedded_cli: Cli) -> None
     assert "directory.backend" in one_clear_line(result.stderr)
 
 
+def test_password_policy_settings_are_checked(embedded_cli: Cli, tmp_path: Path) -> None:
+    passwords = embedded_cli.config["passwords"]
+    passwords["import_schemes_admin"] = ["SSHA512", "LDAP-MD5"]
+    for args in (("config", "check"), ("domain", "list")):
+        result = embedded_cli.run(*args)
+        assert result.returncode == 2, result.stderr
+        line = one_clear_line(result.stderr)
+        assert "import_schemes_admin" in line
+        assert "unsalted" in line
+    del passwords["import_schemes_admin"]
+    passwords["blocklist_file"] = str(tmp_path / "absent.txt")
+    result = embedded_cli.run("config", "check")
+    assert result.returncode == 2
+    assert "blocklist" in one_clear_line(result.stderr)
+    passwords["min_length"] = 4
+    result = embedded_cli.run("config", "check")
+    assert result.returncode == 2
+    assert "passwords.min_length" in one_clear_line(result.stderr)
+
+
 def _unprivileged_runner() -> dict[str, Any] | None:
     """subprocess arguments that run the venv as ``nobody`` when we are root (CI runs as root),
     ``{}`` when we are not root, None when ``nobody`` cannot execute the venv (e.g. under /root)."""
