@@ -14,6 +14,7 @@ Secrets are ``SecretStr`` (their repr is ``**********``); each secret can also c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -152,6 +153,12 @@ class DirectorySettings(_Section):
         return f"embedded {self.embedded.path}"
 
 
+DOMAIN_ADMIN_IMPORT_SCHEMES: tuple[str, ...] = (
+    *("ARGON2ID", "ARGON2I", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT"),
+    *("PASSLIB-PBKDF2-SHA256", "PASSLIB-PBKDF2-SHA512", "PASSLIB-BCRYPT-SHA256"),
+)
+
+
 class PasswordSettings(_Section):
     scheme: str = "ARGON2ID"  # for new hashes; Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
     bcrypt_cost: int = Field(12, ge=4, le=31)
@@ -160,6 +167,32 @@ class PasswordSettings(_Section):
     argon2_memory_kib: int = Field(65536, ge=1024, le=1048576)
     argon2_parallelism: int = Field(1, ge=1, le=16)
     sha_crypt_rounds: int = Field(5000, ge=1000, le=1_000_000)  # SHA256/SHA512-CRYPT
+    # Policy for passwords set through provisioning (API, SCIM, CLI): idsvc.password_policy
+    min_length: int = Field(12, ge=8, le=1024)  # Unicode code points (NIST SP 800-63B: >= 8)
+    max_length: int = Field(1024, ge=64, le=4096)  # code points; UTF-8 bytes also <= auth's max
+    blocklist: bool = True  # refuse common passwords (shipped list, case-insensitive)
+    blocklist_file: Path | None = None  # one password per line (plain or .gz) instead
+    # Hash imports: schemes (canonical names, see docs/passwords.md) each role may import.
+    # Unsalted and cleartext schemes cannot be listed: only allow_weak_imports lets a global
+    # admin import them (a migration switch; a {PLAIN} import is hashed, never stored as is).
+    import_schemes_admin: tuple[str, ...] = (
+        *DOMAIN_ADMIN_IMPORT_SCHEMES,
+        *("PBKDF2", "SCRAM-SHA-1", "SCRAM-SHA-256", "PASSLIB-PBKDF2-SHA1"),
+        *("MD5-CRYPT", "SMD5", "SSHA", "SSHA256", "SSHA512"),
+    )
+    import_schemes_domain_admin: tuple[str, ...] = DOMAIN_ADMIN_IMPORT_SCHEMES
+    allow_weak_imports: bool = False
+
+    @field_validator("import_schemes_admin", "import_schemes_domain_admin")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name.upper() for name in value))
+
+    @model_validator(mode="after")
+    def _lengths(self) -> PasswordSettings:
+        if self.min_length > self.max_length:
+            raise ValueError("passwords.min_length is greater than passwords.max_length")
+        return self
 
 
 class AuthSettings(_Section):
@@ -260,8 +293,22 @@ class ApiSettings(_Section):
     audit_retention_days: int = Field(365, ge=0)  # 0 keeps audit records for ever
     token_failures: int = Field(10, ge=1)  # failed token attempts per client before 429
     token_failure_window: float = Field(60.0, gt=0, le=86400)  # seconds
+    # peers whose X-Forwarded-For is believed (CIDR list); the client is the right-most hop
+    # that is not one of them. Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
     auth_test_per_minute: int = Field(30, ge=1)  # POST /auth/test calls per token
     metrics_public: Literal["loopback", "always", "never"] = "loopback"  # else a token is needed
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for text in value:
+            try:
+                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"trusted_proxies: not an address or CIDR: {text!r}") from None
+        return tuple(out)
 
     @model_validator(mode="after")
     def _listen_and_tls(self) -> ApiSettings:

@@ -17,6 +17,7 @@ from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
 from idsvc.directory.base import Directory
+from idsvc.password_policy import PasswordPolicy
 from idsvc.passwords import PasswordHasher
 from idsvc.provisioning import Invalidator, Provisioner
 
@@ -84,5 +85,9 @@ async def build_runtime(
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
         invalidator = FanoutInvalidator((authenticator, remote))
-    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=invalidator)
+    policy = PasswordPolicy.from_settings(settings)
+    policy.load()  # a missing blocklist file fails here, not on the first password change
+    provisioner = Provisioner(
+        directory, hasher, audit=audit, invalidator=invalidator, policy=policy
+    )
     return Runtime(settings, directory, hasher, authenticator, provisioner, audit)

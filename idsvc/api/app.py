@@ -22,7 +22,7 @@ from idsvc.api.context import ApiContext
 from idsvc.api.limits import RequestLimits
 from idsvc.api.metrics import ApiMetrics, MetricsMiddleware
 from idsvc.api.routes import aliases, audit, auth_test, domains, ops, tokens, users
-from idsvc.api.security import SlidingLimiter
+from idsvc.api.security import SlidingLimiter, parse_networks
 from idsvc.audit import AuditSink, FanoutAuditSink
 from idsvc.config import Settings
 from idsvc.provisioning import Provisioner
@@ -96,7 +96,11 @@ def _api_audit(runtime: Runtime, state: StateStore) -> tuple[Provisioner, AuditS
         return runtime.provisioner, runtime.audit
     sink = FanoutAuditSink(runtime.audit, state.audit_sink)
     twin = Provisioner(
-        runtime.directory, runtime.hasher, audit=sink, invalidator=runtime.authenticator
+        runtime.directory,
+        runtime.hasher,
+        audit=sink,
+        invalidator=runtime.authenticator,
+        policy=runtime.provisioner.policy,
     )
     return twin, sink
 
@@ -117,5 +121,6 @@ def create_app(settings: Settings, runtime: Runtime, state: StateStore) -> FastA
         ),
         auth_tests=SlidingLimiter(settings.api.auth_test_per_minute, 60.0),
         metrics=app.state.metrics,
+        trusted_proxies=parse_networks(settings.api.trusted_proxies),
     )
     return app

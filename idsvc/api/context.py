@@ -20,7 +20,7 @@ from idsvc.state import StateStore
 
 if TYPE_CHECKING:
     from idsvc.api.metrics import ApiMetrics
-    from idsvc.api.security import SlidingLimiter
+    from idsvc.api.security import Network, SlidingLimiter
     from idsvc.runtime import Runtime
 
 
@@ -34,6 +34,7 @@ class ApiContext:
     token_failures: SlidingLimiter
     auth_tests: SlidingLimiter
     metrics: ApiMetrics
+    trusted_proxies: tuple[Network, ...] = ()  # api.trusted_proxies, parsed
 
     def close(self) -> None:
         if self.provisioner is not self.runtime.provisioner:

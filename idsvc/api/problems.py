@@ -35,6 +35,7 @@ from idsvc.errors import (
     ReadOnlyDirectory,
     TemporaryFailure,
 )
+from idsvc.password_policy import PolicyViolation
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ _TREE: Sequence[tuple[type[IdsvcError], int, str, str]] = (
     (AmbiguousEntry, 409, "ambiguous", "Ambiguous directory entry"),
     (ReadOnlyDirectory, 409, "read-only-directory", "Read-only directory"),
     (TemporaryFailure, 503, "temporary-failure", "Temporarily unavailable"),
+    (PolicyViolation, 422, "password-policy", "Password policy violation"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
     (PasswordError, 422, "invalid-password-hash", "Unusable password hash"),
 )

@@ -161,6 +161,10 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 
 def config_check(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.password_policy import PasswordPolicy
+
+    # what start-up also checks: import allow-lists (no weak scheme) and the blocklist file
+    PasswordPolicy.from_settings(ctx.settings).load()
     data = ctx.settings.model_dump(mode="json")  # SecretStr dumps as "**********"
     source = str(ctx.config_path) if ctx.config_path else None
     mapping = _effective_mapping(ctx)  # ConfigError (exit 2) for a bad profile override
