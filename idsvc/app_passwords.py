@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from idsvc.audit import AuditEvent, AuditSink
+from idsvc.auth.app_password import AppPassword
 from idsvc.directory.base import AccountLookup
 from idsvc.errors import IdsvcError, InvalidInput, NotFound
 from idsvc.model import Account, Address, Service
-from idsvc.overlay import AppPassword, OverlayStore
+from idsvc.overlay import OverlayStore
 from idsvc.provisioning import Invalidator
 
 

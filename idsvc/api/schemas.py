@@ -226,3 +226,37 @@ class ListOf(_Out, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: done")
     total: int | None = Field(description="number of matching objects when the backend knows it")
+
+
+# -- app passwords ------------------------------------------------------------------------------
+
+
+class AppPasswordCreate(_In):
+    """A per-device password for one account; idsvc generates the secret and returns it once."""
+
+    name: str = Field(min_length=1, max_length=64, description="what it is for ('phone')")
+    services: list[Service] = Field(
+        default_factory=list, max_length=4, description="only these services (empty: all)"
+    )
+    networks: list[str] = Field(
+        default_factory=list, max_length=16, description="only from these CIDR networks"
+    )
+    expires: datetime | None = Field(None, description="with a time zone; null: never")
+
+
+class AppPasswordOut(_Out):
+    id: str
+    name: str
+    user: str
+    services: list[Service]
+    networks: list[str]
+    created: datetime
+    expires: datetime | None
+    revoked: datetime | None
+    last_used: datetime | None
+    last_ip: str | None
+    active: bool
+
+
+class AppPasswordCreated(AppPasswordOut):
+    secret: str = Field(description="the app password: shown once, never again")
