@@ -326,3 +326,65 @@ async def test_rest_api_reads_and_refuses_writes_with_409(
         runtime.provisioner.close()
         await runtime.authenticator.close()
         await state.close()
+
+
+# -- transport: verified TLS, failover, unreachable, ambiguity -----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ldaps", "starttls"])
+async def test_verified_tls_to_the_dc(samba_ad: AdDirectory, mode: str) -> None:
+    uri = samba_ad.server.ldaps_uri if mode == "ldaps" else samba_ad.server.uri
+    tls: dict[str, Any] = {"uris": (uri,), "starttls": mode == "starttls"}
+    good = await CorporateDirectory.open(settings(samba_ad, ca_file=samba_ad.server.ca_file, **tls))
+    try:
+        assert await good.find_account(Address.parse("alice@corp.test")) is not None
+    finally:
+        await good.close()
+    # a CA that did not sign the DC's certificate: never connected, a temporary failure
+    other_ca = samba_ad.server.workdir / "other-ca"
+    from tests.fixtures.slapd import make_ca
+
+    wrong = await CorporateDirectory.open(settings(samba_ad, ca_file=make_ca(other_ca)[0], **tls))
+    try:
+        with pytest.raises(TemporaryFailure):
+            await wrong.find_account(Address.parse("alice@corp.test"))
+    finally:
+        await wrong.close()
+
+
+async def test_unreachable_first_server_fails_over_and_none_is_temporary(
+    samba_ad: AdDirectory,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ldap://127.0.0.1:{probe.getsockname()[1]}"
+    both = await CorporateDirectory.open(settings(samba_ad, uris=(dead, samba_ad.server.uri)))
+    try:
+        assert await both.find_account(Address.parse("alice@corp.test")) is not None
+    finally:
+        await both.close()
+    none = await CorporateDirectory.open(settings(samba_ad, uris=(dead,)))
+    auth = sas.authstack.authenticator(none, sas.hasher())
+    try:
+        result = await auth.authenticate(request("alice@corp.test", samba_ad.alice.password))
+        assert result.outcome is Outcome.TEMPFAIL
+    finally:
+        await auth.close()
+        await none.close()
+
+
+async def test_two_entries_for_one_login_are_refused_not_guessed(
+    samba_ad: AdDirectory, corp: CorporateDirectory
+) -> None:
+    # AD does not enforce unique mail values; the second claim makes the login ambiguous
+    server = samba_ad.server
+    server.add_user("twin1", "Tw1n-Passw0rd!", mail="twin@corp.test")
+    server.add_user("twin2", "Tw1n-Passw0rd!", mail="twin@corp.test")
+    auth = sas.authstack.authenticator(corp, sas.hasher())
+    try:
+        result = await auth.authenticate(request("twin@corp.test", "Tw1n-Passw0rd!"))
+        assert result.outcome is Outcome.TEMPFAIL  # AmbiguousEntry: never one of them
+    finally:
+        await auth.close()
