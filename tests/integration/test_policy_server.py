@@ -80,6 +80,9 @@ async def test_decisions(server: PolicyServer, vmail: Path) -> None:
         assert "not owned by user alice@example.org" in action
     # the null sender (bounces) is not checked
     assert await ask(client, request(sender="", recipient=BOB, **sasl)) == "DUNNO"
+    # the login as typed (cyrus SASL: alias domain, upper case) is the same account
+    typed = {"sasl_username": "Alice@Example.NET"}
+    assert await ask(client, request(sender=ALICE, recipient=BOB, **typed)) == "DUNNO"
     # a disabled (or unknown) SASL account sends nothing
     action = await ask(client, request(sender=CAROL, recipient=BOB, sasl_username=CAROL))
     assert action.startswith("554 5.7.1 ")

@@ -89,10 +89,12 @@ class PolicyRules:
         return DUNNO
 
     async def _sender_checks(self, state: str, login: str, attrs: dict[str, str]) -> str | None:
-        user = _canonical(login)
-        account = None if user is None else await self._lookups.account(user)
-        if account is None or str(account.address) != user or not account.enabled:
+        # the login as the client typed it (cyrus) or canonical (Dovecot SASL): either way the
+        # account it resolves to (alias domain, case) is who is sending
+        account = await self._lookups.account(login) if _canonical(login) else None
+        if account is None or not account.enabled:
             return "554 5.7.1 Authenticated account is not available for sending"
+        user = str(account.address)
         sender = attrs.get("sender", "")
         if self._settings.sender_login_check and sender and state in ("MAIL", "RCPT"):
             owners = await self._lookups.sender_logins(sender)
