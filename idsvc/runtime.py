@@ -19,6 +19,7 @@ from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
 from idsvc.directory.base import Directory
+from idsvc.lookups import MailLookups
 from idsvc.model import Service
 from idsvc.overlay import OverlayStore
 from idsvc.password_policy import PasswordPolicy
@@ -59,9 +60,23 @@ class Runtime:
     authenticator: Authenticator
     provisioner: Provisioner
     audit: AuditSink
+    lookups: MailLookups | None = None  # set by build_runtime; None only in hand-built runtimes
     listeners: list[Listener] = field(default_factory=list)
     app_passwords: AppPasswords | None = None  # None: [app_passwords] enabled = false
     overlay: OverlayStore | None = None
+
+    @property
+    def mail(self) -> MailLookups:
+        """The mail lookups (built on first use for runtimes made without them)."""
+        if self.lookups is None:
+            self.lookups = MailLookups(self.directory, self.settings.mail)
+        return self.lookups
+
+    @property
+    def invalidator(self) -> Invalidator:
+        """Everything that caches directory data in this process (auth cache, mail lookups):
+        what the control socket drops when the CLI changes something."""
+        return FanoutInvalidator((self.authenticator, self.mail))
 
     async def close(self) -> None:
         for listener in reversed(self.listeners):
@@ -107,10 +122,11 @@ async def build_runtime(
         directory, hasher, settings.auth, audit=audit, rehash=rehash,
         app_passwords=overlay, app_required=required,
     )  # fmt: skip
-    invalidator: Invalidator = authenticator
+    lookups = MailLookups(directory, settings.mail)
+    invalidator: Invalidator = FanoutInvalidator((authenticator, lookups))
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
-        invalidator = FanoutInvalidator((authenticator, remote))
+        invalidator = FanoutInvalidator((authenticator, lookups, remote))
     policy = PasswordPolicy.from_settings(settings)
     policy.load()  # a missing blocklist file fails here, not on the first password change
     provisioner = Provisioner(
@@ -120,6 +136,6 @@ async def build_runtime(
     if overlay is not None:
         apps = AppPasswords(directory, overlay, audit=audit, invalidator=invalidator)
     return Runtime(
-        settings, directory, hasher, authenticator, provisioner, audit,
+        settings, directory, hasher, authenticator, provisioner, audit, lookups,
         app_passwords=apps, overlay=overlay,
     )  # fmt: skip
