@@ -388,3 +388,34 @@ async def test_two_entries_for_one_login_are_refused_not_guessed(
         assert result.outcome is Outcome.TEMPFAIL  # AmbiguousEntry: never one of them
     finally:
         await auth.close()
+
+
+# -- the mail lookup surfaces answer from the mapping ----------------------------------------------
+
+
+async def test_postfix_maps_and_dovecot_userdb_answer_from_ad(corp: CorporateDirectory) -> None:
+    from idsvc.config import MailSettings, SocketmapSettings, SocketSettings
+    from idsvc.lookups import MailLookups
+    from idsvc.wire.socketmap.server import SocketmapServer
+    from tests.integration.lookup_support import postmap, postmap_config, serving, short_dir
+
+    mail = MailLookups(corp, MailSettings())
+    assert await mail.is_hosted_domain("corp.test")
+    assert not await mail.is_hosted_domain("ad.corp.test")  # a UPN suffix is not a mail domain
+    assert await mail.mailbox_path("alice@corp.test") == "corp.test/alice/Maildir/"
+    assert await mail.mailbox_path("alice+news@corp.test") == "corp.test/alice/Maildir/"
+    assert await mail.mailbox_path("bob@corp.test") is None  # disabled in AD
+    assert await mail.expand_alias("a.liddell@corp.test") == ("alice@corp.test",)
+    assert await mail.sender_logins("a.liddell@corp.test") == ("alice@corp.test",)
+    user = await mail.userdb("alice@corp.test")
+    assert user is not None
+    assert user.home == "/var/vmail/corp.test/alice"
+    with short_dir() as tmp, postmap_config() as pm:
+        conf = SocketmapSettings(socket=SocketSettings(path=tmp / "sm", mode=0o666))
+        async with serving(SocketmapServer(conf, mail)) as srv:
+            table = f"socketmap:unix:{srv.path}"
+            assert await postmap(pm, "corp.test", f"{table}:domain") == (0, "corp.test", "")
+            code, out, _ = await postmap(pm, "a.liddell@corp.test", f"{table}:alias")
+            assert (code, out) == (0, "alice@corp.test")
+            code, out, _ = await postmap(pm, "nobody@corp.test", f"{table}:mailbox")
+            assert (code, out) == (1, "")
