@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from idsvc.app_passwords import AppPasswords
 from idsvc.audit import AuditSink, LogAuditSink
@@ -89,6 +89,13 @@ class Runtime:
         await self.directory.close()
 
 
+@runtime_checkable
+class _OverlayAware(Protocol):
+    """A directory that keeps part of its data in the local overlay (``CorporateDirectory``)."""
+
+    def attach_overlay(self, overlay: OverlayStore) -> None: ...
+
+
 def overlay_path(settings: Settings) -> Path:
     """``app_passwords.path``, else ``overlay.db`` next to the embedded store's file."""
     if settings.app_passwords.path is not None:
@@ -117,6 +124,8 @@ async def build_runtime(
         except BaseException:
             await directory.close()
             raise
+    if overlay is not None and isinstance(directory, _OverlayAware):
+        directory.attach_overlay(overlay)  # read-only directories: local aliases and quotas
     required = frozenset(Service(s) for s in settings.app_passwords.required_for)
     authenticator = Authenticator(
         directory, hasher, settings.auth, audit=audit, rehash=rehash,
