@@ -239,37 +239,6 @@ def bind_tcp(address: str, *, backlog: int = DEFAULT_BACKLOG) -> BoundSocket:
     return BoundSocket(sock, host=bound_host, port=bound_port)
 
 
-class ConnectionLimiter:
-    """A plain counter that refuses beyond ``limit``: the pre-eviction admission, kept only so
-    listeners written against it keep working until they move to :class:`ConnectionSlots`
-    (which every listener should use: a full counter lets idle connections lock everyone out)."""
-
-    __slots__ = ("_active", "limit", "refused")
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("connection limit must be at least 1")
-        self.limit = limit
-        self._active = 0
-        self.refused = 0
-
-    @property
-    def active(self) -> int:
-        return self._active
-
-    def try_acquire(self) -> bool:
-        if self._active >= self.limit:
-            self.refused += 1
-            return False
-        self._active += 1
-        return True
-
-    def release(self) -> None:
-        if self._active <= 0:
-            raise RuntimeError("ConnectionLimiter released more often than acquired")
-        self._active -= 1
-
-
 class Standing(Enum):
     """What a connection is doing, as far as eviction is concerned."""
 

@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from idsvc.config import DovecotAuthSettings, SaslauthdSettings, SocketSettings
 from idsvc.wire.listen import (
-    ConnectionLimiter,
     ConnectionSlots,
     ListenError,
     Slot,
@@ -148,19 +147,6 @@ def test_tcp_port_zero_reports_bound_port() -> None:
             bind_tcp(f"127.0.0.1:{bound.port}")
     finally:
         bound.sock.close()
-
-
-def test_legacy_limiter_counts() -> None:
-    limiter = ConnectionLimiter(2)
-    assert limiter.try_acquire()
-    assert limiter.try_acquire()
-    assert not limiter.try_acquire()
-    assert limiter.refused == 1
-    assert limiter.active == 2
-    limiter.release()
-    assert limiter.try_acquire()
-    with pytest.raises(ValueError, match="at least 1"):
-        ConnectionLimiter(0)
 
 
 class _Conn:
