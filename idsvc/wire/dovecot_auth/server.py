@@ -156,7 +156,7 @@ class _Connection(asyncio.Protocol):
         self.peer = str(peer)
         slot = self.server.slots.admit(self, peer.key)
         if slot is None:
-            log.warning(
+            log.debug(  # counted and reported by the slot table
                 "%s: all %d connections have requests in flight, closing %s",
                 self.server.name,
                 self.server.slots.limit,
@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
         """The slot table needs room: this connection is unproven or idle (never one with a
         request being verified)."""
         if not self.closing:
-            log.info(
+            log.debug(  # counted and reported by the slot table, not logged one by one
                 "%s: %s: evicting %s connection to admit a new one",
                 self.server.name,
                 self.peer,
@@ -493,6 +493,7 @@ class DovecotAuthServer:
         self.slots = ConnectionSlots(
             settings.max_connections,
             reserve=settings.reserved_connections,
+            name=self.name,
         )
         self.connections: set[_Connection] = set()
         self._bound: list[BoundSocket] = []
