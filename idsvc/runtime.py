@@ -9,10 +9,11 @@ alike.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from idsvc.audit import AuditSink, LogAuditSink
+from idsvc.audit import AuditSink, LogAuditSink, QueuedAuditSink
 from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
@@ -52,6 +53,11 @@ class Runtime:
     audit: AuditSink
     listeners: list[Listener] = field(default_factory=list)
 
+    @property
+    def audit_dropped(self) -> int:
+        """Audit events dropped because the queue was full (0 when the sink is not queued)."""
+        return self.audit.dropped if isinstance(self.audit, QueuedAuditSink) else 0
+
     async def close(self) -> None:
         for listener in reversed(self.listeners):
             await listener.close()
@@ -59,18 +65,37 @@ class Runtime:
         await self.authenticator.close()
         self.provisioner.close()
         await self.directory.close()
+        if isinstance(self.audit, QueuedAuditSink):
+            # after the listeners and the core: every event of the run is queued by now
+            await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
+
+
+def log_sink(settings: Settings) -> LogAuditSink:
+    """The audit log-line sink with the configured choice of authentication lines."""
+    return LogAuditSink(auth=settings.logging.auth_log)
 
 
 async def build_runtime(
-    settings: Settings, *, audit: AuditSink | None = None, notify_server: bool = False
+    settings: Settings,
+    *,
+    audit: AuditSink | None = None,
+    notify_server: bool = False,
+    queued: bool = False,
+    peers: Invalidator | None = None,
 ) -> Runtime:
     """Open the directory and build the core objects (no listeners are started here).
 
     ``notify_server``: this process (the CLI) is not the server; its provisioning changes are
     also sent to the running server's control socket so its auth cache drops them at once.
+    ``queued`` (``idsvc serve``): the sinks sit behind a bounded :class:`QueuedAuditSink`
+    drained by one writer thread, so auditing costs an authentication one queue append.
+    ``peers``: the other worker processes of ``idsvc serve --workers N``; provisioning changes
+    made here are forwarded to them as well.
     """
-    audit = audit or LogAuditSink()
+    audit = audit or log_sink(settings)
     directory = await open_directory(settings.directory)
+    if queued:
+        audit = QueuedAuditSink(audit, max_queue=settings.logging.audit_queue)
     hasher = PasswordHasher(settings.passwords)
     rehash = settings.auth.rehash_on_login
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
@@ -80,5 +105,7 @@ async def build_runtime(
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
         invalidator = FanoutInvalidator((authenticator, remote))
+    elif peers is not None:
+        invalidator = FanoutInvalidator((authenticator, peers))
     provisioner = Provisioner(directory, hasher, audit=audit, invalidator=invalidator)
     return Runtime(settings, directory, hasher, authenticator, provisioner, audit)

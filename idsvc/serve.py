@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idsvc import loops
 from idsvc.config import Settings
 from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
 from idsvc.logs import reopen_logs, setup_logging
@@ -175,18 +176,24 @@ class Server:
         from idsvc.runtime import build_runtime
 
         source = self.config_path or "none, defaults and environment"
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info(
-            "idsvc starting (config: %s; directory: %s)", source, self.settings.directory.describe()
+            "idsvc starting (config: %s; directory: %s; event loop: %s)",
+            source,
+            self.settings.directory.describe(),
+            "uvloop" if loop == "uvloop" else "asyncio",
         )
+        from idsvc.runtime import log_sink
+
         audit = None
         if self.settings.api.enabled:
             # the API's state store also receives every audit event (auth and provisioning)
             from idsvc.state import StateStore, runtime_audit
 
             self.state = await StateStore.open_for(self.settings)
-            audit = runtime_audit(self.state)
+            audit = runtime_audit(self.state, log_sink(self.settings))
         try:
-            runtime = await build_runtime(self.settings, audit=audit)
+            runtime = await build_runtime(self.settings, audit=audit, queued=True)
         except BaseException:
             await self._close_state()
             raise
@@ -272,7 +279,7 @@ def run(settings: Settings, config_path: Path | None = None) -> int:
     """Run ``idsvc serve`` in this process; returns the exit code."""
     setup_logging(settings.logging)
     try:
-        return asyncio.run(Server(settings, config_path).run())
+        return loops.run(Server(settings, config_path).run, settings.serve.loop)
     except StartError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START

@@ -290,7 +290,7 @@ def test_serve_logs_json_lines(embedded_cli: Cli, sockdir: Path, serving: list[S
     cli.ok("user", "add", "carl@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     with_listeners(cli, sockdir)
     cli.config["api"]["enabled"] = False
-    cli.config["logging"] = {"format": "json", "level": "DEBUG"}
+    cli.config["logging"] = {"format": "json", "level": "DEBUG", "auth_log": "all"}
     served = Served(cli)
     serving.append(served)
     served.wait_for("ready:")
