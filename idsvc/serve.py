@@ -36,6 +36,7 @@ from idsvc.logs import reopen_logs, setup_logging
 
 if TYPE_CHECKING:
     from idsvc.runtime import Listener, Runtime
+    from idsvc.workers import WorkerContext
 
 log = logging.getLogger("idsvc.serve")
 
@@ -136,9 +137,15 @@ def sd_notify(state: str) -> None:
 class Server:
     """One ``idsvc serve`` run: start, wait for a signal, stop."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        worker: WorkerContext | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.worker = worker
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.runtime: Runtime | None = None
@@ -192,16 +199,30 @@ class Server:
 
             self.state = await StateStore.open_for(self.settings)
             audit = runtime_audit(self.state, log_sink(self.settings))
+        channel = None
+        if self.worker is not None:
+            from idsvc.workers import WorkerChannel
+
+            self.worker.inherited.adopt()
+            channel = WorkerChannel(self.worker.channel, self.request_stop)
         try:
-            runtime = await build_runtime(self.settings, audit=audit, queued=True)
+            runtime = await build_runtime(self.settings, audit=audit, queued=True, peers=channel)
         except BaseException:
             await self._close_state()
             raise
         self.runtime = runtime
         try:
+            if self.worker is not None and channel is not None:
+                if self.worker.penalties is not None:
+                    runtime.authenticator.penalties.share(self.worker.penalties)
+                channel.attach(runtime.authenticator)
+                await channel.start()  # first: flushes sent while starting are applied first
+                runtime.listeners.append(channel)
             for spec in LISTENERS:
                 if not spec.enabled(self.settings):
                     log.info("%s: disabled in the configuration", spec.name)
+                    continue
+                if self.worker is not None and not self._worker_runs(spec.name):
                     continue
                 listener = spec.build(self.settings, runtime, self.state)
                 try:
@@ -215,12 +236,24 @@ class Server:
         except BaseException:
             await self.stop()
             raise
-        if runtime.listeners:
+        if channel is not None:
+            served = [x.name for x in runtime.listeners if x is not channel]
+            log.info("serving: %s", ", ".join(served))
+            channel.ready(served)
+        elif runtime.listeners:
             names = ", ".join(listener.name for listener in runtime.listeners)
             log.info("ready: %d listener(s): %s", len(runtime.listeners), names)
         else:
             log.warning("ready: no listener is running (none enabled); idle")
         return runtime
+
+    def _worker_runs(self, name: str) -> bool:
+        """In worker mode: the supervisor owns the control socket; the API runs in worker 0."""
+        if name == "control":
+            return False
+        if name == "api":
+            return self.worker is not None and self.worker.index == 0
+        return True
 
     async def _close_state(self) -> None:
         state, self.state = self.state, None
@@ -261,9 +294,11 @@ class Server:
         self._install_signals()
         try:
             await self.start()
-            sd_notify("READY=1")
+            if self.worker is None:
+                sd_notify("READY=1")  # workers: the supervisor tells systemd
             await self._stop.wait()
-            sd_notify("STOPPING=1")
+            if self.worker is None:
+                sd_notify("STOPPING=1")
             clean = await self.stop()
             log.info("stopped")
             return EXIT_OK if clean else EXIT_SOFTWARE
@@ -275,11 +310,35 @@ class StartError(IdsvcError):
     """A listener could not be started (the message names it and the reason)."""
 
 
+def worker_count(settings: Settings) -> int:
+    """How many processes serve: ``serve.workers`` (default: cores, capped), but 1 when no
+    listener that workers share (saslauthd, Dovecot auth) is enabled."""
+    s = settings
+    shared = s.saslauthd.socket.enabled or s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp)
+    return settings.serve.worker_count() if shared else 1
+
+
 def run(settings: Settings, config_path: Path | None = None) -> int:
-    """Run ``idsvc serve`` in this process; returns the exit code."""
+    """Run ``idsvc serve``: in this process (one worker), or as the supervisor of N worker
+    processes (``idsvc.workers``); returns the exit code."""
     setup_logging(settings.logging)
+    count = worker_count(settings)
+    if count == 1:
+        return _guarded(lambda: loops.run(Server(settings, config_path).run, settings.serve.loop))
+    from idsvc.workers import Supervisor
+
+    def worker_main(context: WorkerContext) -> int:
+        setup_logging(settings.logging, tag=f"w{context.index}")
+        server = Server(settings, config_path, worker=context)
+        return _guarded(lambda: loops.run(server.run, settings.serve.loop))
+
+    return _guarded(Supervisor(settings, count, worker_main).run)
+
+
+def _guarded(main: Callable[[], int]) -> int:
+    """``main()``'s exit code, with every start-up error mapped to its exit code and logged."""
     try:
-        return loops.run(Server(settings, config_path).run, settings.serve.loop)
+        return main()
     except StartError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START

@@ -169,12 +169,14 @@ def run_testsaslauthd(path: Path, user: str, password: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
-    cli: Cli, sockdir: Path, serving: list[Served]
+    cli: Cli, sockdir: Path, serving: list[Served], workers: int
 ) -> None:
     cli.ok("domain", "add", "example.org")
     cli.ok("user", "add", "alice@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     port = with_listeners(cli, sockdir)
+    cli.config["serve"] = {"workers": workers}
     served = Served(cli)
     serving.append(served)
     served.wait_for(r"ready: 4 listener\(s\)")
@@ -214,14 +216,16 @@ def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_cli_changes_reach_the_running_servers_cache_at_once(
-    cli: Cli, sockdir: Path, serving: list[Served]
+    cli: Cli, sockdir: Path, serving: list[Served], workers: int
 ) -> None:
     """The auth cache of ``idsvc serve`` is dropped through its control socket when the CLI (a
     separate process) changes a password or disables an account: no 5-minute window."""
     cli.ok("domain", "add", "example.org")
     cli.ok("user", "add", "dora@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     with_listeners(cli, sockdir)
+    cli.config["serve"] = {"workers": workers}
     cli.config["api"]["enabled"] = False
     cli.config["auth"] = {"failure_delay": 0, "cache_ttl": 3600}
     served = Served(cli)
