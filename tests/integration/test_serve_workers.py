@@ -193,3 +193,27 @@ def test_sigterm_answers_the_request_in_flight_then_removes_the_sockets(
     assert not (sockdir / "mux").exists()
     assert not (sockdir / "auth-client").exists()
     assert not (sockdir / "control").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_uvloop(
+    embedded_cli: Cli, sockdir: Path, serving: list[Served], workers: int
+) -> None:
+    cli = embedded_cli
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "fay@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    with_listeners(cli, sockdir)
+    # the Dovecot server joins once its asyncio.Transport assert is gone (tests/conftest.py)
+    cli.config["dovecot_auth.socket"] = {"path": str(sockdir / "auth-client"), "enabled": False}
+    cli.config["serve"] = {"workers": workers, "loop": "uvloop"}
+    cli.config["auth"] = {"failure_delay": 0}
+    served = Served(cli)
+    serving.append(served)
+    served.wait_for("ready:")
+    assert "event loop: uvloop" in served.log
+    mux = sockdir / "mux"
+    assert run_testsaslauthd(mux, "fay@example.org", PASSWORD).startswith("0: OK")
+    assert run_testsaslauthd(mux, "fay@example.org", "wrong").startswith("0: NO")
+    assert cli.ok("auth", "flush", "fay@example.org").startswith("flushed")
+    assert served.stop() == 0
+    assert "Traceback" not in served.log
