@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -149,6 +149,7 @@ class QueuedAuditSink:
         linger: float = 0.01,
         report_every: float = 60.0,
         name: str = "idsvc-audit",
+        publish: Callable[[int], None] | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("audit queue size must be at least 1")
@@ -165,6 +166,8 @@ class QueuedAuditSink:
         self.dropped = 0
         self.written = 0
         self._reported = 0
+        self._publish = publish  # gets the drop count from the writer (at most once a second)
+        self._published = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -237,6 +240,9 @@ class QueuedAuditSink:
                 with self._idle:
                     self._busy = False
                     self._idle.notify_all()
+            if self._publish is not None and self.dropped != self._published:
+                self._published = self.dropped
+                self._publish(self._published)
             now = time.monotonic()
             if now - last_report >= self._report_every:
                 last_report = now

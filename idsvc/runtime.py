@@ -10,6 +10,7 @@ alike.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,10 +53,14 @@ class Runtime:
     provisioner: Provisioner
     audit: AuditSink
     listeners: list[Listener] = field(default_factory=list)
+    # every process's count under ``serve --workers N`` (set by idsvc.serve), else this one's
+    dropped_counter: Callable[[], int] | None = None
 
     @property
     def audit_dropped(self) -> int:
         """Audit events dropped because the queue was full (0 when the sink is not queued)."""
+        if self.dropped_counter is not None:
+            return self.dropped_counter()
         return self.audit.dropped if isinstance(self.audit, QueuedAuditSink) else 0
 
     async def close(self) -> None:
@@ -82,6 +87,7 @@ async def build_runtime(
     notify_server: bool = False,
     queued: bool = False,
     peers: Invalidator | None = None,
+    publish_dropped: Callable[[int], None] | None = None,
 ) -> Runtime:
     """Open the directory and build the core objects (no listeners are started here).
 
@@ -90,12 +96,15 @@ async def build_runtime(
     ``queued`` (``idsvc serve``): the sinks sit behind a bounded :class:`QueuedAuditSink`
     drained by one writer thread, so auditing costs an authentication one queue append.
     ``peers``: the other worker processes of ``idsvc serve --workers N``; provisioning changes
-    made here are forwarded to them as well.
+    made here are forwarded to them as well; ``publish_dropped`` receives this process's count
+    of dropped audit events (the workers' shared counters).
     """
     audit = audit or log_sink(settings)
     directory = await open_directory(settings.directory)
     if queued:
-        audit = QueuedAuditSink(audit, max_queue=settings.logging.audit_queue)
+        audit = QueuedAuditSink(
+            audit, max_queue=settings.logging.audit_queue, publish=publish_dropped
+        )
     hasher = PasswordHasher(settings.passwords)
     rehash = settings.auth.rehash_on_login
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP

@@ -206,7 +206,13 @@ class Server:
             self.worker.inherited.adopt()
             channel = WorkerChannel(self.worker.channel, self.request_stop)
         try:
-            runtime = await build_runtime(self.settings, audit=audit, queued=True, peers=channel)
+            runtime = await build_runtime(
+                self.settings,
+                audit=audit,
+                queued=True,
+                peers=channel,
+                publish_dropped=None if self.worker is None else self.worker.publish_dropped,
+            )
         except BaseException:
             await self._close_state()
             raise
@@ -215,6 +221,7 @@ class Server:
             if self.worker is not None and channel is not None:
                 if self.worker.penalties is not None:
                     runtime.authenticator.penalties.share(self.worker.penalties)
+                runtime.dropped_counter = self.worker.audit_dropped.total
                 channel.attach(runtime.authenticator)
                 await channel.start()  # first: flushes sent while starting are applied first
                 runtime.listeners.append(channel)

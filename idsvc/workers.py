@@ -43,10 +43,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import mmap
 import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +125,35 @@ class Inherited:
         setattr(dovecot, "bind_tcp", self.bind_tcp)  # noqa: B010
 
 
+class SharedCounters:
+    """One 64-bit counter per worker in shared memory (created before the fork): each worker
+    writes its own slot, anyone reads the sum (e.g. dropped audit events for ``/metrics``)."""
+
+    def __init__(self, slots: int) -> None:
+        self._fd = os.memfd_create("idsvc-counters")
+        try:
+            os.ftruncate(self._fd, 8 * slots)
+            self._map = mmap.mmap(self._fd, 8 * slots, mmap.MAP_SHARED)
+        finally:
+            os.close(self._fd)  # the mapping stays valid
+        self.slots = slots
+
+    def set(self, slot: int, value: int) -> None:
+        _COUNTER.pack_into(self._map, 8 * slot, value)
+
+    def get(self, slot: int) -> int:
+        return int(_COUNTER.unpack_from(self._map, 8 * slot)[0])
+
+    def total(self) -> int:
+        return sum(value for (value,) in _COUNTER.iter_unpack(self._map))
+
+    def close(self) -> None:
+        self._map.close()
+
+
+_COUNTER = struct.Struct("<q")
+
+
 @dataclass
 class WorkerContext:
     """What a worker process receives from the supervisor."""
@@ -132,6 +163,10 @@ class WorkerContext:
     channel: socket.socket
     inherited: Inherited
     penalties: SharedFailureTable | None
+    audit_dropped: SharedCounters
+
+    def publish_dropped(self, value: int) -> None:
+        self.audit_dropped.set(self.index, value)
 
 
 class WorkerChannel:
@@ -282,6 +317,7 @@ class Supervisor:
         self._exit = 0
         self._starting = True
         self._penalties: SharedFailureTable | None = None
+        self._dropped = SharedCounters(count)
         self._listeners: set[str] = set()
 
     # -- start-up ------------------------------------------------------------------------------
@@ -378,6 +414,7 @@ class Supervisor:
             os.close(self._wake_w)
             if self._penalties is not None:
                 self._penalties.close()
+            self._dropped.close()
 
     def _all_ready(self) -> bool:
         return len(self._workers) == self.count and self._workers_ready() == self.count
@@ -496,7 +533,9 @@ class Supervisor:
             client.sock.close()
         for other in self._workers.values():
             other.channel.close()
-        context = WorkerContext(index, self.count, channel, self._inherited, self._penalties)
+        context = WorkerContext(
+            index, self.count, channel, self._inherited, self._penalties, self._dropped
+        )
         return self._worker_main(context)
 
     def _reap(self) -> None:

@@ -161,3 +161,36 @@ def test_queued_sink_reports_the_inner_enabled_flag() -> None:
         assert queued.enabled is False
     finally:
         queued.close()
+
+
+def test_drops_are_published_by_the_writer() -> None:
+    sink = SlowSink()
+    published: list[int] = []
+    queued = QueuedAuditSink(sink, max_queue=1, linger=0, publish=published.append)
+    queued.emit(auth_event(n=0))
+    deadline = time.monotonic() + 5
+    while queued.pending and time.monotonic() < deadline:  # the writer holds event 0
+        time.sleep(0.001)
+    queued.emit(auth_event(n=1))  # queued
+    queued.emit(auth_event(n=2))  # dropped
+    queued.emit(auth_event(n=3))  # dropped
+    sink.gate.set()
+    assert queued.flush()
+    deadline = time.monotonic() + 5
+    while not published and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued.close()
+    assert published == [2]
+
+
+def test_shared_counters_sum_over_workers() -> None:
+    from idsvc.workers import SharedCounters
+
+    counters = SharedCounters(3)
+    try:
+        counters.set(0, 5)
+        counters.set(2, 7)
+        assert counters.get(2) == 7
+        assert counters.total() == 12
+    finally:
+        counters.close()
