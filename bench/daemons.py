@@ -104,9 +104,12 @@ def idsvc_config(
     auth_method: str,
     cache: bool,
     cache_size: int | None = None,
+    workers: int = 1,
+    log_level: str = "WARNING",
 ) -> str:
     """The TOML of ``idsvc serve`` for a benchmark: LDAP backend, only ``listener`` on ``sock``,
-    failure delay 0, penalties off, REST API off, log level WARNING; its control socket next to
+    failure delay 0, penalties off, REST API off, ``workers`` processes, ``log_level`` (INFO is
+    the default configuration: failures make an audit line); its control socket next to
     ``sock`` (so several can run side by side)."""
     other: Listener = "dovecot_auth" if listener == "saslauthd" else "saslauthd"
     size = "" if cache_size is None else f"cache_size = {cache_size}\n"
@@ -139,8 +142,10 @@ path = "{sock.parent / "control"}"
 mode = 0o600
 [api]
 enabled = false
+[serve]
+workers = {workers}
 [logging]
-level = "WARNING"
+level = "{log_level}"
 """
 
 
@@ -155,6 +160,8 @@ def idsvc_serve(
     auth_method: str,
     cache: bool,
     cache_size: int | None = None,
+    workers: int = 1,
+    log_level: str = "WARNING",
 ) -> Iterator[tuple[Path, int]]:
     """Run ``idsvc serve`` (config ``work/<tag>.toml``, log ``work/<tag>.log``, socket below
     ``work/<tag>/``) until the block ends; yields (socket path, pid)."""
@@ -164,7 +171,7 @@ def idsvc_serve(
     config.write_text(
         idsvc_config(
             slapd, base, sock, listener=listener, auth_method=auth_method, cache=cache,
-            cache_size=cache_size,
+            cache_size=cache_size, workers=workers, log_level=log_level,
         )
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}

@@ -77,14 +77,22 @@ FILTER = "(&(objectClass=idsvcAccount)(idsvcAddress=%u))"
 
 @contextlib.contextmanager
 def idsvc_daemon(
-    work: Path, slapd: SlapdServer, base: str, *, cache: bool, method: str = "search"
+    work: Path,
+    slapd: SlapdServer,
+    base: str,
+    *,
+    cache: bool,
+    method: str = "search",
+    workers: int = 1,
+    log_level: str = "WARNING",
 ) -> Iterator[Daemon]:
-    tag = f"idsvc-{method}-cache-{'on' if cache else 'off'}"
+    tag = f"idsvc-{method}-w{workers}-{log_level}-cache-{'on' if cache else 'off'}"
     with idsvc_serve(
         work, tag, slapd, base, listener="dovecot_auth", auth_method=method, cache=cache,
-        cache_size=200_000,
+        cache_size=200_000, workers=workers, log_level=log_level,
     ) as (sock, pid):  # fmt: skip
-        yield Daemon(f"idsvc ({method}, cache {'on' if cache else 'off'})", sock, pid, cache)
+        name = f"idsvc ({method}, {workers}w, {log_level}, cache {'on' if cache else 'off'})"
+        yield Daemon(name, sock, pid, cache)
 
 
 def dovecot_conf(
@@ -252,6 +260,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", choices=["idsvc", "dovecot"], help="run one side only (profiling, quick checks)"
     )
     p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
+    p.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="idsvc serve --workers (each a server)"
+    )
+    p.add_argument(
+        "--log-level",
+        nargs="+",
+        default=["WARNING"],
+        choices=["INFO", "WARNING"],
+        help="idsvc log level(s): INFO is the default configuration, WARNING the tuned one",
+    )
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
 
@@ -273,12 +291,18 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.ExitStack() as stack:
                 daemons: list[Daemon] = []
                 if args.only != "dovecot":
-                    for method in ("search", "bind") if args.ours_bind else ("search",):
-                        daemons.append(
-                            stack.enter_context(
-                                idsvc_daemon(work, slapd, data.base_dn, cache=cache, method=method)
-                            )
-                        )
+                    methods = ("search", "bind") if args.ours_bind else ("search",)
+                    for method in methods:
+                        for workers in args.workers:
+                            for level in args.log_level:
+                                daemons.append(
+                                    stack.enter_context(
+                                        idsvc_daemon(
+                                            work, slapd, data.base_dn, cache=cache, method=method,
+                                            workers=workers, log_level=level,
+                                        )
+                                    )
+                                )  # fmt: skip
                 if args.only != "idsvc":
                     for bind in (False, True):
                         daemons.append(
