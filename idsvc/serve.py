@@ -35,6 +35,7 @@ from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
 from idsvc.logs import reopen_logs, setup_logging
 
 if TYPE_CHECKING:
+    from idsvc.activation import Activated
     from idsvc.runtime import Listener, Runtime
     from idsvc.workers import WorkerContext
 
@@ -142,10 +143,12 @@ class Server:
         settings: Settings,
         config_path: Path | None = None,
         worker: WorkerContext | None = None,
+        activated: Activated | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
         self.worker = worker
+        self.activated = activated  # sockets passed by systemd (one process; workers: none)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.runtime: Runtime | None = None
@@ -205,6 +208,10 @@ class Server:
 
             self.worker.inherited.adopt()
             channel = WorkerChannel(self.worker.channel, self.request_stop)
+        elif self.activated:
+            from idsvc.workers import Inherited
+
+            Inherited.from_activation(self.settings, self.activated).adopt()
         try:
             runtime = await build_runtime(
                 self.settings,
@@ -232,6 +239,11 @@ class Server:
                 if self.worker is not None and not self._worker_runs(spec.name):
                     continue
                 listener = spec.build(self.settings, runtime, self.state)
+                if spec.name == "control" and self.activated:
+                    from idsvc.control import ControlServer
+
+                    assert isinstance(listener, ControlServer)
+                    listener.prebound = self.activated.take_unix(self.settings.control.socket.path)
                 try:
                     await listener.start()
                 except IdsvcError as exc:
@@ -243,6 +255,8 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+        if self.activated:
+            self.activated.report_unused()
         if channel is not None:
             served = [x.name for x in runtime.listeners if x is not channel]
             log.info("serving: %s", ", ".join(served))
@@ -328,10 +342,14 @@ def worker_count(settings: Settings) -> int:
 def run(settings: Settings, config_path: Path | None = None) -> int:
     """Run ``idsvc serve``: in this process (one worker), or as the supervisor of N worker
     processes (``idsvc.workers``); returns the exit code."""
+    from idsvc.activation import Activated
+
     setup_logging(settings.logging)
+    activated = Activated.from_environment()
     count = worker_count(settings)
     if count == 1:
-        return _guarded(lambda: loops.run(Server(settings, config_path).run, settings.serve.loop))
+        server = Server(settings, config_path, activated=activated)
+        return _guarded(lambda: loops.run(server.run, settings.serve.loop))
     from idsvc.workers import Supervisor
 
     def worker_main(context: WorkerContext) -> int:
@@ -339,7 +357,7 @@ def run(settings: Settings, config_path: Path | None = None) -> int:
         server = Server(settings, config_path, worker=context)
         return _guarded(lambda: loops.run(server.run, settings.serve.loop))
 
-    return _guarded(Supervisor(settings, count, worker_main).run)
+    return _guarded(Supervisor(settings, count, worker_main, activated).run)
 
 
 def _guarded(main: Callable[[], int]) -> int:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from idsvc.activation import Activated
 from idsvc.auth.penalty import SharedFailureTable
 from idsvc.config import Settings, SocketSettings
 from idsvc.control import MAX_LINE, READ_TIMEOUT, format_request, parse_request
@@ -92,19 +93,39 @@ class Inherited:
 
     unix: dict[Path, socket.socket] = field(default_factory=dict)
     tcp: dict[str, socket.socket] = field(default_factory=dict)
+    bind_missing: bool = False  # bind what is not inherited (one process, socket activation)
 
     def bind_unix(self, settings: SocketSettings, *, backlog: int = DEFAULT_BACKLOG) -> BoundSocket:
         sock = self.unix.get(Path(settings.path))
         if sock is None:
+            if self.bind_missing:
+                return bind_unix(settings, backlog=backlog)
             raise ListenError(f"{settings.path} was not bound by the supervisor")
         return BoundSocket(sock.dup(), path=Path(settings.path))
 
     def bind_tcp(self, address: str, *, backlog: int = DEFAULT_BACKLOG) -> BoundSocket:
         sock = self.tcp.get(address)
         if sock is None:
+            if self.bind_missing:
+                return bind_tcp(address, backlog=backlog)
             raise ListenError(f"{address} was not bound by the supervisor")
         host, port = sock.getsockname()[:2]
         return BoundSocket(sock.dup(), host=host, port=port)
+
+    @classmethod
+    def from_activation(cls, settings: Settings, activated: Activated) -> Inherited:
+        """The passed sockets of the wire listeners (one process; the rest is bound as usual)."""
+        found = cls(bind_missing=True)
+        for sock_settings in (settings.saslauthd.socket, settings.dovecot_auth.socket):
+            if sock_settings.enabled:
+                bound = activated.take_unix(sock_settings.path)
+                if bound is not None:
+                    found.unix[Path(sock_settings.path)] = bound.sock
+        if settings.dovecot_auth.tcp:
+            bound = activated.take_tcp(settings.dovecot_auth.tcp)
+            if bound is not None:
+                found.tcp[settings.dovecot_auth.tcp] = bound.sock
+        return found
 
     def adopt(self) -> None:
         """Make the wire servers of this (worker) process use the inherited sockets.
@@ -296,10 +317,12 @@ class Supervisor:
         settings: Settings,
         count: int,
         worker_main: Callable[[WorkerContext], int],
+        activated: Activated | None = None,
     ) -> None:
         if count < 2:
             raise ValueError("a supervisor needs at least 2 workers")
         self.settings = settings
+        self._activated = activated or Activated()
         self.count = count
         self._worker_main = worker_main
         self._bound: list[BoundSocket] = []
@@ -324,9 +347,11 @@ class Supervisor:
 
     def _bind(self) -> None:
         """Bind every shared socket; raises StartError naming the listener."""
-        s = self.settings
+        s, act = self.settings, self._activated
         if s.control.socket.enabled:
-            self._control = self._named("control", lambda: bind_unix(s.control.socket))
+            self._control = act.take_unix(s.control.socket.path) or self._named(
+                "control", lambda: bind_unix(s.control.socket)
+            )
             self._selector.register(self._control.sock, selectors.EVENT_READ, "control")
             self._listeners.add("control")
             log.info("control: listening on %s", s.control.socket.path)
@@ -336,9 +361,10 @@ class Supervisor:
             self._bind_unix("dovecot-auth", s.dovecot_auth.socket)
         if s.dovecot_auth.tcp:
             address = s.dovecot_auth.tcp
-            bound = self._named("dovecot-auth", lambda: bind_tcp(address))
+            bound = act.take_tcp(address) or self._named("dovecot-auth", lambda: bind_tcp(address))
             self._bound.append(bound)
             self._inherited.tcp[address] = bound.sock
+        act.report_unused()
 
     @staticmethod
     def _named(name: str, bind: Callable[[], BoundSocket]) -> BoundSocket:
@@ -352,7 +378,9 @@ class Supervisor:
             raise StartError(f"{name}: cannot listen: {exc}") from exc
 
     def _bind_unix(self, name: str, settings: SocketSettings) -> None:
-        bound = self._named(name, lambda: bind_unix(settings))
+        bound = self._activated.take_unix(settings.path) or self._named(
+            name, lambda: bind_unix(settings)
+        )
         self._bound.append(bound)
         self._inherited.unix[Path(settings.path)] = bound.sock
 

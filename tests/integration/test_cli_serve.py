@@ -30,14 +30,15 @@ STOP_TIMEOUT = 20.0
 class Served:
     """A running ``idsvc serve`` with its stderr collected line by line (bounded wait)."""
 
-    def __init__(self, cli: Cli) -> None:
+    def __init__(self, cli: Cli, *, prefix: tuple[str, ...] = (), pass_fds: tuple[int, ...] = ()):
         self.proc = subprocess.Popen(
-            [str(IDSVC), "serve"],
+            [*prefix, str(IDSVC), "serve"],
             env=cli.env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -217,3 +220,68 @@ def test_serve_on_uvloop(
     assert cli.ok("auth", "flush", "fay@example.org").startswith("flushed")
     assert served.stop() == 0
     assert "Traceback" not in served.log
+
+
+# what systemd does for a .socket unit: the socket at fd 3, LISTEN_PID/LISTEN_FDS set for the
+# exec'ed process (exec keeps the pid)
+SYSTEMD_LIKE = (
+    "import os, sys\n"
+    "os.dup2(int(sys.argv[1]), 3)\n"
+    "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+    "os.environ['LISTEN_FDS'] = '1'\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_restart_under_socket_activation_loses_no_request(
+    embedded_cli: Cli, sockdir: Path, serving: list[Served], workers: int
+) -> None:
+    """The socket outlives idsvc (systemd holds it): requests made while one ``idsvc serve``
+    stops and the next starts wait in its queue and are all answered."""
+    cli = embedded_cli
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "gil@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    with_listeners(cli, sockdir)
+    cli.config["api"]["enabled"] = False
+    cli.config["serve"] = {"workers": workers}
+    cli.config["auth"] = {"failure_delay": 0}
+    mux = sockdir / "mux"
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(str(mux))
+    held.listen(128)
+    prefix = (sys.executable, "-c", SYSTEMD_LIKE, str(held.fileno()))
+
+    def serve() -> Served:
+        served = Served(cli, prefix=prefix, pass_fds=(held.fileno(),))
+        serving.append(served)
+        served.wait_for("ready:")
+        assert f"using the socket passed by systemd for {mux}" in served.log
+        return served
+
+    replies: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set() and len(replies) < 500:
+            replies.append(run_testsaslauthd(mux, "gil@example.org", PASSWORD))
+
+    try:
+        first = serve()
+        thread = threading.Thread(target=client)
+        thread.start()
+        time.sleep(0.5)
+        assert first.stop() == 0
+        assert mux.exists()  # systemd's socket file: never unlinked by idsvc
+        during = len(replies)
+        second = serve()
+        time.sleep(0.5)
+        stop.set()
+        thread.join(timeout=60)
+        assert second.stop() == 0
+    finally:
+        stop.set()
+        held.close()
+    assert len(replies) > during  # requests went on across the restart
+    assert replies
+    assert all(reply.startswith("0: OK") for reply in replies), replies
