@@ -435,6 +435,11 @@ class Supervisor:
             log.info("stopped")
             return self._exit if self._exit else EXIT_OK
         finally:
+            if self._workers:  # only after an unexpected error: never leave workers behind
+                self._signal_workers(signal.SIGKILL)
+                for pid in list(self._workers):
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
             self._restore_signals()
             self._close_sockets()
             self._selector.close()
@@ -515,7 +520,9 @@ class Supervisor:
             self._stop_deadline = now + KILL_AFTER
         for worker in list(self._workers.values()):
             if not worker.ready and now - worker.started > START_TIMEOUT:
-                log.error("worker %d not ready after %.0f s: killing it", worker.index, now)
+                log.error(
+                    "worker %d not ready after %.0f s: killing it", worker.index, START_TIMEOUT
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
         for client in list(self._clients.values()):
@@ -577,7 +584,8 @@ class Supervisor:
             worker = self._workers.pop(pid, None)
             if worker is None:
                 continue
-            self._selector.unregister(worker.channel)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(worker.channel)
             worker.channel.close()
             self._on_exit(worker, os.waitstatus_to_exitcode(status))
 
@@ -615,8 +623,10 @@ class Supervisor:
             return
         except OSError:
             data = b""
-        if not data:
-            return  # the process is exiting; _reap collects it
+        if not data:  # the worker is exiting: stop watching its channel; _reap collects it
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(worker.channel)
+            return
         worker.buffer += data
         while b"\n" in worker.buffer:
             line, _, rest = bytes(worker.buffer).partition(b"\n")
