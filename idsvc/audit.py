@@ -86,6 +86,13 @@ class AuditSink(Protocol):
         ...
 
 
+def wants_auth(sink: AuditSink, outcome: str) -> bool:
+    """Whether ``sink`` records an authentication with ``outcome`` (``Outcome.value``): a sink
+    without a ``wants_auth`` method (the persistent trail) records every one."""
+    method = getattr(sink, "wants_auth", None)
+    return True if method is None else bool(method(outcome))
+
+
 class LogAuditSink:
     """Writes each event as one JSON line on the ``idsvc.audit`` logger (INFO).
 
@@ -104,9 +111,14 @@ class LogAuditSink:
         return self._auth != "none" and self._log.isEnabledFor(logging.INFO)
 
     def wants(self, event: AuditEvent) -> bool:
-        if event.action == AUTH_ACTION and (
-            self._auth == "none" or (self._auth == "failures" and event.outcome == OK_OUTCOME)
-        ):
+        if event.action == AUTH_ACTION:
+            return self.wants_auth(event.outcome)
+        return self._log.isEnabledFor(logging.INFO)
+
+    def wants_auth(self, outcome: str) -> bool:
+        """Whether an authentication with ``outcome`` makes a line (lets a caller skip
+        building the event of a success nobody records)."""
+        if self._auth == "none" or (self._auth == "failures" and outcome == OK_OUTCOME):
             return False
         return self._log.isEnabledFor(logging.INFO)
 
@@ -120,6 +132,9 @@ class FanoutAuditSink:
 
     def __init__(self, *sinks: AuditSink) -> None:
         self._sinks = sinks
+
+    def wants_auth(self, outcome: str) -> bool:
+        return any(wants_auth(sink, outcome) for sink in self._sinks)
 
     def emit(self, event: AuditEvent) -> None:
         for sink in self._sinks:
@@ -178,6 +193,9 @@ class QueuedAuditSink:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    def wants_auth(self, outcome: str) -> bool:
+        return wants_auth(self.sink, outcome)
 
     @property
     def capacity(self) -> int:

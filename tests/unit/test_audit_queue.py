@@ -194,3 +194,20 @@ def test_shared_counters_sum_over_workers() -> None:
         assert counters.total() == 12
     finally:
         counters.close()
+
+
+def test_wants_auth_lets_the_engine_skip_unrecorded_successes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from idsvc.audit import FanoutAuditSink, wants_auth
+
+    caplog.set_level(logging.INFO, logger="idsvc.audit")
+    failures_only = QueuedAuditSink(LogAuditSink(auth="failures"))
+    with_trail = QueuedAuditSink(FanoutAuditSink(LogAuditSink(auth="failures"), SlowSink()))
+    try:
+        assert wants_auth(failures_only, "ok") is False
+        assert wants_auth(failures_only, "mismatch") is True
+        assert wants_auth(with_trail, "ok") is True  # the persistent trail records every event
+    finally:
+        failures_only.close()
+        with_trail.close()
