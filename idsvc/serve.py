@@ -8,7 +8,12 @@ What it does:
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
 * on SIGHUP reopens log files; configuration reload is not supported yet and it says so;
-* tells systemd ``READY=1`` / ``STOPPING=1`` when ``NOTIFY_SOCKET`` is set (Type=notify).
+* tells systemd ``READY=1`` / ``STOPPING=1`` when ``NOTIFY_SOCKET`` is set (Type=notify);
+* with ``serve.workers`` > 1 (default: the cores, capped) :func:`run` hands over to the
+  supervisor of ``idsvc.workers``, which forks N workers that each run a :class:`Server` in
+  worker mode (inherited sockets, no control socket, the API in worker 0 only);
+* runs on the loop ``serve.loop`` chooses (``idsvc.loops``) and uses sockets passed by systemd
+  socket activation (``idsvc.activation``).
 
 How it fails: a listener that cannot bind (address in use, live socket, permissions) or any other
 start-up error stops the listeners already started and returns a non-zero exit code with one
