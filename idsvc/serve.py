@@ -3,7 +3,8 @@
 What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
-* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, REST API —
+* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -70,7 +71,7 @@ def _dovecot_where(s: Settings) -> str:
 def _control(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.control import ControlServer
 
-    return ControlServer(s.control.socket, rt.authenticator)
+    return ControlServer(s.control.socket, rt.invalidator)
 
 
 def _saslauthd(s: Settings, rt: Runtime, state: Any) -> Listener:
@@ -83,6 +84,37 @@ def _dovecot(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.wire.dovecot_auth.server import DovecotAuthServer
 
     return DovecotAuthServer(s.dovecot_auth, rt.authenticator)
+
+
+def _socketmap(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.socketmap.server import SocketmapServer
+
+    return SocketmapServer(s.socketmap, rt.mail)
+
+
+def _dovecot_dict(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.dovecot_dict.server import DovecotDictServer
+
+    return DovecotDictServer(s.dovecot_dict, rt.mail)
+
+
+def _tcp_table(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.tcp_table.server import TcpTableServer
+
+    return TcpTableServer(s.tcp_table, rt.mail)
+
+
+def _policy(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.policy.server import PolicyServer
+
+    return PolicyServer(s.policy, rt.mail)
+
+
+def _lookup_where(socket: Any, tcp: str | None) -> str:
+    parts = [str(socket.path)] if socket is not None and socket.enabled else []
+    if tcp:
+        parts.append(f"tcp {tcp}")
+    return ", ".join(parts)
 
 
 def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
@@ -109,6 +141,30 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
         _dovecot,
         _dovecot_where,
+    ),
+    ListenerSpec(
+        "socketmap",
+        lambda s: s.socketmap.socket.enabled or bool(s.socketmap.tcp),
+        _socketmap,
+        lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
+    ),
+    ListenerSpec(
+        "tcp-table",
+        lambda s: bool(s.tcp_table.tcp),
+        _tcp_table,
+        lambda s: f"tcp {s.tcp_table.tcp}",
+    ),
+    ListenerSpec(
+        "policy",
+        lambda s: s.policy.socket.enabled or bool(s.policy.tcp),
+        _policy,
+        lambda s: _lookup_where(s.policy.socket, s.policy.tcp),
+    ),
+    ListenerSpec(
+        "dovecot-dict",
+        lambda s: s.dovecot_dict.socket.enabled or bool(s.dovecot_dict.tcp),
+        _dovecot_dict,
+        lambda s: _lookup_where(s.dovecot_dict.socket, s.dovecot_dict.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
 )
@@ -234,7 +290,7 @@ class Server:
                 if self.worker.penalties is not None:
                     runtime.authenticator.penalties.share(self.worker.penalties)
                 runtime.dropped_counter = self.worker.audit_dropped.total
-                channel.attach(runtime.authenticator)
+                channel.attach(runtime.invalidator)
                 await channel.start()  # first: flushes sent while starting are applied first
                 runtime.listeners.append(channel)
             for spec in LISTENERS:
@@ -274,10 +330,13 @@ class Server:
         return runtime
 
     def _worker_runs(self, name: str) -> bool:
-        """In worker mode: the supervisor owns the control socket; the API runs in worker 0."""
+        """In worker mode: the supervisor owns the control socket; the API and the policy
+        service (its rate limits are per process) run in worker 0 only."""
+        from idsvc.workers import WORKER0_ONLY
+
         if name == "control":
             return False
-        if name == "api":
+        if name in WORKER0_ONLY:
             return self.worker is not None and self.worker.index == 0
         return True
 
@@ -338,9 +397,10 @@ class StartError(IdsvcError):
 
 def worker_count(settings: Settings) -> int:
     """How many processes serve: ``serve.workers`` (default: cores, capped), but 1 when no
-    listener that workers share (saslauthd, Dovecot auth) is enabled."""
-    s = settings
-    shared = s.saslauthd.socket.enabled or s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp)
+    listener that workers share (saslauthd, Dovecot auth, the lookup tables) is enabled."""
+    from idsvc.workers import wire_sockets
+
+    shared = any(name != "policy" for name, _unix, _tcp in wire_sockets(settings))
     return settings.serve.worker_count() if shared else 1
 
 

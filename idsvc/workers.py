@@ -66,7 +66,7 @@ from idsvc.wire.listen import DEFAULT_BACKLOG, BoundSocket, ListenError, bind_tc
 if TYPE_CHECKING:
     import asyncio
 
-    from idsvc.auth.engine import Authenticator
+    from idsvc.provisioning import Invalidator
 
 log = logging.getLogger("idsvc.workers")
 
@@ -80,6 +80,30 @@ OK = b"OK"
 
 
 # -- worker side -------------------------------------------------------------------------------
+
+
+# listeners whose state is per process and must stay one per service: worker 0 runs them
+WORKER0_ONLY = frozenset({"api", "policy"})
+
+
+def wire_sockets(settings: Settings) -> list[tuple[str, SocketSettings | None, str | None]]:
+    """``(listener, UNIX socket, TCP address)`` of every enabled listener whose sockets the
+    supervisor binds for the workers (all but the control socket and the REST API)."""
+    s = settings
+    found: list[tuple[str, SocketSettings | None, str | None]] = []
+    candidates: list[tuple[str, SocketSettings | None, str | None]] = [
+        ("saslauthd", s.saslauthd.socket, None),
+        ("dovecot-auth", s.dovecot_auth.socket, s.dovecot_auth.tcp),
+        ("socketmap", s.socketmap.socket, s.socketmap.tcp),
+        ("tcp-table", None, s.tcp_table.tcp),
+        ("policy", s.policy.socket, s.policy.tcp),
+        ("dovecot-dict", s.dovecot_dict.socket, s.dovecot_dict.tcp),
+    ]
+    for name, unix, tcp in candidates:
+        unix = unix if unix is not None and unix.enabled else None
+        if unix is not None or tcp:
+            found.append((name, unix, tcp or None))
+    return found
 
 
 @dataclass
@@ -116,15 +140,15 @@ class Inherited:
     def from_activation(cls, settings: Settings, activated: Activated) -> Inherited:
         """The passed sockets of the wire listeners (one process; the rest is bound as usual)."""
         found = cls(bind_missing=True)
-        for sock_settings in (settings.saslauthd.socket, settings.dovecot_auth.socket):
-            if sock_settings.enabled:
-                bound = activated.take_unix(sock_settings.path)
+        for _name, unix, tcp in wire_sockets(settings):
+            if unix is not None:
+                bound = activated.take_unix(unix.path)
                 if bound is not None:
-                    found.unix[Path(sock_settings.path)] = bound.sock
-        if settings.dovecot_auth.tcp:
-            bound = activated.take_tcp(settings.dovecot_auth.tcp)
-            if bound is not None:
-                found.tcp[settings.dovecot_auth.tcp] = bound.sock
+                    found.unix[Path(unix.path)] = bound.sock
+            if tcp is not None:
+                bound = activated.take_tcp(tcp)
+                if bound is not None:
+                    found.tcp[tcp] = bound.sock
         return found
 
     def adopt(self) -> None:
@@ -134,16 +158,18 @@ class Inherited:
         ``idsvc.wire.listen``; this rebinds those names in their modules. It is the seam until
         the servers take pre-bound sockets themselves (see docs/architecture.md).
         """
+        from idsvc.wire import serving
         from idsvc.wire.dovecot_auth import server as dovecot
         from idsvc.wire.saslauthd import server as saslauthd
 
-        for module in (saslauthd, dovecot):
+        for module in (saslauthd, dovecot, serving):
             if getattr(module, "bind_unix", None) is None:
                 raise ListenError(f"{module.__name__} no longer binds through bind_unix")
             setattr(module, "bind_unix", self.bind_unix)  # noqa: B010 - not re-exported
-        if getattr(dovecot, "bind_tcp", None) is None:
-            raise ListenError(f"{dovecot.__name__} no longer binds through bind_tcp")
-        setattr(dovecot, "bind_tcp", self.bind_tcp)  # noqa: B010
+        for module in (dovecot, serving):
+            if getattr(module, "bind_tcp", None) is None:
+                raise ListenError(f"{module.__name__} no longer binds through bind_tcp")
+            setattr(module, "bind_tcp", self.bind_tcp)  # noqa: B010
 
 
 class SharedCounters:
@@ -203,13 +229,14 @@ class WorkerChannel:
     def __init__(self, sock: socket.socket, on_lost: Callable[[str], None]) -> None:
         self._sock = sock
         self._on_lost = on_lost
-        self._authenticator: Authenticator | None = None
+        self._invalidator: Invalidator | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
 
-    def attach(self, authenticator: Authenticator) -> None:
-        self._authenticator = authenticator
+    def attach(self, invalidator: Invalidator) -> None:
+        """Where flushes go: everything that caches directory data in this worker."""
+        self._invalidator = invalidator
 
     async def start(self) -> None:
         import asyncio
@@ -254,7 +281,7 @@ class WorkerChannel:
             self._send(OK + b"\n")
 
     def _apply(self, scope: str, name: str | None) -> None:
-        auth = self._authenticator
+        auth = self._invalidator
         if auth is None:
             return  # not serving yet: nothing is cached
         if scope == "domain" and name is not None:
@@ -355,16 +382,17 @@ class Supervisor:
             self._selector.register(self._control.sock, selectors.EVENT_READ, "control")
             self._listeners.add("control")
             log.info("control: listening on %s", s.control.socket.path)
-        if s.saslauthd.socket.enabled:
-            self._bind_unix("saslauthd", s.saslauthd.socket)
-        if s.dovecot_auth.socket.enabled:
-            self._bind_unix("dovecot-auth", s.dovecot_auth.socket)
-        if s.dovecot_auth.tcp:
-            address = s.dovecot_auth.tcp
-            bound = act.take_tcp(address) or self._named("dovecot-auth", lambda: bind_tcp(address))
-            self._bound.append(bound)
-            self._inherited.tcp[address] = bound.sock
+        for name, unix, tcp in wire_sockets(s):
+            if unix is not None:
+                self._bind_unix(name, unix)
+            if tcp is not None:
+                self._bind_tcp(name, tcp)
         act.report_unused()
+
+    def _bind_tcp(self, name: str, address: str) -> None:
+        bound = self._activated.take_tcp(address) or self._named(name, lambda: bind_tcp(address))
+        self._bound.append(bound)
+        self._inherited.tcp[address] = bound.sock
 
     @staticmethod
     def _named(name: str, bind: Callable[[], BoundSocket]) -> BoundSocket:

@@ -23,6 +23,7 @@ from idsvc.auth.penalty import delay_for
 from tests.integration.test_cli import PASSWORD, Cli, embedded_cli_fixture
 from tests.integration.test_cli_serve import (
     Served,
+    dovecot_handshake,
     run_testsaslauthd,
     serving,
     sockdir,
@@ -206,8 +207,6 @@ def test_serve_on_uvloop(
     cli.ok("domain", "add", "example.org")
     cli.ok("user", "add", "fay@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     with_listeners(cli, sockdir)
-    # the Dovecot server joins once its asyncio.Transport assert is gone (tests/conftest.py)
-    cli.config["dovecot_auth.socket"] = {"path": str(sockdir / "auth-client"), "enabled": False}
     cli.config["serve"] = {"workers": workers, "loop": "uvloop"}
     cli.config["auth"] = {"failure_delay": 0}
     served = Served(cli)
@@ -217,6 +216,7 @@ def test_serve_on_uvloop(
     mux = sockdir / "mux"
     assert run_testsaslauthd(mux, "fay@example.org", PASSWORD).startswith("0: OK")
     assert run_testsaslauthd(mux, "fay@example.org", "wrong").startswith("0: NO")
+    assert dovecot_handshake(sockdir / "auth-client").startswith("VERSION\t1\t")
     assert cli.ok("auth", "flush", "fay@example.org").startswith("flushed")
     assert served.stop() == 0
     assert "Traceback" not in served.log
