@@ -307,7 +307,16 @@ class WorkerChannel:
 
 # -- supervisor side ---------------------------------------------------------------------------
 
-_ORDER = ("control", "saslauthd", "dovecot-auth", "api")
+_ORDER = (
+    "control",
+    "saslauthd",
+    "dovecot-auth",
+    "socketmap",
+    "tcp-table",
+    "policy",
+    "dovecot-dict",
+    "api",
+)
 
 
 def _listener_order(name: str) -> int:
@@ -366,6 +375,7 @@ class Supervisor:
         self._stop_deadline = 0.0
         self._exit = 0
         self._starting = True
+        self._rest_spawned = False
         self._penalties: SharedFailureTable | None = None
         self._dropped = SharedCounters(count)
         self._listeners: set[str] = set()
@@ -454,7 +464,8 @@ class Supervisor:
                         self.count,
                     )
                     sd_notify("READY=1")
-                elif self._starting and len(self._workers) == 1 and self._workers_ready() == 1:
+                elif self._starting and not self._rest_spawned and self._workers_ready() == 1:
+                    self._rest_spawned = True  # worker 0 is ready: the schema exists now
                     for index in range(1, self.count):
                         self._spawn(index)
             sd_notify("STOPPING=1")
