@@ -62,6 +62,8 @@ from idsvc.errors import (
 from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 
 T = TypeVar("T")
+# one attempt of a read: (deadline in loop time, server to keep away from) -> result
+Read = Callable[[float, str | None], Awaitable[T]]
 
 CAS_ATTEMPTS = 5
 RECENT_DN_TTL = 1.0  # seconds a DN found by find_account serves a following bind check
@@ -119,6 +121,7 @@ class LdapDirectory:
         self._domains = profile.domains_dn(self._base)
         self._with_hash = settings.auth_method == "search"
         servers = Servers(settings.uris, settings.retry_after)
+        self._servers = servers
         reader_pw = settings.bind_password.get_secret_value() if settings.bind_password else None
         writer_pw = (
             settings.writer_password.get_secret_value() if settings.writer_password else None
@@ -197,22 +200,40 @@ class LdapDirectory:
         finally:
             self._pending -= 1
 
-    async def _read(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run an asynchronous read with the pending bound, retried once when its connection
-        failed or timed out (another server if there is one); python-ldap errors come back
-        mapped (a size limit on these point queries is AmbiguousEntry)."""
+    def _deadline(self) -> float:
+        """One read's deadline (loop time): ``timeout`` from now, whatever retries happen."""
+        return asyncio.get_running_loop().time() + self._settings.timeout
+
+    async def _read(self, op: Read[T], deadline: float | None = None) -> T:
+        """Run an asynchronous read with the pending bound, within one deadline (``timeout``
+        from now unless given: a slow directory costs at most that). Retried once only where
+        a retry can help: after a lost connection (a fresh one, or another server), or after
+        a timeout when another server is up — then the first attempt gets half the time and
+        the retry avoids the slow server. Never after a timeout with nowhere else to go.
+        python-ldap errors come back mapped (a size limit on these point queries is
+        AmbiguousEntry)."""
         if self._closed:
             raise TemporaryFailure("LDAP directory is closed")
         if self._pending >= self._settings.max_pending:
             raise TemporaryFailure("too many pending LDAP requests")
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self._settings.timeout
         self._pending += 1
         try:
+            first = deadline
+            if len(self._servers.candidates()) > 1:
+                first = loop.time() + (deadline - loop.time()) / 2  # leave time for failover
             try:
-                return await op()
-            except ConnectionLost:
-                pass
+                return await op(first, None)
+            except ConnectionLost as exc:
+                lost = exc
+            if lost.timed_out and not self._servers.others_up(lost.uri):
+                raise TemporaryFailure(f"LDAP error: {lost}") from lost
+            if deadline - loop.time() <= 0:
+                raise TemporaryFailure(f"LDAP error: {lost} (no time left to retry)") from lost
             try:
-                return await op()
+                return await op(deadline, lost.uri if lost.timed_out else None)
             except ConnectionLost as exc:
                 raise TemporaryFailure(f"LDAP error: {exc}") from exc
         except (ldap.LDAPError, ReferralSeen) as exc:
@@ -247,18 +268,28 @@ class LdapDirectory:
 
     async def ping(self) -> None:
         """Raise TemporaryFailure unless the reader can read the base entry now."""
-        await self._read(lambda: self._reader.read_base(self._base))
+        await self._read(
+            lambda end, avoid: self._reader.read_base(self._base, deadline=end, avoid=avoid)
+        )
 
     async def find_domain(self, name: str) -> Domain | None:
         filt = self._profile.domain_filter(name)
         attrs = self._profile.domain_attrs()
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         return None if entry is None else self._profile.domain_from_entry(entry)
 
     async def find_account(self, address: Address) -> Account | None:
         filt = self._profile.account_filter(address)
         attrs = self._profile.account_attrs(with_hash=self._with_hash)
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         if entry is None:
             return None
         account = self._profile.account_from_entry(entry, with_hash=self._with_hash)
@@ -269,7 +300,11 @@ class LdapDirectory:
     async def find_alias(self, source: str) -> Alias | None:
         filt = self._profile.alias_filter(source)
         attrs = self._profile.alias_attrs()
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         return None if entry is None else self._profile.alias_from_entry(entry)
 
     async def bind_check(self, account: Account, password: str) -> BindResult:
@@ -278,22 +313,28 @@ class LdapDirectory:
         §5.1.2: DN + empty password is an unauthenticated bind that "succeeds")."""
         if not isinstance(password, str) or not password or "\x00" in password:
             return BindResult.INVALID_CREDENTIALS
+        deadline = self._deadline()  # the DN search and the bind share it
         dn = self._recent.get(account.address) if self._recent is not None else None
         if dn is None:
             filt = self._profile.account_filter(account.address)
-            found = await self._read(lambda: self._reader.point(self._domains, filt, NO_ATTRS))
+            found = await self._read(
+                lambda end, avoid: self._reader.point(
+                    self._domains, filt, NO_ATTRS, deadline=end, avoid=avoid
+                ),
+                deadline,
+            )
             if found is None:
                 return BindResult.INVALID_CREDENTIALS
             dn = found.dn
 
-        async def bind() -> BindResult:
+        async def bind(end: float, avoid: str | None) -> BindResult:
             try:
-                await self._binder.simple_bind(dn, password)
+                await self._binder.simple_bind(dn, password, deadline=end, avoid=avoid)
             except ldap.INVALID_CREDENTIALS as exc:
                 return bind_failure(exc)
             return BindResult.OK
 
-        return await self._read(bind)
+        return await self._read(bind, deadline)
 
     # -- writes --------------------------------------------------------------------------------
 
