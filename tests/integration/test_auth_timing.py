@@ -292,3 +292,53 @@ async def test_failure_classes_take_the_same_time_on_the_rest_auth_test_route(
             assert answer.json()["outcome"] != Outcome.OK.value
 
         await _check(auth, send, [name for name in CLASSES if name not in API_CLASSES])
+
+
+# -- the dummy verify's cost, with no deadline to hide it (failure_delay = 0) -----------------
+
+
+async def _works(auth: Authenticator, logins: dict[str, str], runs: int) -> dict[str, float]:
+    """Median work (``AuthResult.elapsed``) of failed logins, fresh passwords, the logins
+    interleaved so that both see the same machine load. ``logins``: name -> login ("" for a
+    new unknown user each time)."""
+    elapsed: dict[str, list[float]] = {name: [] for name in logins}
+    for _ in range(runs):
+        for name, login in logins.items():
+            request = AuthRequest(login or _unknown(), Secret(_wrong()), "smtp", secured=True)
+            result = await auth.authenticate(request)
+            assert result.outcome.is_failure, result
+            elapsed[name].append(result.elapsed)
+    return {name: statistics.median(values) for name, values in elapsed.items()}
+
+
+@pytest.mark.parametrize("scheme", ["SSHA", "SHA512-CRYPT"])
+async def test_dummy_verify_costs_what_the_dominant_scheme_costs(
+    directory: Any, scheme: str
+) -> None:
+    """With no failure delay, an unknown user's work is what a wrong password costs for the
+    accounts the directory holds — ``{SSHA}`` (µs) or SHA512-CRYPT at 300 000 rounds (~15x an
+    ARGON2ID verify here) — not what the configured scheme (ARGON2ID) costs. Before, the dummy
+    was always the configured scheme: milliseconds against µs, or ~1/15 of the real cost."""
+    await directory.add_domain(Domain(name="example.org"))
+    if scheme == "SSHA":
+        stored = ssha(PW)
+    else:
+        slow = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT", sha_crypt_rounds=300_000))
+        stored = slow.hash(PW)
+    await directory.add_account(Account(Address.parse("user@example.org"), stored))
+    settings = AuthSettings(failure_delay=0, penalty=False, cache=False)
+    hasher = PasswordHasher(ARGON2)
+    auth = Authenticator(directory, hasher, settings, audit=LogAuditSink(), hash_workers=2)
+    try:
+        before = await _works(auth, {"configured": ""}, runs=3)  # no real verify yet
+        works = await _works(auth, {"wrong": "user@example.org", "unknown": ""}, runs=10)
+        print(f"\n{scheme}: {before} then {works}")
+        configured, wrong, unknown = before["configured"], works["wrong"], works["unknown"]
+        if scheme == "SSHA":
+            assert configured > 0.002  # an ARGON2ID verify, before any real verify
+            assert unknown < wrong + 0.001, (unknown, wrong)  # µs, as the accounts cost
+        else:
+            assert 0.5 * wrong < unknown < 2.0 * wrong, (unknown, wrong)
+            assert wrong > 4 * configured, (wrong, configured)  # the premise: far apart
+    finally:
+        await auth.close()
