@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
 from idsvc.audit import AuditEvent, AuditSink
+from idsvc.auth.app_password import AppCheck, AppPassword
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
 from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
 from idsvc.auth.penalty import PenaltyTracker
@@ -95,6 +96,14 @@ class Hasher(RehashHasher, Protocol):
     def verify_if_cheap(self, password: str, stored: str) -> bool | None: ...
 
     def scheme_of(self, stored: str) -> str: ...
+
+
+class AppPasswordCheck(Protocol):
+    """What the engine asks the local overlay (``idsvc.overlay.OverlayStore``)."""
+
+    async def check(
+        self, subject: str, presented: str, service: Service | None, remote_ip: str | None
+    ) -> tuple[AppCheck, AppPassword | None]: ...
 
 
 class AuthDirectory(AccountLookup, DomainLookup, Protocol):
@@ -190,6 +199,8 @@ class Authenticator:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hash_workers: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        app_passwords: AppPasswordCheck | None = None,
+        app_required: frozenset[Service] = frozenset(),
     ) -> None:
         self._dir = directory
         self._hasher = hasher
@@ -197,6 +208,8 @@ class Authenticator:
         self._audit = audit
         self._sleep = sleep
         self._timeout = timeout
+        self._apps = app_passwords
+        self._app_required = app_required if app_passwords is not None else frozenset()
         self._binder = directory if isinstance(directory, BindVerifier) else None
         self._default_domain = (
             canonical_domain(settings.default_domain) if settings.default_domain else None
@@ -363,8 +376,8 @@ class Authenticator:
         decision = await self._check_credentials(address, request, password)
         if decision.outcome is not Outcome.OK or authzid is None:
             return decision
-        if decision.user == str(authzid):
-            return decision
+        if authzid == address or decision.user == str(authzid):
+            return decision  # acting as oneself (by the login typed, or the canonical name)
         async with asyncio.timeout(self._timeout):
             return await self._authorize(decision, authzid, request)
 
@@ -389,7 +402,9 @@ class Authenticator:
                     detail="cached",
                 )
         async with asyncio.timeout(self._timeout):
-            return await self._fetch_and_verify(address, login, service, password, key)
+            return await self._fetch_and_verify(
+                address, login, service, password, key, request.remote_ip
+            )
 
     async def _fetch_and_verify(
         self,
@@ -398,6 +413,7 @@ class Authenticator:
         service: Service | None,
         password: str,
         key: bytes | None,
+        remote_ip: str | None = None,
     ) -> _Decision:
         account, names = await self._resolve(address, login)
         if account is None:
@@ -413,13 +429,25 @@ class Authenticator:
         found, domain = self._domains.get(account.address.domain)
         if not found:
             domain = await self._domain(account.address.domain)
-        stored = account.password_hash
-        cheap = None if stored is None else self._hasher.verify_if_cheap(password, stored)
-        if cheap is not None:  # a µs-cost scheme, verified inline with one parse
-            self._mix.note(CHEAP)
-            verdict = Outcome.OK if cheap else Outcome.MISMATCH
+        app = AppCheck.NO_MATCH
+        if self._apps is not None:
+            app, app_info = await self._apps.check(account.subject, password, service, remote_ip)
+        if app is AppCheck.OK:
+            verdict = Outcome.OK
+            if app_info is not None and (app_info.networks or app_info.expires is not None):
+                key = None  # valid only from some networks or until a time: never cached
+        elif app is AppCheck.REFUSED or (service in self._app_required):
+            # an app password used where it may not be, or the account's own password where
+            # only app passwords may log in: a plain failure (nothing is said about why)
+            verdict = Outcome.MISMATCH
         else:
-            verdict = await self._verify(account, password)
+            stored = account.password_hash
+            cheap = None if stored is None else self._hasher.verify_if_cheap(password, stored)
+            if cheap is not None:  # a µs-cost scheme, verified inline with one parse
+                self._mix.note(CHEAP)
+                verdict = Outcome.OK if cheap else Outcome.MISMATCH
+            else:
+                verdict = await self._verify(account, password)
         if verdict is not Outcome.OK:
             if verdict is Outcome.MISMATCH:
                 self._remember(key, Outcome.MISMATCH, user, names)
@@ -428,6 +456,9 @@ class Authenticator:
         if refusal is not None:
             return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
         self._remember(key, Outcome.OK, user, names)
+        if app is AppCheck.OK:
+            detail = f"app password {app_info.id}" if app_info is not None else "app password"
+            return _Decision(Outcome.OK, user=user, actor=user, names=names, detail=detail)
         if self._rehasher is not None:
             self._rehasher.consider(account, password)
         return _Decision(Outcome.OK, user=user, actor=user, names=names)
