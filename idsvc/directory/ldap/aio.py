@@ -53,8 +53,8 @@ import fcntl
 import logging
 import os
 import select
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import ldap
 
@@ -67,6 +67,7 @@ from idsvc.directory.mapping import Entry
 from idsvc.errors import AmbiguousEntry, TemporaryFailure
 
 log = logging.getLogger("idsvc.directory.ldap")
+T = TypeVar("T")
 
 MAX_DRAIN = 256  # messages handled per readiness callback before yielding to the loop
 # An idle connection is polled for EOF before reuse once it has been idle this long (seconds).
@@ -558,3 +559,32 @@ class AioPool:
                     error or ConnectionLost("LDAP connection closed", uri=conn.uri)
                 )
         self._wake(everyone=True)
+
+
+# one attempt of a read: (deadline in loop time, server to keep away from) -> result
+Read = Callable[[float, str | None], Awaitable[T]]
+
+
+async def read_with_retry(op: Read[T], servers: Servers, deadline: float) -> T:
+    """Run ``op`` within ``deadline`` (loop time), retried once only where a retry can help:
+    after a lost connection (a fresh one, or another server), or after a timeout when another
+    server is up — then the first attempt gets half the time and the retry avoids the slow
+    server. Never after a timeout with nowhere else to go: a slow directory costs one
+    ``timeout``, not two. ``ConnectionLost`` at the end becomes ``TemporaryFailure``; other
+    errors (python-ldap's) pass through for the caller to map."""
+    loop = asyncio.get_running_loop()
+    first = deadline
+    if len(servers.candidates()) > 1:
+        first = loop.time() + (deadline - loop.time()) / 2  # leave time for failover
+    try:
+        return await op(first, None)
+    except ConnectionLost as exc:
+        lost = exc
+    if lost.timed_out and not servers.others_up(lost.uri):
+        raise TemporaryFailure(f"LDAP error: {lost}") from lost
+    if deadline - loop.time() <= 0:
+        raise TemporaryFailure(f"LDAP error: {lost} (no time left to retry)") from lost
+    try:
+        return await op(deadline, lost.uri if lost.timed_out else None)
+    except ConnectionLost as exc:
+        raise TemporaryFailure(f"LDAP error: {exc}") from exc

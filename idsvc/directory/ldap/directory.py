@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ldap
@@ -31,7 +31,7 @@ from idsvc.directory.base import (
 )
 from idsvc.directory.checks import check_page_limit, check_prefix
 from idsvc.directory.filters import Filter
-from idsvc.directory.ldap.aio import AioPool, ConnectionLost
+from idsvc.directory.ldap.aio import AioPool, Read, read_with_retry
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
 from idsvc.directory.ldap.listing import (
     MAX_SCAN,
@@ -62,8 +62,6 @@ from idsvc.errors import (
 from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 
 T = TypeVar("T")
-# one attempt of a read: (deadline in loop time, server to keep away from) -> result
-Read = Callable[[float, str | None], Awaitable[T]]
 
 CAS_ATTEMPTS = 5
 RECENT_DN_TTL = 1.0  # seconds a DN found by find_account serves a following bind check
@@ -206,36 +204,18 @@ class LdapDirectory:
 
     async def _read(self, op: Read[T], deadline: float | None = None) -> T:
         """Run an asynchronous read with the pending bound, within one deadline (``timeout``
-        from now unless given: a slow directory costs at most that). Retried once only where
-        a retry can help: after a lost connection (a fresh one, or another server), or after
-        a timeout when another server is up — then the first attempt gets half the time and
-        the retry avoids the slow server. Never after a timeout with nowhere else to go.
+        from now unless given), retried only where that helps (``aio.read_with_retry``);
         python-ldap errors come back mapped (a size limit on these point queries is
         AmbiguousEntry)."""
         if self._closed:
             raise TemporaryFailure("LDAP directory is closed")
         if self._pending >= self._settings.max_pending:
             raise TemporaryFailure("too many pending LDAP requests")
-        loop = asyncio.get_running_loop()
         if deadline is None:
-            deadline = loop.time() + self._settings.timeout
+            deadline = self._deadline()
         self._pending += 1
         try:
-            first = deadline
-            if len(self._servers.candidates()) > 1:
-                first = loop.time() + (deadline - loop.time()) / 2  # leave time for failover
-            try:
-                return await op(first, None)
-            except ConnectionLost as exc:
-                lost = exc
-            if lost.timed_out and not self._servers.others_up(lost.uri):
-                raise TemporaryFailure(f"LDAP error: {lost}") from lost
-            if deadline - loop.time() <= 0:
-                raise TemporaryFailure(f"LDAP error: {lost} (no time left to retry)") from lost
-            try:
-                return await op(deadline, lost.uri if lost.timed_out else None)
-            except ConnectionLost as exc:
-                raise TemporaryFailure(f"LDAP error: {exc}") from exc
+            return await read_with_retry(op, self._servers, deadline)
         except (ldap.LDAPError, ReferralSeen) as exc:
             raise map_error(exc, point=True) from exc
         finally:
