@@ -186,6 +186,41 @@ async def test_a_slow_directory_costs_one_timeout_not_two(own_slapd: SlapdServer
         assert await eventually(lambda: directory.find_account(ALICE)) is not None
 
 
+async def test_a_slow_corporate_directory_costs_one_timeout_not_two(
+    own_slapd: SlapdServer,
+) -> None:
+    """The read-only corporate adapter (``CorporateDirectory``) shares the read path: one
+    timeout for a stopped server, even with several connections open to it."""
+    from idsvc.directory.ldap.corporate import CorporateDirectory
+    from tests.integration.test_corporate_openldap import DOMAIN, load, open_corp, person
+
+    timeout = 1.0
+    base = own_slapd.new_subtree("corp")
+    load(own_slapd, base, {"erin": person("erin", "io-Erin-pw", mail=[f"erin@{DOMAIN}"])})
+    corp: CorporateDirectory = await open_corp(
+        own_slapd, base, "inetorgperson", **{**FAST, "timeout": timeout, "pool_size": 4}
+    )
+    erin = Address.parse(f"erin@{DOMAIN}")
+    try:
+        for _ in range(20):
+            found = await asyncio.gather(*(corp.find_account(erin) for _ in range(30)))
+            assert all(entry is not None for entry in found)
+            if corp._reader.connections >= 2:
+                break
+        assert corp._reader.connections >= 2
+        own_slapd.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TemporaryFailure):
+                await corp.find_account(erin)
+            assert time.monotonic() - started < timeout + 0.4
+        finally:
+            own_slapd.resume()
+        assert await eventually(lambda: corp.find_account(erin)) is not None
+    finally:
+        await corp.close()
+
+
 async def test_a_lost_connection_is_still_retried(own_slapd: SlapdServer) -> None:
     """A connection the server dropped (restart) is retried on a fresh one: no error at all."""
     async with _opened(own_slapd, await _fresh(own_slapd), pool_size=4) as directory:
