@@ -136,6 +136,6 @@ async def build_runtime(
     if overlay is not None:
         apps = AppPasswords(directory, overlay, audit=audit, invalidator=invalidator)
     return Runtime(
-        settings, directory, hasher, authenticator, provisioner, audit, lookups,
-        app_passwords=apps, overlay=overlay,
+        settings, directory, hasher, authenticator, provisioner, audit,
+        lookups=lookups, app_passwords=apps, overlay=overlay,
     )  # fmt: skip

@@ -419,3 +419,52 @@ async def test_postfix_maps_and_dovecot_userdb_answer_from_ad(corp: CorporateDir
             assert (code, out) == (0, "alice@corp.test")
             code, out, _ = await postmap(pm, "nobody@corp.test", f"{table}:mailbox")
             assert (code, out) == (1, "")
+
+
+# -- the local overlay: aliases and quota overrides beside a read-only directory ------------------
+
+
+async def test_local_aliases_and_quota_overrides(samba_ad: AdDirectory, tmp_path: Path) -> None:
+    from idsvc.audit import LogAuditSink
+    from idsvc.config import MailSettings
+    from idsvc.errors import AlreadyExists, NotFound
+    from idsvc.lookups import MailLookups
+    from idsvc.overlay import OverlayStore
+    from idsvc.provisioning import Provisioner
+
+    overlay = await OverlayStore.open(tmp_path / "overlay.db")
+    directory = await CorporateDirectory.open(settings(samba_ad))
+    directory.attach_overlay(overlay)
+    mail = MailLookups(directory, MailSettings())
+    prov = Provisioner(directory, sas.hasher(), audit=LogAuditSink(), invalidator=mail)
+    try:
+        made = await prov.create_alias(
+            "sales@corp.test", ["alice@corp.test", "erin@corp.test"], actor="t"
+        )
+        assert made.revision == 1
+        await prov.create_alias("@corp.test", ["alice@corp.test"], actor="t")  # a catch-all
+        with pytest.raises(AlreadyExists):  # a directory account's secondary address
+            await prov.create_alias("a.liddell@corp.test", ["erin@corp.test"], actor="t")
+        with pytest.raises(NotFound):  # not a mail domain
+            await prov.create_alias("x@elsewhere.test", ["erin@corp.test"], actor="t")
+        assert await mail.expand_alias("sales@corp.test") == ("alice@corp.test", "erin@corp.test")
+        assert await mail.expand_alias("nobody@corp.test") == ("alice@corp.test",)  # catch-all
+        assert await mail.expand_alias("erin@corp.test") == ()  # a mailbox is never captured
+        page = await prov.list_aliases("corp.test")
+        assert [a.source for a in page.items] == ["@corp.test", "sales@corp.test"]
+        changed = await prov.update_alias("sales@corp.test", actor="t", enabled=False)
+        assert not changed.enabled
+        await prov.delete_alias("@corp.test", actor="t")
+        assert await mail.expand_alias("nobody2@corp.test") == ()
+
+        updated = await prov.update_user("alice@corp.test", actor="t", quota=5 * 2**30)
+        assert updated.quota == 5 * 2**30
+        again = await directory.find_account(Address.parse("alice@corp.test"))
+        assert again is not None
+        assert again.quota == 5 * 2**30  # the override, keyed by objectGUID
+        with pytest.raises(ReadOnlyDirectory):  # anything but the quota: the directory's
+            await prov.update_user("alice@corp.test", actor="t", display_name="Alice L.")
+    finally:
+        prov.close()
+        await directory.close()
+        await overlay.close()
