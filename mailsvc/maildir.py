@@ -59,7 +59,7 @@ TMP_MAX_AGE = 36 * 3600.0
 CRASH_STEPS = ("tmp-open", "tmp-written", "tmp-synced", "renamed", "dir-synced")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIZE_IN_NAME = re.compile(r",S=([0-9]+)")
-_COMPONENT = re.compile(r"[A-Za-z0-9._+=@-]{1,255}")
+_COMPONENT = re.compile(r"[A-Za-z0-9._+=@!#$%&'*?^`{|}~-]{1,255}")  # atext without '/'
 
 
 class StoreError(Exception):
