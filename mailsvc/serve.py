@@ -136,6 +136,11 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
     def proxy(ls: ListenerSettings) -> dict[str, Any]:
         return {"proxy_protocol_timeout": 10.0} if ls.proxy_trusted else {}
 
+    def limits(ls: ListenerSettings) -> Limits:
+        # behind a proxy every connection comes from the proxy: only the total limit applies
+        per_ip = smtp.max_connections if ls.proxy_trusted else smtp.max_connections_per_ip
+        return Limits(smtp.max_connections, per_ip)
+
     if settings.mx.enabled:
         handler = SmtpHandler(services, submission=False, proxy_trusted=settings.mx.proxy_trusted)
         listeners.append(
@@ -149,7 +154,7 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
                     "tls_context": tls,
                     "auth_exclude_mechanism": ["PLAIN", "LOGIN"],
                 },
-                limits=Limits(smtp.max_connections, smtp.max_connections_per_ip),
+                limits=limits(settings.mx),
             )
         )
     if settings.submission.enabled:
@@ -170,7 +175,7 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
                     "auth_required": True,
                     "auth_require_tls": True,
                 },
-                limits=Limits(smtp.max_connections, smtp.max_connections_per_ip),
+                limits=limits(settings.submission),
             )
         )
     if settings.submissions.enabled:
@@ -193,7 +198,7 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
                     "auth_require_tls": False,  # the transport is TLS from the first byte
                 },
                 implicit_tls=tls,
-                limits=Limits(smtp.max_connections, smtp.max_connections_per_ip),
+                limits=limits(settings.submissions),
             )
         )
     return listeners
