@@ -239,6 +239,12 @@ class SmtpHandler:
                 )
         envelope.mail_from = sender
         envelope.mail_options.extend(mail_options)
+        server.transactions += 1
+        envelope.instance = f"{server.session_id}.{server.transactions}"
+        for option in mail_options:
+            name, _, value = option.partition("=")
+            if name.upper() == "SIZE" and value.isdigit() and len(value) < 16:
+                envelope.size = int(value)
         return "250 2.1.0 Ok"
 
     async def _resolve_local(self, server: MailSmtp, rcpt: Any) -> Resolution | str:
@@ -328,10 +334,10 @@ class SmtpHandler:
             "client_address": self.client_ip(session),
             "client_name": "unknown",
             "reverse_client_name": "unknown",
-            "instance": server.session_id,
+            "instance": envelope.instance,
             "sasl_method": "",
             "sasl_username": str(session.login_data or ""),
-            "size": "0",
+            "size": str(envelope.size),
             "encryption_protocol": "TLS" if self.secured(server) else "",
         }
         try:

@@ -33,6 +33,8 @@ class MailEnvelope(Envelope):
         super().__init__()
         self.local: dict[str, LocalTarget] = {}  # maildir path → target (one copy each)
         self.remote: list[str] = []  # for the smarthost
+        self.instance = ""  # one id per message (the policy protocol's ``instance``)
+        self.size = 0  # MAIL ... SIZE=, when given
 
 
 class Limits:
@@ -67,6 +69,7 @@ class MailSmtp(SMTP):
         self._counted_ip: str | None = None
         self.session_id = secrets.token_hex(8)
         self.errors = 0  # refused commands in this session (the handler's budget)
+        self.transactions = 0  # MAIL commands accepted (numbers the policy ``instance``)
 
     def _create_envelope(self) -> MailEnvelope:
         return MailEnvelope()
