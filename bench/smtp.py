@@ -181,6 +181,7 @@ def main() -> int:
             idsvc_extra={
                 "socketmap.socket": {"mode": 0o666},
                 "dovecot_auth.socket": {"mode": 0o666},
+                "mail": {"cache_ttl": 30.0},  # idsvc's default (the test stack turns it off)
             },
         ) as stack,
         sink() as sink_port,

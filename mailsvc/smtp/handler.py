@@ -32,6 +32,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ TEMP_LOOKUP = "451 4.3.0 Temporary lookup failure, try again later"
 TEMP_AUTH = "454 4.7.0 Temporary authentication failure"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
 SPACE_FACTOR = 1.5
+FREE_TTL = 0.5  # seconds a free-space reading is reused
 
 
 class QuotaFull(Exception):
@@ -81,8 +83,16 @@ class Services:
     executor: ThreadPoolExecutor
     smarthost: Smarthost | None
 
+    _free: tuple[float, int] | None = None  # (when, bytes): statvfs at most every FREE_TTL s
+
     async def run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def free_bytes(self) -> int:
+        now = time.monotonic()
+        if self._free is None or now - self._free[0] > FREE_TTL:
+            self._free = (now, await self.run(self.store.free_bytes))
+        return self._free[1]
 
 
 def _deliver_all(
@@ -220,7 +230,7 @@ class SmtpHandler:
             except BadAddress as exc:
                 return self._refuse(server, f"553 5.1.7 Bad sender address syntax: {exc}")
         try:
-            free = await self.services.run(self.services.store.free_bytes)
+            free = await self.services.free_bytes()
         except OSError:
             return "451 4.3.0 Local storage unavailable"
         if free < SPACE_FACTOR * self.settings.max_message_size:

@@ -16,6 +16,7 @@ destination (forwarded through the smarthost). Any lookup without a definite ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -56,10 +57,12 @@ class Resolver:
         return await self.maps.lookup("domain", domain) is not None
 
     async def _mailbox(self, address: str) -> LocalTarget | None:
-        path = await self.maps.lookup("mailbox", address)
+        # both at once, on two pooled connections: one round trip instead of two
+        path, raw_quota = await asyncio.gather(
+            self.maps.lookup("mailbox", address), self.maps.lookup("quota", address)
+        )
         if path is None:
             return None
-        raw_quota = await self.maps.lookup("quota", address)
         try:
             quota = max(int(raw_quota), 0) if raw_quota else 0
         except ValueError:
