@@ -48,7 +48,13 @@ from mailsvc.config import Settings
 from mailsvc.maildir import Maildir, MaildirStore, Quota, StoreError
 from mailsvc.smtp import headers
 from mailsvc.smtp.outbound import RelayFailed, Smarthost
-from mailsvc.smtp.resolve import LocalTarget, Resolution, Resolver, TooManyDestinations
+from mailsvc.smtp.resolve import (
+    LocalTarget,
+    Prefetched,
+    Resolution,
+    Resolver,
+    TooManyDestinations,
+)
 from mailsvc.smtp.session import MailEnvelope, MailSmtp
 
 log = logging.getLogger("mailsvc.smtp")
@@ -257,10 +263,12 @@ class SmtpHandler:
                 envelope.size = int(value)
         return "250 2.1.0 Ok"
 
-    async def _resolve_local(self, server: MailSmtp, rcpt: Any) -> Resolution | str:
+    async def _resolve_local(
+        self, server: MailSmtp, rcpt: Any, first: Prefetched
+    ) -> Resolution | str:
         resolver = self.services.resolver
         try:
-            found = await resolver.recipient(rcpt)
+            found = await resolver.recipient(rcpt, first)
         except TooManyDestinations:
             return "451 4.3.5 Alias expansion too large"
         if found is None:
@@ -296,9 +304,9 @@ class SmtpHandler:
         except BadAddress as exc:
             return self._refuse(server, f"553 5.1.3 Bad recipient address syntax: {exc}")
         try:
-            local = await self.services.resolver.is_local_domain(rcpt.domain)
-            if local:
-                result = await self._resolve_local(server, rcpt)
+            first = await self.services.resolver.prefetch(rcpt)
+            if first.hosted:
+                result = await self._resolve_local(server, rcpt, first)
                 if isinstance(result, str):
                     return result
             else:
