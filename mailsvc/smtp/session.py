@@ -70,6 +70,18 @@ class MailSmtp(SMTP):
         self.session_id = secrets.token_hex(8)
         self.errors = 0  # refused commands in this session (the handler's budget)
         self.transactions = 0  # MAIL commands accepted (numbers the policy ``instance``)
+        self._pending_reply: list[bytes] = []
+
+    async def push(self, status: str | bytes) -> None:
+        """One write per reply: the lines of a multi-line reply (``250-…``) are held until its
+        last line (one send instead of one per EHLO line)."""
+        line = status if isinstance(status, bytes) else status.encode("ascii", "replace")
+        self._pending_reply.append(line + b"\r\n")
+        if line[3:4] == b"-" and len(self._pending_reply) < 64:
+            return
+        data, self._pending_reply = b"".join(self._pending_reply), []
+        self._writer.write(data)
+        await self._writer.drain()
 
     def _create_envelope(self) -> MailEnvelope:
         return MailEnvelope()
