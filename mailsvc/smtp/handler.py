@@ -45,7 +45,7 @@ from mailsvc.clients import Unavailable
 from mailsvc.clients.dovecot_auth import DovecotAuthClient, MechanismUnavailable
 from mailsvc.clients.policy import DEFAULT_ACTION, PolicyClient, decide
 from mailsvc.config import Settings
-from mailsvc.maildir import Maildir, MaildirStore, Quota, StoreError
+from mailsvc.maildir import Chunk, Maildir, MaildirStore, Quota, StoreError, chunk_size
 from mailsvc.smtp import headers
 from mailsvc.smtp.outbound import RelayFailed, Smarthost
 from mailsvc.smtp.resolve import (
@@ -102,11 +102,11 @@ class Services:
 
 
 def _deliver_all(
-    store: MaildirStore, targets: Sequence[LocalTarget], chunks: Sequence[bytes]
+    store: MaildirStore, targets: Sequence[LocalTarget], chunks: Sequence[Chunk]
 ) -> list[tuple[Maildir, str, Quota]]:
     """Quota check for all, then one copy per target; on any failure the copies made are
     withdrawn and the error re-raised."""
-    size = sum(len(c) for c in chunks)
+    size = sum(chunk_size(c) for c in chunks)
     boxes = [(store.mailbox(t.path), Quota(bytes=t.quota)) for t in targets]
     for box, quota in boxes:
         if not quota.unlimited and box.usage(quota).exceeds(quota, size, 1):
@@ -366,9 +366,8 @@ class SmtpHandler:
         return decide(action)
 
     async def handle_DATA(self, server: MailSmtp, session: Session, envelope: MailEnvelope) -> str:
-        content = envelope.original_content or b""
-        if headers.has_bare_cr_or_lf(content):
-            return "550 5.5.2 Message refused: bare CR or LF in the message (RFC 5322 needs CRLF)"
+        content = envelope.spool  # bare CR/LF, line length and SIZE were checked while reading
+        assert content is not None
         queue_id = secrets.token_hex(6).upper()
         sender = "" if envelope.mail_from == "<>" else str(envelope.mail_from)
         login = str(session.login_data) if session.authenticated and session.login_data else None
@@ -389,7 +388,7 @@ class SmtpHandler:
         done: list[tuple[Maildir, str, Quota]] = []
         targets = list(envelope.local.values())
         if targets:
-            chunks = [headers.return_path(sender), received, content]
+            chunks: list[Chunk] = [headers.return_path(sender), received, content]
             try:
                 done = await self.services.run(_deliver_all, self.services.store, targets, chunks)
             except QuotaFull:
@@ -401,7 +400,7 @@ class SmtpHandler:
             smarthost = self.services.smarthost
             assert smarthost is not None  # RCPT accepted no remote recipient without one
             try:
-                await smarthost.send(sender, envelope.remote, received + content)
+                await smarthost.send(sender, envelope.remote, [received, content])
             except RelayFailed as exc:
                 log.warning("smarthost refused %s: %s", queue_id, exc.reply)
                 await self.services.run(_withdraw, done)
@@ -409,7 +408,7 @@ class SmtpHandler:
         log.info(
             "%s: from=<%s> to=%d local=%d remote=%d size=%d%s",
             queue_id, sender, len(envelope.rcpt_tos), len(done), len(envelope.remote),
-            len(content), f" login={login}" if login else "",
+            envelope.data_size, f" login={login}" if login else "",
         )  # fmt: skip
         return f"250 2.0.0 Ok: queued as {queue_id}"
 

@@ -77,3 +77,13 @@ def test_return_path_is_one_line(sender: str) -> None:
     assert line.startswith(b"Return-Path: <")
     assert line.endswith(b">\r\n")
     assert line.count(b"\r\n") == 1
+
+
+def test_dot_stuffing_for_the_smarthost() -> None:
+    import io
+
+    from mailsvc.smtp.outbound import dot_stuffed
+
+    spool = io.BytesIO(b".a\r\nb\r\n..c\r\n.\r\n")
+    out = b"".join(dot_stuffed([b"Received: x\r\n", spool], block=4))
+    assert out == b"Received: x\r\n..a\r\nb\r\n...c\r\n..\r\n"
