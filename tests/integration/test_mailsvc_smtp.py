@@ -457,3 +457,15 @@ async def test_forwarded_message_keeps_its_dot_lines(stack: MailStack) -> None:
         client.sendmail("s@remote.example", ["fwd@example.org"],
                         b"Subject: dots\r\n\r\n.one\r\n..two\r\nthree\r\n")  # fmt: skip
     assert "\n.one\n..two\nthree" in stack.sunk().replace("\r\n", "\n")
+
+
+async def test_recipient_limit(stack: MailStack) -> None:
+    with smtplib.SMTP("127.0.0.1", stack.mx, timeout=60) as client:
+        client.ehlo("x.test")
+        client.mail("s@remote.example")
+        codes = [client.rcpt(f"bob+{i}@example.org")[0] for i in range(101)]
+        assert codes[:100] == [250] * 100
+        assert codes[100] == 452  # 4.5.3: the rest in another transaction, not a bounce
+        before = count(stack, BOB)
+        assert client.data(b"Subject: many\r\n\r\nx\r\n")[0] == 250
+    assert count(stack, BOB) == before + 1  # one mailbox: one copy
