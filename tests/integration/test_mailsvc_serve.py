@@ -5,6 +5,7 @@ TLS-less configuration with one clear message."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -61,10 +62,16 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
         env, vmail = quickstart(workdir)
         served = Process([str(IDSVC), "serve"], env, "idsvc")
         try:
-            line = served.wait_for(r"mailsvc.serve: mx: listening on 127\.0\.0\.1:\d+")
-            mx = int(line.rpartition(":")[2])
-            served.wait_for(r"mailsvc.serve: ready: 3 listener")
-            served.wait_for(r"idsvc.serve: mailsvc: listening on child process \d+")
+            # the child's lines and idsvc's own interleave in either order
+            wanted = (
+                r"mailsvc\.serve: ready: 3 listener",
+                r"idsvc\.serve: mailsvc: listening on child",
+            )
+            while not all(re.search(p, served.log) for p in wanted):
+                served.wait_for("|".join(wanted))
+            found = re.search(r"mailsvc\.serve: mx: listening on 127\.0\.0\.1:(\d+)", served.log)
+            assert found is not None
+            mx = int(found.group(1))
             # the README's three commands
             idsvc_cli(env, "domain", "add", "example.org")
             idsvc_cli(env, "user", "add", "alice@example.org", "--password-stdin",
