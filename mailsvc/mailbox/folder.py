@@ -308,14 +308,18 @@ class Folder:
 
     def size(self, uid: int) -> int:
         msg = self._must(uid)
-        self._stat(msg)
+        if msg.size is None and (found := _SIZE.search(msg.base)):
+            msg.size = int(found.group(1))
+        if msg.size is None:
+            self._stat(msg)
         assert msg.size is not None
         return msg.size
 
     def vsize(self, uid: int) -> int:
         """The size with CRLF line ends (``,W=`` when present; else counted)."""
         msg = self._must(uid)
-        self._stat(msg)
+        if msg.vsize is None and (found := _VSIZE.search(msg.base)):
+            msg.vsize = int(found.group(1))
         if msg.vsize is None:
             raw = self.read(uid)
             msg.vsize = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")

@@ -44,6 +44,7 @@ from mailsvc.clients import Unavailable
 from mailsvc.clients.dovecot_auth import DovecotAuthClient, MechanismUnavailable
 from mailsvc.clients.policy import DEFAULT_ACTION, PolicyClient, decide
 from mailsvc.config import Settings
+from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import Maildir, MaildirStore, Quota, StoreError
 from mailsvc.smtp import headers
 from mailsvc.smtp.outbound import RelayFailed, Smarthost
@@ -78,6 +79,7 @@ class Services:
     resolver: Resolver
     policy: PolicyClient | None
     store: MaildirStore
+    registry: FolderRegistry  # open folders, shared with the POP3/IMAP sessions
     executor: ThreadPoolExecutor
     smarthost: Smarthost | None
 

@@ -37,6 +37,10 @@ def quickstart(workdir: Path, mx: int) -> tuple[dict[str, str], Path]:
         "MAILSVC_MX__LISTEN": f"127.0.0.1:{mx}",
         "MAILSVC_SUBMISSION__LISTEN": f"127.0.0.1:{free_port()}",
         "MAILSVC_SUBMISSIONS__LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILSVC_POP3__LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILSVC_POP3S__LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILSVC_IMAP__LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILSVC_IMAPS__LISTEN": f"127.0.0.1:{free_port()}",
         "MAILSVC_TLS__SELF_SIGNED_DIR": str(workdir / "tls"),
         "MAILSVC_SMTP__HOSTNAME": "mx.example.org",
     }
@@ -63,8 +67,8 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
         env, vmail = quickstart(workdir, mx)
         served = Process([str(IDSVC), "serve"], env, "idsvc")
         try:
-            served.wait_for(r"mailsvc.serve: ready: 3 listener")
             served.wait_for(r"idsvc.serve: mailsvc: listening on child process \d+")
+            served.wait_for(r"mailsvc.serve: ready: 5 listener")
             # the README's three commands
             idsvc_cli(env, "domain", "add", "example.org")
             idsvc_cli(env, "user", "add", "alice@example.org", "--password-stdin",
@@ -121,7 +125,7 @@ def test_submission_without_tls_is_refused(tmp_path: Path) -> None:
     assert "submission needs TLS" in result.stderr
     mx_only = (
         "[tls]\nself_signed = false\n[submission]\nenabled = false\n"
-        "[submissions]\nenabled = false\n"
+        "[submissions]\nenabled = false\n[pop3s]\nenabled = false\n[imaps]\nenabled = false\n"
     )
     assert mailsvc_check(tmp_path, mx_only).returncode == 0
 
@@ -139,6 +143,10 @@ def test_mailsvc_serve_fails_cleanly_when_the_port_is_taken(tmp_path: Path) -> N
                 "mx": {"listen": f"127.0.0.1:{port}"},
                 "submission": {"enabled": False},
                 "submissions": {"enabled": False},
+                "pop3": {"enabled": False},
+                "pop3s": {"enabled": False},
+                "imap": {"enabled": False},
+                "imaps": {"enabled": False},
             }),
             encoding="utf-8",
         )  # fmt: skip
