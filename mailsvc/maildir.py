@@ -50,6 +50,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 SUBDIRS = ("tmp", "new", "cur")
 QUOTA_FILE = "maildirsize"
@@ -118,6 +119,25 @@ def parse_relative(path: str) -> tuple[str, ...]:
         if part in (".", "..") or not _COMPONENT.fullmatch(part):
             raise BadMailboxPath("mailbox path has an invalid component")
     return parts
+
+
+Chunk = bytes | IO[bytes]  # bytes, or a readable binary file (read from its start)
+COPY_BLOCK = 1 << 20
+
+
+def chunk_size(chunk: Chunk) -> int:
+    if isinstance(chunk, bytes):
+        return len(chunk)
+    return chunk.seek(0, os.SEEK_END)
+
+
+def _write_chunk(fd: int, chunk: Chunk) -> None:
+    if isinstance(chunk, bytes):
+        _write_all(fd, chunk)
+        return
+    chunk.seek(0)
+    while block := chunk.read(COPY_BLOCK):
+        _write_all(fd, block)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -227,7 +247,7 @@ class Maildir:
         with self._dirfd() as box:
             self._quota_add(box, quota, size, count)
 
-    def write_tmp(self, tmp: int, name: str, chunks: Sequence[bytes]) -> None:
+    def write_tmp(self, tmp: int, name: str, chunks: Sequence[Chunk]) -> None:
         """Write ``chunks`` durably to ``tmp/<name>`` (``tmp`` is that directory's fd)."""
         self._write_tmp(tmp, name, chunks)
 
@@ -240,9 +260,10 @@ class Maildir:
 
     # --- delivery -------------------------------------------------------------------------
 
-    def deliver(self, chunks: Sequence[bytes], quota: Quota | None = None) -> str:
-        """Write ``chunks`` as one new message; its name in ``new/`` once durable."""
-        size = sum(len(c) for c in chunks)
+    def deliver(self, chunks: Sequence[Chunk], quota: Quota | None = None) -> str:
+        """Write ``chunks`` (bytes or binary files) as one new message; its name in ``new/``
+        once durable."""
+        size = sum(chunk_size(c) for c in chunks)
         store = self.store
         base = store.unique()
         final = f"{base},S={size},W={size}"
@@ -287,7 +308,7 @@ class Maildir:
                 self._quota_add(box, quota, -int(size_match.group(1)), -1)
         return True
 
-    def _write_tmp(self, tmp: int, name: str, chunks: Sequence[bytes]) -> None:
+    def _write_tmp(self, tmp: int, name: str, chunks: Sequence[Chunk]) -> None:
         store = self.store
         try:
             fd = os.open(
@@ -299,7 +320,7 @@ class Maildir:
         store.crash_point("tmp-open")
         try:
             for chunk in chunks:
-                _write_all(fd, chunk)
+                _write_chunk(fd, chunk)
             store.crash_point("tmp-written")
             if store.fsync:
                 os.fsync(fd)

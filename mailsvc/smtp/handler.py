@@ -32,6 +32,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,10 +46,16 @@ from mailsvc.clients.dovecot_auth import DovecotAuthClient, MechanismUnavailable
 from mailsvc.clients.policy import DEFAULT_ACTION, PolicyClient, decide
 from mailsvc.config import Settings
 from mailsvc.mailbox.account import FolderRegistry
-from mailsvc.maildir import Maildir, MaildirStore, Quota, StoreError
+from mailsvc.maildir import Chunk, Maildir, MaildirStore, Quota, StoreError, chunk_size
 from mailsvc.smtp import headers
 from mailsvc.smtp.outbound import RelayFailed, Smarthost
-from mailsvc.smtp.resolve import LocalTarget, Resolution, Resolver, TooManyDestinations
+from mailsvc.smtp.resolve import (
+    LocalTarget,
+    Prefetched,
+    Resolution,
+    Resolver,
+    TooManyDestinations,
+)
 from mailsvc.smtp.session import MailEnvelope, MailSmtp
 
 log = logging.getLogger("mailsvc.smtp")
@@ -57,6 +64,7 @@ TEMP_LOOKUP = "451 4.3.0 Temporary lookup failure, try again later"
 TEMP_AUTH = "454 4.7.0 Temporary authentication failure"
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
 SPACE_FACTOR = 1.5
+FREE_TTL = 0.5  # seconds a free-space reading is reused
 
 
 class QuotaFull(Exception):
@@ -83,16 +91,24 @@ class Services:
     executor: ThreadPoolExecutor
     smarthost: Smarthost | None
 
+    _free: tuple[float, int] | None = None  # (when, bytes): statvfs at most every FREE_TTL s
+
     async def run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def free_bytes(self) -> int:
+        now = time.monotonic()
+        if self._free is None or now - self._free[0] > FREE_TTL:
+            self._free = (now, await self.run(self.store.free_bytes))
+        return self._free[1]
+
 
 def _deliver_all(
-    store: MaildirStore, targets: Sequence[LocalTarget], chunks: Sequence[bytes]
+    store: MaildirStore, targets: Sequence[LocalTarget], chunks: Sequence[Chunk]
 ) -> list[tuple[Maildir, str, Quota]]:
     """Quota check for all, then one copy per target; on any failure the copies made are
     withdrawn and the error re-raised."""
-    size = sum(len(c) for c in chunks)
+    size = sum(chunk_size(c) for c in chunks)
     boxes = [(store.mailbox(t.path), Quota(bytes=t.quota)) for t in targets]
     for box, quota in boxes:
         if not quota.unlimited and box.usage(quota).exceeds(quota, size, 1):
@@ -222,7 +238,7 @@ class SmtpHandler:
             except BadAddress as exc:
                 return self._refuse(server, f"553 5.1.7 Bad sender address syntax: {exc}")
         try:
-            free = await self.services.run(self.services.store.free_bytes)
+            free = await self.services.free_bytes()
         except OSError:
             return "451 4.3.0 Local storage unavailable"
         if free < SPACE_FACTOR * self.settings.max_message_size:
@@ -249,10 +265,12 @@ class SmtpHandler:
                 envelope.size = int(value)
         return "250 2.1.0 Ok"
 
-    async def _resolve_local(self, server: MailSmtp, rcpt: Any) -> Resolution | str:
+    async def _resolve_local(
+        self, server: MailSmtp, rcpt: Any, first: Prefetched
+    ) -> Resolution | str:
         resolver = self.services.resolver
         try:
-            found = await resolver.recipient(rcpt)
+            found = await resolver.recipient(rcpt, first)
         except TooManyDestinations:
             return "451 4.3.5 Alias expansion too large"
         if found is None:
@@ -288,9 +306,9 @@ class SmtpHandler:
         except BadAddress as exc:
             return self._refuse(server, f"553 5.1.3 Bad recipient address syntax: {exc}")
         try:
-            local = await self.services.resolver.is_local_domain(rcpt.domain)
-            if local:
-                result = await self._resolve_local(server, rcpt)
+            first = await self.services.resolver.prefetch(rcpt)
+            if first.hosted:
+                result = await self._resolve_local(server, rcpt, first)
                 if isinstance(result, str):
                     return result
             else:
@@ -350,9 +368,8 @@ class SmtpHandler:
         return decide(action)
 
     async def handle_DATA(self, server: MailSmtp, session: Session, envelope: MailEnvelope) -> str:
-        content = envelope.original_content or b""
-        if headers.has_bare_cr_or_lf(content):
-            return "550 5.5.2 Message refused: bare CR or LF in the message (RFC 5322 needs CRLF)"
+        content = envelope.spool  # bare CR/LF, line length and SIZE were checked while reading
+        assert content is not None
         queue_id = secrets.token_hex(6).upper()
         sender = "" if envelope.mail_from == "<>" else str(envelope.mail_from)
         login = str(session.login_data) if session.authenticated and session.login_data else None
@@ -373,7 +390,7 @@ class SmtpHandler:
         done: list[tuple[Maildir, str, Quota]] = []
         targets = list(envelope.local.values())
         if targets:
-            chunks = [headers.return_path(sender), received, content]
+            chunks: list[Chunk] = [headers.return_path(sender), received, content]
             try:
                 done = await self.services.run(_deliver_all, self.services.store, targets, chunks)
             except QuotaFull:
@@ -385,7 +402,7 @@ class SmtpHandler:
             smarthost = self.services.smarthost
             assert smarthost is not None  # RCPT accepted no remote recipient without one
             try:
-                await smarthost.send(sender, envelope.remote, received + content)
+                await smarthost.send(sender, envelope.remote, [received, content])
             except RelayFailed as exc:
                 log.warning("smarthost refused %s: %s", queue_id, exc.reply)
                 await self.services.run(_withdraw, done)
@@ -393,7 +410,7 @@ class SmtpHandler:
         log.info(
             "%s: from=<%s> to=%d local=%d remote=%d size=%d%s",
             queue_id, sender, len(envelope.rcpt_tos), len(done), len(envelope.remote),
-            len(content), f" login={login}" if login else "",
+            envelope.data_size, f" login={login}" if login else "",
         )  # fmt: skip
         return f"250 2.0.0 Ok: queued as {queue_id}"
 

@@ -10,12 +10,14 @@ import contextlib
 import os
 import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailsvc.maildir import CRASH_STEPS
+from mailsvc.smtp.handler import FREE_TTL
 from tests.fixtures.mailstack import ALICE, ALICE_QUOTA, BOB, PASSWORD, MailStack, mail_stack
 from tests.integration.test_mailsvc_smtp import tls_client
 
@@ -138,13 +140,15 @@ async def test_disk_full_gives_4xx_and_nothing_partial() -> None:
             assert text.startswith(b"4.3.0")
             only_complete_files(stack, b"hello\r\n")
             assert os.listdir(stack.maildir(BOB) / "tmp") == []
-            # under 1.5 x the limit: refused at MAIL
+            # under 1.5 x the limit: refused at MAIL (once the last reading has aged out)
             (stack.vmail / "filler").unlink()
             fill(stack.vmail, limit)
+            time.sleep(FREE_TTL + 0.1)
             code, text = send(stack.mx, BOB)
             assert (code, text[:5]) == (452, b"4.3.1"), text
             # space back: accepted again
             (stack.vmail / "filler").unlink()
+            time.sleep(FREE_TTL + 0.1)
             assert send(stack.mx, BOB)[0] == 250
             stack.mailsvc and stack.mailsvc.stop()
 

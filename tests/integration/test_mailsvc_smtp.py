@@ -413,3 +413,59 @@ async def test_refusal_budget_ends_the_session(stack: MailStack) -> None:
     assert codes[0] == 550
     assert codes[-1] == 421  # the session ended once the error budget was spent
     assert len(codes) == 20
+
+
+async def test_big_message_is_spooled_and_delivered_intact(stack: MailStack) -> None:
+    body = b"Subject: big\r\n\r\n" + b"".join(
+        b"%06d " % i + b"z" * 90 + b"\r\n" for i in range(8000)
+    )
+    assert len(body) > 256 * 1024  # beyond the in-memory part of the spool
+    with smtplib.SMTP("127.0.0.1", stack.mx, timeout=60) as client:
+        client.sendmail("s@remote.example", [BOB], body)
+    newest = max(stack.messages(BOB), key=lambda p: p.stat().st_mtime_ns).read_bytes()
+    assert newest.endswith(b"\r\n\r\n" + body.split(b"\r\n\r\n", 1)[1])
+
+
+async def test_over_long_line_is_refused_and_the_session_stays_in_step(stack: MailStack) -> None:
+    before = count(stack, BOB)
+    with socket.create_connection(("127.0.0.1", stack.mx), timeout=20) as sock:
+        f = sock.makefile("rb")
+
+        def reply() -> bytes:
+            line = f.readline()
+            while line[3:4] == b"-":
+                line = f.readline()
+            return line
+
+        assert reply().startswith(b"220")
+        for cmd in (b"EHLO x.test", b"MAIL FROM:<a@remote.example>", b"RCPT TO:<bob@example.org>"):
+            sock.sendall(cmd + b"\r\n")
+            assert reply().startswith(b"250")
+        sock.sendall(b"DATA\r\n")
+        assert reply().startswith(b"354")
+        sock.sendall(b"Subject: long\r\n\r\n" + b"A" * 70000 + b"\r\n.\r\n")
+        assert reply().startswith(b"500 5.5.6")
+        sock.sendall(b"NOOP\r\n")  # read as a command again: the session is in step
+        assert reply().startswith(b"250")
+        sock.sendall(b"RCPT TO:<bob@example.org>\r\n")
+        assert reply().startswith(b"503")  # and the refused transaction is gone
+    assert count(stack, BOB) == before
+
+
+async def test_forwarded_message_keeps_its_dot_lines(stack: MailStack) -> None:
+    with smtplib.SMTP("127.0.0.1", stack.mx, timeout=20) as client:
+        client.sendmail("s@remote.example", ["fwd@example.org"],
+                        b"Subject: dots\r\n\r\n.one\r\n..two\r\nthree\r\n")  # fmt: skip
+    assert "\n.one\n..two\nthree" in stack.sunk().replace("\r\n", "\n")
+
+
+async def test_recipient_limit(stack: MailStack) -> None:
+    with smtplib.SMTP("127.0.0.1", stack.mx, timeout=60) as client:
+        client.ehlo("x.test")
+        client.mail("s@remote.example")
+        codes = [client.rcpt(f"bob+{i}@example.org")[0] for i in range(101)]
+        assert codes[:100] == [250] * 100
+        assert codes[100] == 452  # 4.5.3: the rest in another transaction, not a bounce
+        before = count(stack, BOB)
+        assert client.data(b"Subject: many\r\n\r\nx\r\n")[0] == 250
+    assert count(stack, BOB) == before + 1  # one mailbox: one copy
