@@ -3,7 +3,10 @@ dict): sockets from :mod:`idsvc.wire.listen`, one session per connection answeri
 strictly in order.
 
 What it does: listens on a UNIX socket (``SocketSettings``, when enabled) and/or loopback TCP;
-admits at most ``max_connections`` connections (the next is closed at once, without a byte); per
+admits connections through the shared :class:`idsvc.wire.listen.ConnectionSlots` (at most
+``max_connections``; a newcomer evicts the oldest connection that has not completed a request,
+else the least recently active idle one, never one with a request in progress; no single peer
+holds more than ``max_connections - reserved_connections``); per
 connection, decodes frames with the protocol's pure decoder and hands them one at a time to the
 protocol's ``Session``, which writes its reply through a :class:`Reply` (and may ``drain`` while
 it streams a long one, as dict iteration does). At most ``MAX_QUEUED`` decoded requests wait per
@@ -28,11 +31,21 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from idsvc.config import LookupListenerSettings, SocketSettings
 from idsvc.wire.framing import Decoder, FramingError
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_tcp, bind_unix, peer_of
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionSlots,
+    Slot,
+    StreamTransport,
+    bind_tcp,
+    bind_unix,
+    peer_key,
+    peer_of,
+    stream_transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +61,7 @@ class Reply:
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: _Connection[object]) -> None:
+    def __init__(self, conn: _Connection[Any]) -> None:
         self._conn = conn
 
     def write(self, data: bytes) -> None:
@@ -76,7 +89,7 @@ class Session(Protocol[R_contra]):
 class _Connection(asyncio.Protocol, Generic[R]):
     def __init__(self, server: LookupServer[R]) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.peer = "unknown"
         self.closing = False
         self.decoder: Decoder[R] = server.decoder_factory()
@@ -89,26 +102,25 @@ class _Connection(asyncio.Protocol, Generic[R]):
         self.paused = False
         self.worker: asyncio.Task[None] | None = None
         self.closing_after_queue = False  # the peer sent EOF, or the server is closing
-        self._admitted = False
+        self._slot: Slot | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     # -- transport callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = stream = stream_transport(transport)
         self.peer = str(peer_of(transport))
-        if not self.server.limiter.try_acquire():
+        self._slot = self.server.slots.admit(self, peer_key(transport))
+        if self._slot is None:
             log.warning(
-                "%s: connection limit %d reached, closing %s",
+                "%s: all %d connections busy, closing %s",
                 self.server.name,
-                self.server.limiter.limit,
+                self.server.slots.limit,
                 self.peer,
             )
             self.closing = True
-            transport.abort()
+            stream.abort()
             return
-        self._admitted = True
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._work())
         self._arm()
@@ -132,10 +144,14 @@ class _Connection(asyncio.Protocol, Generic[R]):
         self.wakeup.set()
         if self._timer is not None:
             self._timer.cancel()
-        if self._admitted:
-            self._admitted = False
-            self.server.limiter.release()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
             self.server.connections.discard(self)
+
+    def evict(self) -> None:
+        """Closed to make room for a newcomer (see ConnectionSlots): no reply, like a limit."""
+        self.abort("evicted to admit a new connection", logging.INFO)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -207,7 +223,7 @@ class _Connection(asyncio.Protocol, Generic[R]):
             self.transport.abort()
 
     async def _work(self) -> None:
-        reply = Reply(self)  # type: ignore[arg-type]
+        reply = Reply(self)
         try:
             while not self.closing:
                 if not self.queue:
@@ -218,10 +234,14 @@ class _Connection(asyncio.Protocol, Generic[R]):
                     continue
                 request = self.queue.popleft()
                 self.busy = True
+                if self._slot is not None:
+                    self._slot.busy()  # a request in progress: never evicted
                 try:
                     keep = await self.session.handle(request, reply)
                 finally:
                     self.busy = False
+                    if self._slot is not None:
+                        self._slot.idle()  # proven (a complete request), evictable when idle
                 if not keep:
                     break
                 self._take()
@@ -255,7 +275,7 @@ class LookupServer(Generic[R]):
         self.socket = socket if socket is not None and socket.enabled else None
         self.decoder_factory = decoder_factory
         self.session_factory = session_factory
-        self.limiter = ConnectionLimiter(limits.max_connections)
+        self.slots = ConnectionSlots(limits.max_connections, reserve=limits.reserved_connections)
         self.connections: set[_Connection[R]] = set()
         self._servers: list[asyncio.Server] = []
         self._bound: list[BoundSocket] = []

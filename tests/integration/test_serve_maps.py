@@ -98,7 +98,7 @@ def test_serve_runs_every_mail_listener(cli: Cli, sockdir: Path, serving: list[S
         b"recipient=alice@example.org\ninstance=1.2.3\n\n",
         b"\n\n",
     )
-    assert policy == b"action=550 5.2.1 <alice@example.org>: Recipient mailbox is disabled\n\n"
+    assert policy == b"action=550 5.2.1 Recipient mailbox is disabled\n\n"
     dict_reply = exchange(
         sockdir / "dovecot_dict",
         b"H3\t2\t0\t\tauth\nLshared/userdb/alice@example.org\talice@example.org\n",

@@ -119,14 +119,20 @@ async def test_an_answer_then_garbage_answers_first(server: SocketmapServer) -> 
 async def test_connection_limit_and_timeouts(directory: Directory) -> None:
     await populate(directory)
     with short_dir() as tmp:
-        conf = settings(tmp / "sm", max_connections=2, idle_timeout=0.5, request_timeout=0.3)
+        conf = settings(
+            tmp / "sm", max_connections=2, reserved_connections=0, idle_timeout=0.5,
+            request_timeout=0.3,
+        )  # fmt: skip
         async with serving(SocketmapServer(conf, lookups(directory))) as srv:
             a, b = await Client.open(srv.path), await Client.open(srv.path)
             assert await ask(a, b"domain example.org") == b"OK example.org"
             c = await Client.open(srv.path)
-            assert await c.eof(5)  # over the limit: closed without a byte
-            await b.send(b"20:domain exa")  # a partial request
-            assert await b.eof(5)  # request timeout
+            # full: the newcomer evicts the connection that never asked anything (b),
+            # not the one that did and is idle (a)
+            assert await b.eof(5)
+            assert await ask(c, b"domain example.org") == b"OK example.org"
+            await c.send(b"20:domain exa")  # a partial request
+            assert await c.eof(5)  # request timeout
             assert await a.eof(5)  # idle timeout
             d = await Client.open(srv.path)  # slots are free again
             assert await ask(d, b"domain example.org") == b"OK example.org"

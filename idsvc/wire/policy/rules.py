@@ -14,8 +14,9 @@ In order, for a request from an authenticated client (``sasl_username`` set):
 Then, at RCPT, for every client: a recipient that resolves to a disabled account is
 ``550 5.2.1``; with ``quota_check``, one whose mailbox is over its quota (usage from Dovecot's
 ``maildirsize``, plus the announced ``size``) is ``552 5.2.2 Mailbox full``. Everything else is
-``DUNNO`` (let the other restrictions decide). A request that is not ``smtpd_access_policy``
-is ``DEFER_IF_PERMIT``.
+``DUNNO`` (let the other restrictions decide). Texts carry no recipient address: Postfix puts
+``<address>: Recipient address rejected:`` in front of them itself. A request that is not
+``smtpd_access_policy`` is ``DEFER_IF_PERMIT``.
 
 How it fails: a directory fault or timeout is ``DEFER_IF_PERMIT Service temporarily
 unavailable`` — a temporary refusal that still lets an explicit later reject win, never an
@@ -89,21 +90,23 @@ class PolicyRules:
         return DUNNO
 
     async def _sender_checks(self, state: str, login: str, attrs: dict[str, str]) -> str | None:
-        user = _canonical(login)
-        account = None if user is None else await self._lookups.account(user)
-        if account is None or str(account.address) != user or not account.enabled:
+        # the login as the client typed it (cyrus) or canonical (Dovecot SASL): either way the
+        # account it resolves to (alias domain, case) is who is sending
+        account = await self._lookups.account(login) if _canonical(login) else None
+        if account is None or not account.enabled:
             return "554 5.7.1 Authenticated account is not available for sending"
+        user = str(account.address)
         sender = attrs.get("sender", "")
         if self._settings.sender_login_check and sender and state in ("MAIL", "RCPT"):
             owners = await self._lookups.sender_logins(sender)
             if user not in owners:
-                return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {user}"
+                return f"553 5.7.1 Sender address {sender} is not owned by user {user}"
         if self._rates is not None and state == "RCPT":
             instance = attrs.get("instance", "")
             if not instance or self._instances.get(user) != instance:
                 wait = self._rates.take(user)
                 if wait is not None:
-                    return f"450 4.7.1 <{user}>: sending rate limit reached, retry in {wait} s"
+                    return f"450 4.7.1 Sending rate limit reached for {user}, retry in {wait} s"
                 self._remember(user, instance)
         return None
 
@@ -121,10 +124,10 @@ class PolicyRules:
         if account is None:
             return DUNNO
         if not account.enabled:
-            return f"550 5.2.1 <{recipient}>: Recipient mailbox is disabled"
+            return "550 5.2.1 Recipient mailbox is disabled"
         quota_applies = self._settings.quota_check and account.quota > 0
         if quota_applies and await self._over_quota(account, attrs.get("size", "")):
-            return f"552 5.2.2 <{recipient}>: Mailbox full"
+            return "552 5.2.2 Mailbox full"
         return DUNNO
 
     async def _over_quota(self, account: Account, size_text: str) -> bool:
