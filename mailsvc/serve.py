@@ -1,6 +1,6 @@
 """``mailsvc serve``: the SMTP listeners (MX, submission with STARTTLS, submissions with implicit
-TLS), POP3 (STLS) and POP3S over one set of identity clients, one Maildir store and one
-smarthost, until SIGTERM/SIGINT.
+TLS), POP3 (STLS) and POP3S, IMAP (STARTTLS) and IMAPS over one set of identity clients, one
+Maildir store and one smarthost, until SIGTERM/SIGINT.
 
 Start-up logs one ``<name>: listening on host:port`` line per listener and then ``ready``; a
 listener that cannot bind stops everything with exit code 1 (2 for invalid settings). The
@@ -25,6 +25,7 @@ from mailsvc.clients.dovecot_auth import DovecotAuthClient
 from mailsvc.clients.policy import PolicyClient
 from mailsvc.clients.socketmap import SocketmapClient
 from mailsvc.config import ConfigError, ListenerSettings, Settings
+from mailsvc.imap.server import ImapOptions, imap_listener
 from mailsvc.listener import LineListener
 from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import CRASH_STEPS, MaildirStore, StoreError
@@ -251,6 +252,17 @@ def build_mail_listeners(
             if ls.enabled:
                 out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
                                          tls=tls, implicit_tls=implicit))  # fmt: skip
+    if settings.imap.enabled or settings.imaps.enabled:
+        imap_access = build_access(settings, services, "imap")
+        accesses.append(imap_access)
+        imap_options = ImapOptions.from_settings(settings)
+        for imap_name, imap_ls, imap_tls in (
+            ("imap", settings.imap, False), ("imaps", settings.imaps, True)
+        ):  # fmt: skip
+            if imap_ls.enabled:
+                out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,
+                                         limits=limits(imap_ls), tls=tls,
+                                         implicit_tls=imap_tls))  # fmt: skip
     return out
 
 

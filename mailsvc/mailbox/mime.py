@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import collapse_rfc2231_value
 
 MAX_DEPTH = 50
 MAX_PARTS = 5000
@@ -36,11 +37,12 @@ class Part:
     subtype: str
     children: list[Part] = field(default_factory=list)
     message: Part | None = None  # the encapsulated message of message/rfc822
+    closed_at_end: bool = False  # multipart whose close delimiter line ends the part
 
     @property
     def params(self) -> list[tuple[str, str]]:
         found = self.headers.get_params(header="content-type") or []
-        return [(k, v if isinstance(v, str) else "") for k, v in found[1:]]
+        return [(k, collapse_rfc2231_value(v)) for k, v in found[1:]]
 
     @property
     def is_multipart(self) -> bool:
@@ -53,9 +55,8 @@ class Part:
         return raw[self.body_start : self.end]
 
     def body_lines(self, raw: bytes) -> int:
-        body = raw[self.body_start : self.end]
-        count = body.count(b"\n")
-        return count + (1 if body and not body.endswith(b"\n") else 0)
+        """Line breaks in the body (a last line without one is not counted, as Dovecot does)."""
+        return raw.count(b"\n", self.body_start, self.end)
 
 
 class _Budget:
@@ -103,12 +104,18 @@ def _parse(raw: bytes, start: int, end: int, default: str, depth: int, budget: _
         boundary = headers.get_param("boundary", header="content-type")
         if isinstance(boundary, str) and boundary:
             child_default = "message/rfc822" if sub == "digest" else "text/plain"
-            for child_start, child_end in _split(
-                raw, body_start, end, boundary.encode("latin-1", "replace")
-            ):
-                part.children.append(
-                    _parse(raw, child_start, child_end, child_default, depth + 1, budget)
-                )
+            marker = boundary.encode("latin-1", "replace")
+            spans, part.closed_at_end = _split(raw, body_start, end, marker)
+            for child_start, child_end, line_break in spans:
+                child = _parse(raw, child_start, child_end, child_default, depth + 1, budget)
+                inner = child.message if child.message is not None else child
+                if line_break and inner.is_multipart and inner.closed_at_end:
+                    # the line break before our delimiter already ended the child's own close
+                    # delimiter line: it stays in the child (Dovecot's reading)
+                    child.end += line_break
+                    if child.message is not None:
+                        child.message.end += line_break
+                part.children.append(child)
                 if budget.parts >= MAX_PARTS:
                     break
     elif main == "message" and sub == "rfc822":
@@ -116,10 +123,13 @@ def _parse(raw: bytes, start: int, end: int, default: str, depth: int, budget: _
     return part
 
 
-def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each body part between ``--boundary`` delimiter lines."""
+def _split(
+    raw: bytes, start: int, end: int, boundary: bytes
+) -> tuple[list[tuple[int, int, int]], bool]:
+    """(start, end, length of the line break cut before the next delimiter) of each body part
+    between ``--boundary`` delimiter lines; True when the close delimiter line ends the body."""
     delimiter = b"--" + boundary
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, int]] = []
     part_start: int | None = None
     pos = start
     while pos < end:
@@ -136,28 +146,31 @@ def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int,
                         stop -= 1
                         if stop > part_start and raw[stop - 1 : stop] == b"\r":
                             stop -= 1
-                    spans.append((part_start, max(stop, part_start)))
+                    stop = max(stop, part_start)
+                    spans.append((part_start, stop, pos - stop))
                 if closing:
-                    return spans
+                    return spans, next_pos >= end
                 part_start = next_pos
         pos = next_pos
     if part_start is not None and part_start <= end:
-        spans.append((part_start, end))  # no closing delimiter: the part runs to the end
-    return spans
+        spans.append((part_start, end, 0))  # no closing delimiter: the part runs to the end
+    return spans, False
 
 
 def section(root: Part, path: tuple[int, ...]) -> Part | None:
     """The part at IMAP section ``path`` (1-based), ``None`` when there is none."""
     part = root
+    at_message = True  # part is a message: the root, or the one inside message/rfc822
+    stuck = False  # a non-multipart part already taken as its own part 1: nothing deeper
     for index in path:
-        if part.message is not None and not part.is_multipart:
-            part = part.message
+        if not at_message and part.message is not None:
+            part, at_message = part.message, True
         if part.is_multipart:
             if not 1 <= index <= len(part.children):
                 return None
-            part = part.children[index - 1]
-        elif index == 1:
-            continue  # a non-multipart message's part 1 is its body
-        else:
+            part, at_message, stuck = part.children[index - 1], False, False
+        elif index != 1 or stuck:
             return None
+        else:  # part 1 of a non-multipart part is the part itself (of a message: its body)
+            at_message, stuck = False, True
     return part
