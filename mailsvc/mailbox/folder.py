@@ -212,6 +212,8 @@ class Folder:
                     raise FolderError("UIDVALIDITY changed under us")
                 current = uidlist.Uidlist(int(time.time()), 1, secrets.token_hex(16))
                 rewrite = True
+                if self._loaded:  # the list was removed (the folder recreated): start afresh
+                    self.next_uid, self.recent_floor = 1, 0
             else:
                 rewrite = False
             self.uidvalidity = current.uidvalidity
