@@ -47,7 +47,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import md_head, md_row, rss_mib  # noqa: E402
+from bench.common import (  # noqa: E402
+    CLK_TCK,
+    cpu_seconds,
+    md_head,
+    md_row,
+    process_tree,
+    rss_mib,
+    stat_fields,
+)
 from mailsvc.clients.socketmap import SocketmapClient  # noqa: E402
 from tests.fixtures.mailstack import BOB, MailStack, free_port, mail_stack  # noqa: E402
 from tests.fixtures.postfix import PostfixSasl, PostfixServer  # noqa: E402
@@ -65,11 +73,22 @@ class VirtualPostfix(PostfixServer):
         return super()._master_cf() + "virtual unix - n n - - virtual\n"
 
 
+def tree_cpu(root: int | None) -> float:
+    """CPU seconds of ``root``'s live process tree plus the children it has reaped (Postfix's
+    master reaps smtpd/cleanup/virtual processes that exit after ``max_use`` requests)."""
+    if root is None:
+        return float("nan")
+    fields = stat_fields(root)
+    reaped = (int(fields[13]) + int(fields[14])) / CLK_TCK if fields else 0.0  # cutime, cstime
+    return cpu_seconds(process_tree(root)) + reaped
+
+
 @dataclass
 class Target:
     name: str
     port: int
     maildir: Path | None  # where delivered messages appear; None: accept only
+    pid: int | None = None  # the server whose process tree's CPU is counted
 
     def delivered(self) -> int:
         if self.maildir is None:
@@ -86,9 +105,13 @@ class Target:
                     os.unlink(self.maildir / "new" / name)
 
 
-def one_run(target: Target, sessions: int, messages: int, timeout: float = 120.0) -> float:
-    """Messages/s for one smtp-source run, counting until the last message is in new/."""
+def one_run(
+    target: Target, sessions: int, messages: int, timeout: float = 120.0
+) -> tuple[float, float]:
+    """(messages/s, server CPU ms per message) for one smtp-source run, counting until the last
+    message is in new/."""
     target.reset()
+    cpu_before = tree_cpu(target.pid)
     argv = [
         SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(SIZE),
         "-f", "bench@remote.example", "-t", BOB, f"127.0.0.1:{target.port}",
@@ -103,7 +126,9 @@ def one_run(target: Target, sessions: int, messages: int, timeout: float = 120.0
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{target.name}: {target.delivered()}/{messages} delivered")
             time.sleep(0.01)
-    return messages / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    cpu = tree_cpu(target.pid) - cpu_before
+    return messages / elapsed, 1000 * cpu / messages
 
 
 @contextlib.contextmanager
@@ -175,6 +200,7 @@ def main() -> int:
     # SIGTERM (e.g. from timeout) unwinds like Ctrl-C, so every started process is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     with (
         mail_stack(
             smtp={"max_connections_per_ip": 128, "max_message_size": 1_000_000},
@@ -193,8 +219,13 @@ def main() -> int:
             pid = stack.mailsvc.proc.pid
             targets = [
                 Target("smtp-sink", sink_port, None),
-                Target("mailsvc", stack.mx, stack.maildir(BOB)),
-                Target("Postfix virtual", pf.port, pf_base / "example.org" / "bob" / "Maildir"),
+                Target("mailsvc", stack.mx, stack.maildir(BOB), pid),
+                Target(
+                    "Postfix virtual",
+                    pf.port,
+                    pf_base / "example.org" / "bob" / "Maildir",
+                    pf.master_pid(),
+                ),
             ]
             for target in targets[1:]:  # warm-up: maildirs exist, connections to idsvc open
                 one_run(target, 1, 5)
@@ -203,8 +234,9 @@ def main() -> int:
                 order = targets[rnd % 3 :] + targets[: rnd % 3]
                 for sessions in SESSIONS:
                     for target in order:
-                        rate = one_run(target, sessions, args.messages)
+                        rate, ms = one_run(target, sessions, args.messages)
                         results.setdefault((target.name, sessions), []).append(rate)
+                        cpu.setdefault((target.name, sessions), []).append(ms)
                         print(f"round {rnd + 1} {target.name} s={sessions}: {rate:.0f}/s",
                               file=sys.stderr, flush=True)  # fmt: skip
             rss_after = rss_mib(pid)
@@ -223,6 +255,13 @@ def main() -> int:
         ratio = med("mailsvc", s) / med("Postfix virtual", s)
         print(md_row([s, cell("smtp-sink", s), cell("mailsvc", s), cell("Postfix virtual", s),
                       f"{ratio:.2f}x"]))  # fmt: skip
+    print("\nserver CPU per message (ms, medians; load-independent unlike the rates; Postfix: "
+          "its whole process tree, idsvc not counted for either)\n")  # fmt: skip
+    for line in md_head(["sessions", "mailsvc", "Postfix virtual(8)"]):
+        print(line)
+    for s in SESSIONS:
+        print(md_row([s] + [f"{statistics.median(cpu[(n, s)]):.2f}"
+                            for n in ("mailsvc", "Postfix virtual")]))  # fmt: skip
     print(f"\nmailsvc RSS: {rss_before:.1f} MiB after warm-up, {rss_after:.1f} MiB after "
           f"{sum(len(v) for k, v in results.items() if k[0] == 'mailsvc') * args.messages} "
           "messages")  # fmt: skip

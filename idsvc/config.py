@@ -337,8 +337,6 @@ class LookupListenerSettings(_ListenerLimits):
     tcp: str | None = None  # EXAMPLE "127.0.0.1:10027" (loopback only: no authentication)
     idle_timeout: float = Field(300.0, gt=0)  # close a connection silent this long
     request_timeout: float = Field(30.0, gt=0)  # a partly sent request must finish within this
-    max_connections: int = Field(256, ge=1)
-    reserved_connections: int = Field(16, ge=0)
 
     @field_validator("tcp")
     @classmethod

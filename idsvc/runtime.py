@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from idsvc.app_passwords import AppPasswords
 from idsvc.audit import AuditSink, LogAuditSink
@@ -89,13 +89,6 @@ class Runtime:
         await self.directory.close()
 
 
-@runtime_checkable
-class _OverlayAware(Protocol):
-    """A directory that keeps part of its data in the local overlay (``CorporateDirectory``)."""
-
-    def attach_overlay(self, overlay: OverlayStore) -> None: ...
-
-
 def overlay_path(settings: Settings) -> Path:
     """``app_passwords.path``, else ``overlay.db`` next to the embedded store's file."""
     if settings.app_passwords.path is not None:
@@ -124,8 +117,6 @@ async def build_runtime(
         except BaseException:
             await directory.close()
             raise
-    if overlay is not None and isinstance(directory, _OverlayAware):
-        directory.attach_overlay(overlay)  # read-only directories: local aliases and quotas
     required = frozenset(Service(s) for s in settings.app_passwords.required_for)
     authenticator = Authenticator(
         directory, hasher, settings.auth, audit=audit, rehash=rehash,
@@ -145,6 +136,6 @@ async def build_runtime(
     if overlay is not None:
         apps = AppPasswords(directory, overlay, audit=audit, invalidator=invalidator)
     return Runtime(
-        settings, directory, hasher, authenticator, provisioner, audit, lookups,
-        app_passwords=apps, overlay=overlay,
+        settings, directory, hasher, authenticator, provisioner, audit,
+        lookups=lookups, app_passwords=apps, overlay=overlay,
     )  # fmt: skip

@@ -3,10 +3,9 @@ dict): sockets from :mod:`idsvc.wire.listen`, one session per connection answeri
 strictly in order.
 
 What it does: listens on a UNIX socket (``SocketSettings``, when enabled) and/or loopback TCP;
-admits connections through the shared :class:`idsvc.wire.listen.ConnectionSlots` (at most
-``max_connections``; a newcomer evicts the oldest connection that has not completed a request,
-else the least recently active idle one, never one with a request in progress; no single peer
-holds more than ``max_connections - reserved_connections``); per
+admits connections through ``listen.ConnectionSlots`` (``max_connections``,
+``reserved_connections``: when full, a newcomer evicts an unproven or idle connection, never one
+with requests to answer; a connection is proven once one complete request has arrived); per
 connection, decodes frames with the protocol's pure decoder and hands them one at a time to the
 protocol's ``Session``, which writes its reply through a :class:`Reply` (and may ``drain`` while
 it streams a long one, as dict iteration does). At most ``MAX_QUEUED`` decoded requests wait per
@@ -42,7 +41,6 @@ from idsvc.wire.listen import (
     StreamTransport,
     bind_tcp,
     bind_unix,
-    peer_key,
     peer_of,
     stream_transport,
 )
@@ -103,24 +101,27 @@ class _Connection(asyncio.Protocol, Generic[R]):
         self.worker: asyncio.Task[None] | None = None
         self.closing_after_queue = False  # the peer sent EOF, or the server is closing
         self._slot: Slot | None = None
+        self._proven = False  # a complete request has arrived (the slot table's "proven")
         self._timer: asyncio.TimerHandle | None = None
 
     # -- transport callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = stream = stream_transport(transport)
-        self.peer = str(peer_of(transport))
-        self._slot = self.server.slots.admit(self, peer_key(transport))
-        if self._slot is None:
+        self.transport = stream_transport(transport)
+        peer = peer_of(self.transport)
+        self.peer = str(peer)
+        slot = self.server.slots.admit(self, peer.key)
+        if slot is None:
             log.warning(
-                "%s: all %d connections busy, closing %s",
+                "%s: all %d connections have requests in progress, closing %s",
                 self.server.name,
                 self.server.slots.limit,
                 self.peer,
             )
             self.closing = True
-            stream.abort()
+            self.transport.abort()
             return
+        self._slot = slot
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._work())
         self._arm()
@@ -128,6 +129,8 @@ class _Connection(asyncio.Protocol, Generic[R]):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._proven and not self.busy and not self.queue and self._slot is not None:
+            self._slot.idle()  # activity: the least recently active idle connection goes first
         self.decoder.feed(data)
         self._take()
         self._arm()
@@ -148,10 +151,6 @@ class _Connection(asyncio.Protocol, Generic[R]):
             self._slot.release()
             self._slot = None
             self.server.connections.discard(self)
-
-    def evict(self) -> None:
-        """Closed to make room for a newcomer (see ConnectionSlots): no reply, like a limit."""
-        self.abort("evicted to admit a new connection", logging.INFO)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -177,6 +176,9 @@ class _Connection(asyncio.Protocol, Generic[R]):
         if len(self.queue) >= MAX_QUEUED:
             self._pause()
         if self.queue:
+            self._proven = True
+            if self._slot is not None:
+                self._slot.busy()  # requests to answer: never evicted meanwhile
             self.wakeup.set()
 
     def _pause(self) -> None:
@@ -213,6 +215,17 @@ class _Connection(asyncio.Protocol, Generic[R]):
         partial = self.decoder.pending
         self.abort("request not completed in time" if partial else "idle timeout", logging.INFO)
 
+    def evict(self) -> None:
+        """The slot table needs room (this connection is unproven or idle)."""
+        if not self.closing:
+            state = "idle" if self._proven else "unproven (no complete request yet)"
+            log.info("%s: %s: evicting %s connection", self.server.name, self.peer, state)
+        self.closing = True
+        self.queue.clear()
+        self.wakeup.set()
+        if self.transport is not None:
+            self.transport.abort()
+
     def abort(self, why: str, level: int) -> None:
         if not self.closing:
             log.log(level, "%s: %s: closing connection: %s", self.server.name, self.peer, why)
@@ -234,17 +247,15 @@ class _Connection(asyncio.Protocol, Generic[R]):
                     continue
                 request = self.queue.popleft()
                 self.busy = True
-                if self._slot is not None:
-                    self._slot.busy()  # a request in progress: never evicted
                 try:
                     keep = await self.session.handle(request, reply)
                 finally:
                     self.busy = False
-                    if self._slot is not None:
-                        self._slot.idle()  # proven (a complete request), evictable when idle
                 if not keep:
                     break
                 self._take()
+                if not self.queue and self._slot is not None:
+                    self._slot.idle()
                 self._maybe_resume()
                 self._arm()
         except ConnectionResetError:

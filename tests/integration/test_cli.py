@@ -79,7 +79,7 @@ class Cli:
             "LANG": "C.UTF-8",
             "IDSVC_CONFIG": str(self.write_config()),
         }
-        if os.environ.get("PYTHONPATH"):  # the tree under test, not whatever is installed
+        if "PYTHONPATH" in os.environ:  # a worktree's tests run that worktree's code
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.extra_env)
         return env

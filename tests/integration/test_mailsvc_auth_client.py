@@ -140,16 +140,22 @@ async def test_outage_is_temporary_then_recovers(embedded_directory: SqliteDirec
         client = DovecotAuthClient(f"unix:{path}", timeout=5, connect_timeout=2)
         try:
             with pytest.raises(Unavailable):  # nothing listening yet
-                await client.authenticate("PLAIN", respond=never, initial=plain(GOOD, GOOD_PW))
+                await client.authenticate(
+                    "PLAIN", respond=never, initial=plain(GOOD, GOOD_PW), secured=True
+                )
             async with running(authenticator(embedded_directory), path):
-                ok = await client.authenticate("PLAIN", respond=never, initial=plain(GOOD, GOOD_PW))
+                ok = await client.authenticate(
+                    "PLAIN", respond=never, initial=plain(GOOD, GOOD_PW), secured=True
+                )
                 assert ok.user == GOOD
             # the listener closed: the live connection dropped, the next request is temporary
             with pytest.raises(Unavailable):
-                await client.authenticate("PLAIN", respond=never, initial=plain(GOOD, GOOD_PW))
+                await client.authenticate(
+                    "PLAIN", respond=never, initial=plain(GOOD, GOOD_PW), secured=True
+                )
             async with running(authenticator(embedded_directory), path):
                 again = await client.authenticate(
-                    "PLAIN", respond=never, initial=plain(GOOD, GOOD_PW)
+                    "PLAIN", respond=never, initial=plain(GOOD, GOOD_PW), secured=True
                 )
                 assert again.user == GOOD
         finally:

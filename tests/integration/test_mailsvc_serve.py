@@ -18,14 +18,13 @@ from tests.fixtures.mailstack import (
     REPO,
     MailStack,
     Process,
-    free_port,
     short_workdir,
     swaks,
     toml,
 )
 
 
-def quickstart(workdir: Path, mx: int) -> tuple[dict[str, str], Path]:
+def quickstart(workdir: Path) -> tuple[dict[str, str], Path]:
     stack = MailStack(workdir)
     config = stack.idsvc_config()
     config["mailsvc"] = {"enabled": True}
@@ -35,13 +34,13 @@ def quickstart(workdir: Path, mx: int) -> tuple[dict[str, str], Path]:
     env = {
         **stack.env(),
         "IDSVC_CONFIG": str(path),
-        "MAILSVC_MX__LISTEN": f"127.0.0.1:{mx}",
-        "MAILSVC_SUBMISSION__LISTEN": f"127.0.0.1:{free_port()}",
-        "MAILSVC_SUBMISSIONS__LISTEN": f"127.0.0.1:{free_port()}",
-        "MAILSVC_POP3__LISTEN": f"127.0.0.1:{free_port()}",
-        "MAILSVC_POP3S__LISTEN": f"127.0.0.1:{free_port()}",
-        "MAILSVC_IMAP__LISTEN": f"127.0.0.1:{free_port()}",
-        "MAILSVC_IMAPS__LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILSVC_MX__LISTEN": "127.0.0.1:0",  # the real ports are in the log (no port races)
+        "MAILSVC_SUBMISSION__LISTEN": "127.0.0.1:0",
+        "MAILSVC_SUBMISSIONS__LISTEN": "127.0.0.1:0",
+        "MAILSVC_POP3__LISTEN": "127.0.0.1:0",
+        "MAILSVC_POP3S__LISTEN": "127.0.0.1:0",
+        "MAILSVC_IMAP__LISTEN": "127.0.0.1:0",
+        "MAILSVC_IMAPS__LISTEN": "127.0.0.1:0",
         "MAILSVC_TLS__SELF_SIGNED_DIR": str(workdir / "tls"),
         "MAILSVC_SMTP__HOSTNAME": "mx.example.org",
     }
@@ -64,16 +63,16 @@ def port_open(port: int) -> bool:
 
 async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> None:
     with short_workdir() as workdir:
-        mx = free_port()
-        env, vmail = quickstart(workdir, mx)
+        env, vmail = quickstart(workdir)
         served = Process([str(IDSVC), "serve"], env, "idsvc")
         try:
-            # the two processes log concurrently: wait for both lines, in either order
-            wanted = [r"idsvc.serve: mailsvc: listening on child process \d+",
-                      r"mailsvc.serve: ready: 7 listener"]  # fmt: skip
-            seen = served.wait_for("|".join(wanted))
-            rest = [w for w in wanted if not re.search(w, seen)]
-            served.wait_for(rest[0])
+            line = served.wait_for(r"mailsvc.serve: mx: listening on 127\.0\.0\.1:\d+")
+            mx = int(line.rpartition(":")[2])
+            # the two processes log concurrently: both lines, in either order
+            for pattern in (r"mailsvc.serve: ready: 7 listener",
+                            r"idsvc.serve: mailsvc: listening on child process \d+"):  # fmt: skip
+                if not re.search(pattern, served.log):
+                    served.wait_for(pattern)
             # the README's three commands
             idsvc_cli(env, "domain", "add", "example.org")
             idsvc_cli(env, "user", "add", "alice@example.org", "--password-stdin",
@@ -90,7 +89,7 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
 
 async def test_idsvc_refuses_mailsvc_without_socketmap() -> None:
     with short_workdir() as workdir:
-        env, _ = quickstart(workdir, free_port())
+        env, _ = quickstart(workdir)
         config = MailStack(workdir).idsvc_config()
         config["socketmap.socket"]["enabled"] = False
         config["mailsvc"] = {"enabled": True}
