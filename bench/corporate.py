@@ -182,18 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with loaded_slapd(args.users, "idsvc-corpbench-") as (work, data):
         os.chmod(work, 0o755)  # noqa: S103 - dovecot's unprivileged auth process reads its config
-        overlay = work / "overlay.db"
-        secrets = asyncio.run(make_app_passwords(overlay, data, min(args.app_users, data.users)))
-        pwfile = Path(tempfile.mkstemp(prefix="apppw-", dir=work)[1])
-        pwfile.write_text("\n".join(secrets) + "\n")
         with contextlib.ExitStack() as stack:
             sock, pid = stack.enter_context(
                 idsvc_serve(
                     work, "idsvc-corp", data.server, data.base_dn, listener="dovecot_auth",
                     auth_method="bind", cache=False, ldap_extra=corporate_ldap(data),
-                    extra=f'[app_passwords]\npath = "{overlay}"\n',
                 )
             )  # fmt: skip
+            # the running server reads app passwords made now by this process (SQLite WAL)
+            count = min(args.app_users, data.users)
+            secrets = asyncio.run(make_app_passwords(sock.parent / "overlay.db", data, count))
+            pwfile = Path(tempfile.mkstemp(prefix="apppw-", dir=work)[1])
+            pwfile.write_text("\n".join(secrets) + "\n")
             ours = Daemon("idsvc bind-through (default)", sock, pid)
             apps = Daemon("idsvc app passwords (default)", sock, pid)
             dove = stack.enter_context(

@@ -148,6 +148,8 @@ path = "{sock.parent / "control"}"
 mode = 0o600
 [api]
 enabled = false
+[app_passwords]
+path = "{sock.parent / "overlay.db"}"
 {logging}"""
 
 
