@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mailsvc.access import LoginResult, MailAccess, Peer, Result, plain_response
+from mailsvc.config import Settings
 from mailsvc.imap import fetch as fx
 from mailsvc.imap import protocol as p
 from mailsvc.imap.search import Candidate, parse_keys
@@ -78,10 +79,10 @@ class ImapOptions:
     max_bad: int = 20
 
     @classmethod
-    def from_settings(cls, settings: object) -> ImapOptions:
-        access = settings.access  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> ImapOptions:
+        access = settings.access
         return cls(
-            hostname=settings.smtp.hostname,  # type: ignore[attr-defined]
+            hostname=settings.smtp.hostname,
             allow_plaintext=access.allow_plaintext,
             timeout=access.imap_timeout,
             preauth_timeout=access.imap_preauth_timeout,

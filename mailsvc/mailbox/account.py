@@ -58,6 +58,13 @@ class FolderRegistry:
         with self._lock:
             return self._open.get(path)
 
+    def poke(self, path: str) -> None:
+        """Mail was delivered into the folder at ``path``: wake its watchers (IDLE), which
+        re-read the directory."""
+        folder = self.peek(path)
+        if folder is not None:
+            folder.poke()
+
     def forget(self, path: str) -> None:
         with self._lock:
             self._open.pop(path, None)

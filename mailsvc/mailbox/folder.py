@@ -192,7 +192,7 @@ class Folder:
                     self.modseq += 1
                     known.flags, known.modseq = new_flags, self.modseq
                 changed = True
-        fresh = sorted(b for b in on_disk if b not in self.by_base)
+        fresh = sorted((b for b in on_disk if b not in self.by_base), key=delivery_order)
         if fresh or not self._loaded:
             self._assign(box, fresh, on_disk)
             changed = changed or bool(fresh)
@@ -264,6 +264,12 @@ class Folder:
             raise FolderError(f"cannot move a message to cur/: {exc.strerror}") from exc
         msg.subdir = "cur"
         self.in_new.discard(msg.uid)
+
+    def poke(self) -> None:
+        """Something outside changed the directory: wake waiters (they sync)."""
+        for watcher in list(self.watchers):
+            with contextlib.suppress(Exception):
+                watcher()
 
     def _notify(self) -> None:
         self.changed.notify_all()
@@ -515,6 +521,18 @@ class Folder:
                 self.changed.wait(min(left, 1.0))
             with contextlib.suppress(StoreError, OSError):
                 self.sync(move_new=False)
+
+
+_UNIQUE = re.compile(r"^([0-9]+)\.M([0-9]+)P")
+
+
+def delivery_order(base: str) -> tuple[int, int, str]:
+    """Sort key putting Maildir unique names (``<sec>.M<usec>P…``) in delivery order, which a
+    plain string sort does not (microseconds are not zero-padded)."""
+    found = _UNIQUE.match(base)
+    if found is None:
+        return (0, 0, base)
+    return (int(found.group(1)), int(found.group(2)), base)
 
 
 def is_missing(exc: OSError) -> bool:

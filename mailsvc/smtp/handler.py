@@ -407,6 +407,8 @@ class SmtpHandler:
                 log.warning("smarthost refused %s: %s", queue_id, exc.reply)
                 await self.services.run(_withdraw, done)
                 return exc.reply
+        for box, _name, _quota in done:
+            self.services.registry.poke(str(box.path))  # wakes IDLE sessions at once
         log.info(
             "%s: from=<%s> to=%d local=%d remote=%d size=%d%s",
             queue_id, sender, len(envelope.rcpt_tos), len(done), len(envelope.remote),

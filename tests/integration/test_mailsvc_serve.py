@@ -5,8 +5,11 @@ TLS-less configuration with one clear message."""
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -81,6 +84,27 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
             assert "250 2.0.0" in out, out
             delivered = list((vmail / "example.org" / "alice" / "Maildir" / "new").iterdir())
             assert len(delivered) == 1
+            raw = delivered[0].read_bytes()
+            # ... and Alice reads it over IMAP, flags it, then takes it over POP3
+            ports = dict(re.findall(r"mailsvc.serve: (\w+): listening on 127\.0\.0\.1:(\d+)",
+                                    served.log))  # fmt: skip
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with imaplib.IMAP4_SSL("127.0.0.1", int(ports["imaps"]), ssl_context=context) as imap:
+                imap.login("alice@example.org", PASSWORD)
+                assert imap.select("INBOX") == ("OK", [b"1"])
+                fetched = imap.fetch("1", "(BODY.PEEK[])")[1][0]
+                assert isinstance(fetched, tuple)
+                assert fetched[1] == raw
+                assert imap.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"
+            pop = poplib.POP3("127.0.0.1", int(ports["pop3"]), timeout=30)
+            pop.stls(context=context)
+            pop.user("alice@example.org")
+            pop.pass_(PASSWORD)
+            assert b"\r\n".join(pop.retr(1)[1]) + b"\r\n" == raw
+            pop.dele(1)
+            pop.quit()
+            assert not any((vmail / "example.org" / "alice" / "Maildir" / "cur").iterdir())
             assert served.stop() == 0
             assert not port_open(mx)  # the child went down with idsvc
         finally:
