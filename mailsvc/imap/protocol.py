@@ -292,8 +292,17 @@ def astring(value: str) -> bytes:
     return quoted_or_literal(raw)
 
 
+_FLAG_LISTS: dict[frozenset[str], bytes] = {}
+
+
 def flag_list(flags: list[str] | set[str] | frozenset[str]) -> bytes:
-    return b"(" + " ".join(sorted(flags, key=_flag_order)).encode() + b")"
+    key = frozenset(flags)
+    found = _FLAG_LISTS.get(key)
+    if found is None:
+        found = b"(" + " ".join(sorted(key, key=_flag_order)).encode() + b")"
+        if len(_FLAG_LISTS) < 4096:  # flag combinations repeat: the cache stays small
+            _FLAG_LISTS[key] = found
+    return found
 
 
 def _flag_order(flag: str) -> tuple[int, str]:

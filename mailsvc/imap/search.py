@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import email.header
 import email.policy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
@@ -118,6 +119,34 @@ def _header(name: str, needle: str) -> Matcher:
     return lambda c: any(wanted in v for v in c.header_text(name))
 
 
+_ENCODED = re.compile(rb"(?i)=\?|content-transfer-encoding:[ \t]*(quoted-printable|base64)")
+
+
+def _text_search(needle: str, *, body_only: bool) -> Matcher:
+    """BODY/TEXT: a case-insensitive hit in the raw bytes is a match; a message with no encoded
+    words and no quoted-printable/base64 parts cannot match otherwise (fast reject); anything
+    else is decoded and searched."""
+    raw_needle = needle.encode("utf-8")
+
+    def match(c: Candidate) -> bool:
+        raw = c.raw
+        if body_only:
+            cut = raw.find(b"\r\n\r\n")
+            cut = raw.find(b"\n\n") if cut < 0 else cut
+            scope = raw[cut:] if cut >= 0 else b""
+        else:
+            scope = raw
+        if raw_needle in scope.lower():
+            return True
+        if _ENCODED.search(raw) is None and (needle.isascii() or raw.isascii()):
+            return False
+        if needle in c.body_text():
+            return True
+        return not body_only and any(needle in v for v in c.header_text(""))
+
+    return match
+
+
 def _sent_date(c: Candidate) -> dt.date | None:
     values = c.header_text("date")
     if not values:
@@ -179,12 +208,9 @@ class _Keys:
         if key == "HEADER":
             name = self.text().lower()
             return _header(name, self.text())
-        if key == "BODY":
+        if key in ("BODY", "TEXT"):
             needle = self.text().lower()
-            return lambda c: needle in c.body_text()
-        if key == "TEXT":
-            needle = self.text().lower()
-            return lambda c: needle in c.body_text() or any(needle in v for v in c.header_text(""))
+            return _text_search(needle, body_only=key == "BODY")
         if key in ("KEYWORD", "UNKEYWORD"):
             word = canonical(self.text())
             return _flag(word, key == "KEYWORD")

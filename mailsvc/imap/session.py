@@ -740,13 +740,14 @@ class ImapSession:
                 await self.send(data)
         return "Fetch completed"
 
-    def load(self, folder: Folder, uid: int) -> tuple[bytes, Part]:
+    def load(self, folder: Folder, uid: int, box: int | None = None) -> tuple[bytes, Part]:
+        """The message and its MIME structure (parsed once, cached for the last few)."""
         if self._cache_folder is not folder:
             self._cache.clear()
             self._cache_folder = folder
         hit = self._cache.get(uid)
         if hit is None:
-            raw = folder.read(uid)
+            raw = folder.read(uid, box=box)
             hit = (raw, parse_mime(raw))
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
@@ -754,36 +755,54 @@ class ImapSession:
         return hit
 
     def render(self, sel: Selected, uids: list[int], items: list[FetchItem]) -> bytes:
-        """FETCH responses for ``uids`` (worker thread)."""
+        """FETCH responses for ``uids`` (worker thread): one directory descriptor for the
+        batch; message files are read only for items that need them, and parsed only for
+        items that need the MIME structure."""
         out = bytearray()
         folder = sel.folder
-        for uid in uids:
-            msn = sel.msn(uid)
-            if msn is None or folder.get(uid) is None:
-                continue
-            try:
-                parts: list[bytes] = []
-                msg = folder.get(uid)
-                if (
-                    msg is not None
-                    and not sel.readonly
-                    and "\\Seen" not in msg.flags
-                    and any(i.sets_seen for i in items)
-                ):
-                    with folder.lock:
-                        own = sel.modseq == folder.modseq
-                        folder.set_flags(uid, msg.flags | {"\\Seen"})
-                        if own:
-                            sel.modseq = folder.modseq  # answered here, not again afterwards
-                    if not any(i.name == "FLAGS" for i in items):
-                        parts.append(b"FLAGS " + p.flag_list(sel.flags_of(uid)))
-                parts += [self.render_item(sel, uid, item) for item in items]
-            except FileNotFoundError:
-                continue  # expunged meanwhile: reported by the next EXPUNGE
-            out += b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n"
+        messages = folder.messages
+        sets_seen = not sel.readonly and any(i.sets_seen for i in items)
+        has_flags = any(i.name == "FLAGS" for i in items)
+        needs_file = any(i.name not in _CHEAP for i in items)
+        with contextlib.ExitStack() as stack:
+            box = stack.enter_context(folder.dirfd()) if needs_file else None
+            for uid in uids:
+                msn = sel.msn(uid)
+                msg = messages.get(uid)
+                if msn is None or msg is None:
+                    continue
+                try:
+                    parts: list[bytes] = []
+                    if sets_seen and "\\Seen" not in msg.flags:
+                        with folder.lock:
+                            own = sel.modseq == folder.modseq
+                            folder.set_flags(uid, msg.flags | {"\\Seen"})
+                            if own:
+                                sel.modseq = folder.modseq  # answered here, not again later
+                        if not has_flags:
+                            parts.append(b"FLAGS " + p.flag_list(sel.flags_of(uid)))
+                    raw: bytes | None = None
+                    for item in items:
+                        name = item.name
+                        if name in _CHEAP:
+                            parts.append(self.render_item(sel, uid, item))
+                        elif (item.section is not None and not item.section.path and \
+                                item.section.text == "") or name == "RFC822":  # fmt: skip
+                            if raw is None:
+                                cached = self._cache.get(uid) if self._cache_folder is folder \
+                                    else None  # fmt: skip
+                                raw = cached[0] if cached else folder.read(uid, box=box)
+                            parts.append(_whole(item, raw))
+                        else:
+                            parts.append(self.render_item(sel, uid, item, box))
+                except FileNotFoundError:
+                    continue  # expunged meanwhile: reported by the next EXPUNGE
+                out += b"* %d FETCH (" % msn + b" ".join(parts) + b")\r\n"
         return bytes(out)
 
-    def render_item(self, sel: Selected, uid: int, item: FetchItem) -> bytes:
+    def render_item(
+        self, sel: Selected, uid: int, item: FetchItem, box: int | None = None
+    ) -> bytes:
         folder = sel.folder
         name = item.name
         if name == "UID":
@@ -794,7 +813,7 @@ class ImapSession:
             return f'INTERNALDATE "{format_date(folder.internaldate(uid))}"'.encode()
         if name == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % folder.size(uid)
-        raw, root = self.load(folder, uid)
+        raw, root = self.load(folder, uid, box)
         if name == "ENVELOPE":
             return b"ENVELOPE " + fx.envelope(raw, root)
         if name in ("BODYSTRUCTURE", "BODY"):
@@ -807,12 +826,7 @@ class ImapSession:
             return b"RFC822.TEXT " + fx.literal(root.body_bytes(raw))
         assert item.section is not None
         data = fx.section_bytes(raw, root, item.section) or b""
-        label = item.label
-        if item.partial is not None:
-            offset, length = item.partial
-            data = data[offset : offset + length] if length is not None else data[offset:]
-            label += f"<{offset}>"
-        return label.encode() + b" " + fx.literal(data)
+        return _with_partial(item, data)
 
     async def store(self, command: p.Command) -> str:
         return await self._store(command, uid=False)
@@ -935,6 +949,10 @@ class ImapSession:
         folder = sel.folder
 
         def run() -> list[int]:
+            with folder.dirfd() as box:
+                return search_in(box)
+
+        def search_in(box: int) -> list[int]:
             hits: list[int] = []
             top_uid = sel.uids[-1] if sel.uids else 0
             for msn, u in enumerate(list(sel.uids), 1):
@@ -945,7 +963,7 @@ class ImapSession:
                     msn, u, msg.flags, u in sel.recent,
                     size=lambda u=u: folder.size(u),  # type: ignore[misc]
                     internaldate=lambda u=u: folder.internaldate(u),  # type: ignore[misc]
-                    load=lambda u=u: folder.read(u),  # type: ignore[misc]
+                    load=lambda u=u: folder.read(u, box=box),  # type: ignore[misc]
                     largest_msn=sel.exists, largest_uid=top_uid,
                 )  # fmt: skip
                 try:
@@ -958,6 +976,25 @@ class ImapSession:
         hits = await self.access.run(run)
         await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n").encode())
         return "Search completed"
+
+
+_CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}  # answered without reading the file
+
+
+def _with_partial(item: FetchItem, data: bytes) -> bytes:
+    label = item.label
+    if item.partial is not None:
+        offset, length = item.partial
+        data = data[offset : offset + length] if length is not None else data[offset:]
+        label += f"<{offset}>"
+    return label.encode() + b" " + fx.literal(data)
+
+
+def _whole(item: FetchItem, raw: bytes) -> bytes:
+    """BODY[] / BODY.PEEK[] / RFC822: the whole message, no MIME parsing needed."""
+    if item.name == "RFC822":
+        return b"RFC822 " + fx.literal(raw)
+    return _with_partial(item, raw)
 
 
 class _Silent(Exception):

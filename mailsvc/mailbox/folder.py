@@ -345,15 +345,17 @@ class Folder:
             raise FileNotFoundError(uid)
         return msg
 
-    def read(self, uid: int, limit: int = MAX_APPEND * 4) -> bytes:
-        """The message exactly as stored; :class:`FileNotFoundError` when it was expunged."""
+    def read(self, uid: int, limit: int = MAX_APPEND * 4, *, box: int | None = None) -> bytes:
+        """The message exactly as stored; :class:`FileNotFoundError` when it was expunged.
+        ``box``: this folder's directory, already open (a batch of reads)."""
         for _attempt in range(3):
             msg = self._must(uid)
             try:
-                with self.dirfd() as box:
-                    fd = os.open(
-                        msg.relpath, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=box
-                    )
+                if box is not None:
+                    fd = os.open(msg.relpath, _READ, dir_fd=box)
+                else:
+                    with self.dirfd() as opened:
+                        fd = os.open(msg.relpath, _READ, dir_fd=opened)
             except FileNotFoundError:
                 self.sync(move_new=False, force=True)  # renamed by a flag change elsewhere
                 continue
