@@ -733,8 +733,9 @@ class ImapSession:
         sel = self.need_selected()
         uids = self.resolve(p.as_atom(command.args[0]), uid=uid)
         items = _fetch_items(command.args[1], uid)
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start : start + FETCH_BATCH]
+        batch_size = FETCH_BATCH * 10 if all(i.name in _CHEAP for i in items) else FETCH_BATCH
+        for start in range(0, len(uids), batch_size):
+            batch = uids[start : start + batch_size]
             data = await self.access.run(self.render, sel, batch, items)
             if data:
                 await self.send(data)
@@ -784,7 +785,14 @@ class ImapSession:
                     raw: bytes | None = None
                     for item in items:
                         name = item.name
-                        if name in _CHEAP:
+                        if name == "UID":
+                            parts.append(b"UID %d" % uid)
+                        elif name == "FLAGS":
+                            flags = msg.flags | _RECENT if uid in sel.recent else msg.flags
+                            parts.append(b"FLAGS " + p.flag_list(flags))
+                        elif name == "RFC822.SIZE" and msg.size is not None:
+                            parts.append(b"RFC822.SIZE %d" % msg.size)
+                        elif name in _CHEAP:
                             parts.append(self.render_item(sel, uid, item))
                         elif (item.section is not None and not item.section.path and \
                                 item.section.text == "") or name == "RFC822":  # fmt: skip
@@ -979,6 +987,7 @@ class ImapSession:
 
 
 _CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}  # answered without reading the file
+_RECENT = frozenset({"\\Recent"})
 
 
 def _with_partial(item: FetchItem, data: bytes) -> bytes:

@@ -75,6 +75,14 @@ def _lines(raw: bytes) -> list[bytes]:
 
 def message_lines(raw: bytes, body_lines: int | None = None) -> bytes:
     """``raw`` as a multi-line POP3 response body (``body_lines``: TOP)."""
+    if body_lines is None:
+        text = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # every line end CRLF
+        text = text.replace(b"\r\n.", b"\r\n..")
+        if text.startswith(b"."):
+            text = b"." + text
+        if text and not text.endswith(b"\r\n"):
+            text += b"\r\n"
+        return text + b".\r\n"
     lines = _lines(raw)
     if body_lines is not None:
         try:
