@@ -16,6 +16,7 @@ import shutil
 import stat
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from mailsvc.mailbox import names
@@ -38,12 +39,15 @@ class FolderExists(StoreError):
 
 
 class FolderRegistry:
-    """Open folders of this process by path (weakly held: an unused folder is dropped)."""
+    """Open folders of this process by path: weakly held, plus the ``keep`` most recently used
+    ones held strongly so their index survives between sessions."""
 
-    def __init__(self, *, fsync: bool = True) -> None:
+    def __init__(self, *, fsync: bool = True, keep: int = 64) -> None:
         self.fsync = fsync
+        self.keep = keep
         self._lock = threading.Lock()
         self._open: weakref.WeakValueDictionary[str, Folder] = weakref.WeakValueDictionary()
+        self._recent: OrderedDict[str, Folder] = OrderedDict()
 
     def get(self, maildir: Maildir, root: Maildir, name: str) -> Folder:
         key = str(maildir.path)
@@ -52,6 +56,12 @@ class FolderRegistry:
             if folder is None:
                 folder = Folder(maildir, root, name, fsync=self.fsync)
                 self._open[key] = folder
+            # the last few folders stay indexed after their sessions end, so the next login
+            # does not rescan a large folder (the index is in memory only)
+            self._recent[key] = folder
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)
             return folder
 
     def peek(self, path: str) -> Folder | None:
@@ -68,6 +78,7 @@ class FolderRegistry:
     def forget(self, path: str) -> None:
         with self._lock:
             self._open.pop(path, None)
+            self._recent.pop(path, None)
 
 
 @dataclass(frozen=True)
