@@ -221,7 +221,8 @@ def main() -> int:
     parser.add_argument("--big", action="store_true", help="also a 100k-message folder")
     args = parser.parse_args()
     sizes = [1000, 10000] + ([100000] if args.big else [])
-    extra = {"access": {"allow_plaintext": True, "max_connections_per_ip": 500}}
+    extra = {"access": {"allow_plaintext": True, "max_connections_per_ip": 500,
+                        "max_user_ip_connections": 500}}  # fmt: skip
     with mail_stack(**extra) as stack:
         assert stack.mailsvc is not None
         box = fill(stack, sizes)

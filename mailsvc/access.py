@@ -16,6 +16,7 @@ import asyncio
 import enum
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,12 +67,30 @@ class MailAccess:
         store: MaildirStore,
         executor: ThreadPoolExecutor,
         registry: FolderRegistry | None = None,
+        *,
+        max_user_ip: int = 10,
     ) -> None:
         self.auth = auth
         self.maps = maps
         self.store = store
         self.executor = executor
         self.registry = registry or FolderRegistry(fsync=store.fsync)
+        self.max_user_ip = max_user_ip
+        self._sessions: Counter[tuple[str, str]] = Counter()
+
+    def claim(self, user: str, ip: str | None) -> bool:
+        """Count one more logged-in session of ``user`` from ``ip``; False over the limit."""
+        key = (user, ip or "")
+        if self._sessions[key] >= self.max_user_ip:
+            return False
+        self._sessions[key] += 1
+        return True
+
+    def release(self, user: str, ip: str | None) -> None:
+        key = (user, ip or "")
+        self._sessions[key] -= 1
+        if self._sessions[key] <= 0:
+            del self._sessions[key]
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the store's worker threads."""

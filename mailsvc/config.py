@@ -142,6 +142,7 @@ class AccessSettings(_Section):
     allow_plaintext: bool = False  # LOGIN/USER/AUTH PLAIN before STARTTLS/STLS
     max_connections: int = Field(512, ge=1)
     max_connections_per_ip: int = Field(20, ge=1)  # per client IP (each listener)
+    max_user_ip_connections: int = Field(10, ge=1)  # logged-in sessions per user and client IP
     pop3_timeout: float = Field(600.0, ge=60, le=3600)  # RFC 1939: at least 10 minutes
     imap_timeout: float = Field(1800.0, ge=60, le=7200)  # RFC 3501: autologout >= 30 min
     imap_preauth_timeout: float = Field(60.0, gt=0, le=600)

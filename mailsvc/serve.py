@@ -220,6 +220,7 @@ def build_access(settings: Settings, services: Services, service: str) -> MailAc
         services.store,
         services.executor,
         services.registry,
+        max_user_ip=settings.access.max_user_ip_connections,
     )
 
 

@@ -184,6 +184,9 @@ class ImapSession:
         except LineTooLong:
             with contextlib.suppress(Closed):
                 await self.send(b"* BYE Line too long\r\n")
+        finally:
+            if self.user is not None:
+                self.access.release(self.user, self.stream.remote_ip)
 
     async def read_command(self) -> bytes | None:
         authed = self.state is not State.NOT_AUTHENTICATED
@@ -366,9 +369,11 @@ class ImapSession:
             raise No("Temporary authentication failure, try again later", "UNAVAILABLE")
         if result.result is Result.NO_MECHANISM:
             raise No("Unsupported authentication mechanism")
-        if result.result is not Result.OK or result.account is None:
+        if result.result is not Result.OK or result.account is None or result.user is None:
             await self.count_bad()
             raise No("Authentication failed.", "AUTHENTICATIONFAILED")
+        if not self.access.claim(result.user, self.stream.remote_ip):
+            raise No("Maximum number of connections from user+IP exceeded", "UNAVAILABLE")
         self.user, self.account = result.user, result.account
         self.state = State.AUTHENTICATED
         self.bad = 0

@@ -83,6 +83,7 @@ class Pop3Session:
         self.sizes: list[int] = []
         self.deleted: set[int] = set()  # message numbers, 1-based
         self.lock_fd: int | None = None
+        self.claimed: str | None = None  # the user counted against the user+IP limit
         self.bad = 0
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -134,6 +135,9 @@ class Pop3Session:
         await self.send(p.err(text))
 
     async def release(self) -> None:
+        if self.claimed is not None:
+            self.access.release(self.claimed, self.stream.remote_ip)
+            self.claimed = None
         if self.lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.lock_fd)
@@ -237,13 +241,21 @@ class Pop3Session:
             await self.bad_command_auth()
             return
         account = result.account
+        assert result.user is not None
+        if not self.access.claim(result.user, self.stream.remote_ip):
+            await self.send(p.err("Maximum number of connections from user+IP exceeded",
+                                  "SYS/TEMP"))  # fmt: skip
+            return
+        self.claimed = result.user
         try:
             lock = await self.access.run(_lock, account)
         except (StoreError, OSError) as exc:
             log.error("pop3 lock for %s: %s", result.user, exc)
+            await self.release()
             await self.send(p.err("Mailbox unavailable, try again later", "SYS/TEMP"))
             return
         if lock is None:
+            await self.release()
             await self.send(p.err("Mailbox is locked by another POP3 session", "IN-USE"))
             return
         self.lock_fd = lock

@@ -394,6 +394,18 @@ SyncState *
     client.logout()
 
 
+def test_sessions_per_user_and_ip_are_limited(stack: MailStack) -> None:
+    clients = [raw(stack) for _ in range(10)]  # the default max_user_ip_connections
+    extra = raw(stack, login=False)
+    answer = extra.command(f'LOGIN "{ALICE}" "{PASSWORD}"')[1]
+    assert answer.startswith(b"NO [UNAVAILABLE] Maximum number of connections"), answer
+    clients.pop().close()
+    time.sleep(0.3)
+    assert extra.command(f'LOGIN "{ALICE}" "{PASSWORD}"')[1].startswith(b"OK")
+    for client in [*clients, extra]:
+        client.close()
+
+
 def test_tls_versions(stack: MailStack) -> None:
     sock = socket.create_connection(("127.0.0.1", stack.imaps), timeout=30)
     with tls_client().wrap_socket(sock) as tls:
