@@ -119,6 +119,12 @@ class Folder:
         with self.maildir.open_dir() as fd:  # the store's no-symlink walk
             yield fd
 
+    def open_fd(self) -> int:
+        """A descriptor of the folder's directory that the caller closes (reads in a batch or
+        for a whole session; a renamed folder keeps working through it)."""
+        with self.dirfd() as fd:
+            return os.dup(fd)
+
     # --- sync -----------------------------------------------------------------------------
 
     def sync(self, *, move_new: bool = True, force: bool = False) -> bool:

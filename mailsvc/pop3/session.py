@@ -84,6 +84,7 @@ class Pop3Session:
         self.deleted: set[int] = set()  # message numbers, 1-based
         self.lock_fd: int | None = None
         self.claimed: str | None = None  # the user counted against the user+IP limit
+        self.box_fd: int | None = None  # the INBOX directory, open for the session
         self.bad = 0
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -135,6 +136,10 @@ class Pop3Session:
         await self.send(p.err(text))
 
     async def release(self) -> None:
+        if self.box_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.box_fd)
+            self.box_fd = None
         if self.claimed is not None:
             self.access.release(self.claimed, self.stream.remote_ip)
             self.claimed = None
@@ -270,6 +275,10 @@ class Pop3Session:
             await self.send(p.err("Mailbox unavailable, try again later", "SYS/TEMP"))
             return
         self.account, self.folder = account, folder
+        try:
+            self.box_fd = await self.access.run(folder.open_fd)  # one walk for the session
+        except (StoreError, OSError):
+            self.box_fd = None
         self.uidvalidity, self.uids, self.sizes = state.uidvalidity, state.uids, sizes
         self.state = State.TRANSACTION
         self.bad = 0
@@ -341,7 +350,7 @@ class Pop3Session:
             return
         folder, uid = self.folder, self.uids[number - 1]
         try:
-            raw = await self.access.run(folder.read, uid)
+            raw = await self.access.run(folder.read, uid, box=self.box_fd)
         except FileNotFoundError:
             await self.send(p.err("Message was deleted by another session"))
             return
