@@ -13,6 +13,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -412,3 +413,74 @@ def test_tls_versions(stack: MailStack) -> None:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
         assert tls.recv(4096).startswith(b"* OK [CAPABILITY")
     assert ssl.HAS_TLSv1_3 or ssl.HAS_TLSv1_2
+
+
+def test_neomutt_reads_and_moves_a_message(stack: MailStack) -> None:
+    """neomutt driven headless in tmux: the index, the pager, save to Trash, sync."""
+    seed(stack, BOB, CORPUS[:3])
+    home = stack.workdir / f"mutt-{time.monotonic_ns()}"
+    home.mkdir()
+    rc = home / ".neomuttrc"
+    rc.write_text(
+        f"""set folder = "imaps://{BOB}@127.0.0.1:{stack.imaps}/"
+set imap_pass = "{PASSWORD}"
+set spoolfile = "+INBOX"
+set ssl_verify_host = no
+set certificate_file = "{home}/certs"
+set header_cache = ""
+set message_cachedir = ""
+set confirmappend = no
+set delete = yes
+set move = no
+set timeout = 1
+""",
+        encoding="utf-8",
+    )
+    session = f"mutt{time.monotonic_ns()}"
+    env = {"HOME": str(home), "TERM": "xterm", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+                    "neomutt", "-F", str(rc)], env=env, check=True, timeout=30)  # fmt: skip
+
+    def keys(*sequence: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", session, *sequence], check=True, timeout=30)
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 30
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            if "(r)eject" in screen:
+                keys("o")  # the development certificate: accept once
+            elif text in screen:
+                return screen
+            else:
+                keys("C-l")  # redraw (tmux sees the first screen late)
+            time.sleep(0.3)
+        pytest.fail(f"neomutt never showed {text!r}:\n{screen}")
+
+    try:
+        index = wait_for("plain hello")
+        assert "Grüße aus Berlin" in index  # the encoded subject, decoded by neomutt
+        keys("Enter")
+        wait_for("this line starts with a dot")  # the pager shows the body
+        keys("q")
+        wait_for("plain hello")
+        keys("s")
+        wait_for("Save to mailbox")
+        keys("C-u", "=Trash", "Enter")
+        time.sleep(1)
+        keys("$")
+        time.sleep(1)
+        keys("q")
+        time.sleep(1)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False, timeout=30)
+    client = imap(stack, BOB)
+    assert client.select("Trash") == ("OK", [b"1"])
+    fetched = client.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])")[1][0]
+    assert isinstance(fetched, tuple)
+    assert b"plain hello" in fetched[1]
+    assert b"\\Seen" in fetched[0]  # read in the pager
+    assert client.select("INBOX") == ("OK", [b"2"])
+    client.logout()
