@@ -52,6 +52,7 @@ from bench.common import (  # noqa: E402
     cpu_seconds,
     md_head,
     md_row,
+    percentile_ms,
     process_tree,
     rss_mib,
     stat_fields,
@@ -129,6 +130,47 @@ def one_run(
     elapsed = time.monotonic() - started
     cpu = tree_cpu(target.pid) - cpu_before
     return messages / elapsed, 1000 * cpu / messages
+
+
+async def _latency_session(port: int, count: int, out: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        line = await reader.readline()
+        while line[3:4] == b"-":
+            line = await reader.readline()
+        return line
+
+    body = b"Subject: latency\r\n\r\n" + (b"x" * 98 + b"\r\n") * (SIZE // 100) + b".\r\n"
+    await reply()
+    writer.write(b"EHLO latency.test\r\n")
+    await reply()
+    for _ in range(count):
+        for cmd in (b"MAIL FROM:<bench@remote.example>", f"RCPT TO:<{BOB}>".encode(), b"DATA"):
+            writer.write(cmd + b"\r\n")
+            await reply()
+        writer.write(body)
+        started = time.perf_counter()
+        answer = await reply()
+        if not answer.startswith(b"250"):
+            raise RuntimeError(f"latency run: {answer!r}")
+        out.append(time.perf_counter() - started)
+    writer.write(b"QUIT\r\n")
+    await reply()
+    writer.close()
+
+
+def accept_latency(target: Target, sessions: int, messages: int) -> list[float]:
+    """Seconds from the end of DATA to the 250, per message, ``sessions`` sessions at once."""
+    target.reset()
+    out: list[float] = []
+
+    async def run() -> None:
+        per = max(1, messages // sessions)
+        await asyncio.gather(*(_latency_session(target.port, per, out) for _ in range(sessions)))
+
+    asyncio.run(run())
+    return out
 
 
 @contextlib.contextmanager
@@ -239,6 +281,13 @@ def main() -> int:
                         cpu.setdefault((target.name, sessions), []).append(ms)
                         print(f"round {rnd + 1} {target.name} s={sessions}: {rate:.0f}/s",
                               file=sys.stderr, flush=True)  # fmt: skip
+            latencies: dict[tuple[str, int], list[float]] = {}
+            for rnd in range(args.rounds):
+                for sessions in (1, 8):
+                    for target in targets[rnd % 3 :] + targets[: rnd % 3]:
+                        latencies.setdefault((target.name, sessions), []).extend(
+                            accept_latency(target, sessions, args.messages)
+                        )
             rss_after = rss_mib(pid)
     print(f"\n{args.messages} messages of {SIZE} bytes per run, {args.rounds} rounds, medians "
           "(min-max); a run ends when the last message is in new/\n")  # fmt: skip
@@ -262,6 +311,14 @@ def main() -> int:
     for s in SESSIONS:
         print(md_row([s] + [f"{statistics.median(cpu[(n, s)]):.2f}"
                             for n in ("mailsvc", "Postfix virtual")]))  # fmt: skip
+    print("\naccept latency, end of DATA to 250 (ms, all rounds; asyncio client, one message "
+          "after another per session)\n")  # fmt: skip
+    for line in md_head(["sessions", "target", "p50", "p99"], left=2):
+        print(line)
+    for (name, s), lat in sorted(latencies.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(
+            md_row([s, name, f"{percentile_ms(lat, 0.5):.2f}", f"{percentile_ms(lat, 0.99):.2f}"])
+        )
     print(f"\nmailsvc RSS: {rss_before:.1f} MiB after warm-up, {rss_after:.1f} MiB after "
           f"{sum(len(v) for k, v in results.items() if k[0] == 'mailsvc') * args.messages} "
           "messages")  # fmt: skip

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,32 @@ async def test_quota_at_data_and_at_rcpt() -> None:
         code, text = send(stack.mx, ALICE)
         assert (code, text[:5]) == (452, b"4.2.2"), text
         assert send(stack.mx, BOB)[0] == 250  # others are not affected
+
+
+# --- the directory itself goes away (idsvc stays up) ---------------------------------------------
+
+
+async def test_slapd_killed_mid_session_gives_4xx_then_mail_is_accepted(own_slapd: Any) -> None:
+    ldap = own_slapd.settings(own_slapd.new_subtree("mailsvc-fault"))
+    with mail_stack(ldap=ldap) as stack:
+        assert send(stack.mx, BOB)[0] == 250
+        with smtplib.SMTP("127.0.0.1", stack.mx, timeout=60) as client:
+            client.ehlo("fault.test")
+            assert client.mail("s@remote.example")[0] == 250
+            own_slapd.kill()
+            code, text = client.rcpt(ALICE)
+            assert (code, text[:5]) == (451, b"4.3.0"), (
+                text
+            )  # never 550 while the directory is down
+        with smtplib.SMTP("127.0.0.1", stack.submission, timeout=60) as client:
+            client.starttls(context=tls_client())
+            client.ehlo("fault.test")
+            with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+                client.login(ALICE, PASSWORD)
+            assert err.value.smtp_code == 454
+        own_slapd.restart()
+        deadline = time.monotonic() + 30
+        while (code := send(stack.mx, ALICE)[0]) != 250 and time.monotonic() < deadline:
+            assert code == 451
+            time.sleep(0.5)
+        assert code == 250  # accepted once the directory is back, nothing restarted on our side

@@ -187,3 +187,19 @@ def test_mailsvc_serve_fails_cleanly_when_the_port_is_taken(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "cannot start: mx: cannot listen on" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_readme_run_command_gives_a_valid_configuration(tmp_path: Path) -> None:
+    """The environment of the README's mail quick-start command, taken from the README itself."""
+    import shlex
+
+    from idsvc.config import load_settings
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("IDSVC_MAILSVC__ENABLED=")
+    command = text[start : text.index("./scripts/serve", start)].replace("\\\n", " ")
+    env = dict(word.split("=", 1) for word in shlex.split(command.replace("$HOME", str(tmp_path))))
+    settings, _ = load_settings(None, env=env)
+    assert settings.mailsvc.enabled
+    assert settings.socketmap.socket.enabled
+    assert settings.mail.vmail_root == tmp_path / "vmail"
