@@ -484,3 +484,14 @@ set timeout = 1
     assert b"\\Seen" in fetched[0]  # read in the pager
     assert client.select("INBOX") == ("OK", [b"2"])
     client.logout()
+
+
+def test_silent_clients_are_logged_out() -> None:
+    with mail_stack(access={"imap_preauth_timeout": 1.0}) as quick:
+        client = RawImap(quick.imap)
+        started = time.monotonic()
+        assert client.line().startswith(b"* BYE Autologout")
+        assert 0.9 < time.monotonic() - started < 10
+        with pytest.raises(EOFError):
+            client.line()
+        client.close()
