@@ -120,6 +120,37 @@ class SubmissionsSettings(ListenerSettings):
     listen: str = "127.0.0.1:4650"  # 465 in production (implicit TLS)
 
 
+class Pop3Settings(ListenerSettings):
+    listen: str = "127.0.0.1:1100"  # 110 in production (STLS)
+
+
+class Pop3sSettings(ListenerSettings):
+    listen: str = "127.0.0.1:9950"  # 995 in production (implicit TLS)
+
+
+class ImapSettings(ListenerSettings):
+    listen: str = "127.0.0.1:1430"  # 143 in production (STARTTLS)
+
+
+class ImapsSettings(ListenerSettings):
+    listen: str = "127.0.0.1:9930"  # 993 in production (implicit TLS)
+
+
+class AccessSettings(_Section):
+    """What the POP3 and IMAP listeners share."""
+
+    allow_plaintext: bool = False  # LOGIN/USER/AUTH PLAIN before STARTTLS/STLS
+    max_connections: int = Field(512, ge=1)
+    max_connections_per_ip: int = Field(20, ge=1)  # per client IP (each listener)
+    max_user_ip_connections: int = Field(10, ge=1)  # logged-in sessions per user and client IP
+    pop3_timeout: float = Field(600.0, ge=60, le=3600)  # RFC 1939: at least 10 minutes
+    imap_timeout: float = Field(1800.0, ge=60, le=7200)  # RFC 3501: autologout >= 30 min
+    imap_preauth_timeout: float = Field(60.0, gt=0, le=600)
+    imap_max_line: int = Field(65536, ge=8192, le=1 << 20)  # after login (8 KiB before)
+    imap_max_literal: int = Field(52_428_800, ge=65536)  # APPEND size, after login
+    imap_max_bad_commands: int = Field(20, ge=3, le=1000)  # after login
+
+
 class TlsSettings(_Section):
     cert: Path | None = None
     key: Path | None = None
@@ -176,6 +207,11 @@ class Settings(_Section):
     mx: MxSettings = Field(default_factory=MxSettings)
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     submissions: SubmissionsSettings = Field(default_factory=SubmissionsSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    pop3: Pop3Settings = Field(default_factory=Pop3Settings)
+    pop3s: Pop3sSettings = Field(default_factory=Pop3sSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
+    imaps: ImapsSettings = Field(default_factory=ImapsSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     smarthost: SmarthostSettings = Field(default_factory=SmarthostSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -185,6 +221,8 @@ class Settings(_Section):
         tls = self.tls.cert is not None or self.tls.self_signed
         if (self.submission.enabled or self.submissions.enabled) and not tls:
             raise ValueError("submission needs TLS: set tls.cert/tls.key or tls.self_signed")
+        if (self.pop3s.enabled or self.imaps.enabled) and not tls:
+            raise ValueError("pop3s/imaps need TLS: set tls.cert/tls.key or tls.self_signed")
         return self
 
 

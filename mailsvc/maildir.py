@@ -228,6 +228,29 @@ class Maildir:
         finally:
             os.close(fd)
 
+    def open_dir(self) -> contextlib.AbstractContextManager[int]:
+        """A descriptor of this Maildir's directory (no symlink followed on the way)."""
+        return self._dirfd()
+
+    def folder(self, directory: str, *, create: bool = False) -> Maildir:
+        """The Maildir++ subfolder ``directory`` (``.Name``, already checked by the caller)."""
+        if not directory:
+            return self
+        if "/" in directory or directory in (".", ".."):
+            raise BadMailboxPath("bad folder directory")
+        return Maildir(self.store, (*self.parts, directory), create=create)
+
+    def quota_add(self, quota: Quota, size: int, count: int) -> None:
+        """Record a change of ``size`` bytes / ``count`` messages in ``maildirsize``."""
+        if quota.unlimited:
+            return
+        with self._dirfd() as box:
+            self._quota_add(box, quota, size, count)
+
+    def write_tmp(self, tmp: int, name: str, chunks: Sequence[Chunk]) -> None:
+        """Write ``chunks`` durably to ``tmp/<name>`` (``tmp`` is that directory's fd)."""
+        self._write_tmp(tmp, name, chunks)
+
     def exists(self) -> bool:
         try:
             with self._dirfd():

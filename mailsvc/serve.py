@@ -1,5 +1,6 @@
 """``mailsvc serve``: the SMTP listeners (MX, submission with STARTTLS, submissions with implicit
-TLS) over one set of identity clients, one Maildir store and one smarthost, until SIGTERM/SIGINT.
+TLS), POP3 (STLS) and POP3S, IMAP (STARTTLS) and IMAPS over one set of identity clients, one
+Maildir store and one smarthost, until SIGTERM/SIGINT.
 
 Start-up logs one ``<name>: listening on host:port`` line per listener and then ``ready``; a
 listener that cannot bind stops everything with exit code 1 (2 for invalid settings). The
@@ -19,11 +20,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from mailsvc.access import MailAccess
 from mailsvc.clients.dovecot_auth import DovecotAuthClient
 from mailsvc.clients.policy import PolicyClient
 from mailsvc.clients.socketmap import SocketmapClient
 from mailsvc.config import ConfigError, ListenerSettings, Settings
+from mailsvc.imap.server import ImapOptions, imap_listener
+from mailsvc.listener import LineListener
+from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import CRASH_STEPS, MaildirStore, StoreError
+from mailsvc.pop3.server import pop3_listener
+from mailsvc.pop3.session import Pop3Options
 from mailsvc.smtp.handler import Services, SmtpHandler
 from mailsvc.smtp.outbound import Smarthost
 from mailsvc.smtp.resolve import Resolver
@@ -109,6 +116,7 @@ def build_services(settings: Settings) -> Services:
         resolver=Resolver(maps, depth=settings.smtp.alias_depth, fanout=settings.smtp.alias_fanout),
         policy=PolicyClient(ident.policy, size=ident.pool_size) if ident.policy else None,
         store=store,
+        registry=FolderRegistry(fsync=settings.store.fsync),
         executor=ThreadPoolExecutor(settings.store.workers, thread_name_prefix="mailsvc-store"),
         smarthost=(
             Smarthost(settings.smarthost, settings.smtp.hostname)
@@ -204,6 +212,61 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
     return listeners
 
 
+def build_access(settings: Settings, services: Services, service: str) -> MailAccess:
+    ident = settings.identity
+    return MailAccess(
+        DovecotAuthClient(ident.auth, service=service, timeout=ident.auth_timeout),
+        services.resolver.maps,
+        services.store,
+        services.executor,
+        services.registry,
+        max_user_ip=settings.access.max_user_ip_connections,
+    )
+
+
+def build_mail_listeners(
+    settings: Settings, services: Services, accesses: list[MailAccess]
+) -> list[LineListener]:
+    """The POP3 and IMAP listeners (STARTTLS/STLS on the plain ports, implicit TLS on the
+    others), each with its own connection limits."""
+    access_settings = settings.access
+    tls = server_context(settings.tls, settings.smtp.hostname)
+    out: list[LineListener] = []
+
+    def limits(ls: ListenerSettings) -> Limits:
+        per_ip = (
+            access_settings.max_connections
+            if ls.proxy_trusted
+            else access_settings.max_connections_per_ip
+        )
+        return Limits(access_settings.max_connections, per_ip)
+
+    if settings.pop3.enabled or settings.pop3s.enabled:
+        pop3_access = build_access(settings, services, "pop3")
+        accesses.append(pop3_access)
+        options = Pop3Options(
+            hostname=settings.smtp.hostname,
+            allow_plaintext=access_settings.allow_plaintext,
+            timeout=access_settings.pop3_timeout,
+        )
+        for name, ls, implicit in (("pop3", settings.pop3, False), ("pop3s", settings.pop3s, True)):
+            if ls.enabled:
+                out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
+                                         tls=tls, implicit_tls=implicit))  # fmt: skip
+    if settings.imap.enabled or settings.imaps.enabled:
+        imap_access = build_access(settings, services, "imap")
+        accesses.append(imap_access)
+        imap_options = ImapOptions.from_settings(settings)
+        for imap_name, imap_ls, imap_tls in (
+            ("imap", settings.imap, False), ("imaps", settings.imaps, True)
+        ):  # fmt: skip
+            if imap_ls.enabled:
+                out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,
+                                         limits=limits(imap_ls), tls=tls,
+                                         implicit_tls=imap_tls))  # fmt: skip
+    return out
+
+
 async def close_services(services: Services) -> None:
     await services.auth.close()
     await services.resolver.maps.close()
@@ -214,14 +277,18 @@ async def close_services(services: Services) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     services = build_services(settings)
-    listeners: Sequence[SmtpListener] = []
-    started: list[SmtpListener] = []
+    listeners: Sequence[SmtpListener | LineListener] = []
+    started: list[SmtpListener | LineListener] = []
+    accesses: list[MailAccess] = []
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        listeners = build_listeners(settings, services)
+        listeners = [
+            *build_listeners(settings, services),
+            *build_mail_listeners(settings, services, accesses),
+        ]
         for listener in listeners:
             try:
                 await listener.start()
@@ -242,6 +309,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     finally:
         for listener in started:
             await listener.close()
+        for access in accesses:
+            await access.auth.close()
         await close_services(services)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -45,6 +45,7 @@ from mailsvc.clients import Unavailable
 from mailsvc.clients.dovecot_auth import DovecotAuthClient, MechanismUnavailable
 from mailsvc.clients.policy import DEFAULT_ACTION, PolicyClient, decide
 from mailsvc.config import Settings
+from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import Chunk, Maildir, MaildirStore, Quota, StoreError, chunk_size
 from mailsvc.smtp import headers
 from mailsvc.smtp.outbound import RelayFailed, Smarthost
@@ -86,6 +87,7 @@ class Services:
     resolver: Resolver
     policy: PolicyClient | None
     store: MaildirStore
+    registry: FolderRegistry  # open folders, shared with the POP3/IMAP sessions
     executor: ThreadPoolExecutor
     smarthost: Smarthost | None
 
@@ -405,6 +407,8 @@ class SmtpHandler:
                 log.warning("smarthost refused %s: %s", queue_id, exc.reply)
                 await self.services.run(_withdraw, done)
                 return exc.reply
+        for box, _name, _quota in done:
+            self.services.registry.poke(str(box.path))  # wakes IDLE sessions at once
         log.info(
             "%s: from=<%s> to=%d local=%d remote=%d size=%d%s",
             queue_id, sender, len(envelope.rcpt_tos), len(done), len(envelope.remote),

@@ -5,8 +5,11 @@ TLS-less configuration with one clear message."""
 
 from __future__ import annotations
 
+import imaplib
+import poplib
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +40,10 @@ def quickstart(workdir: Path) -> tuple[dict[str, str], Path]:
         "MAILSVC_MX__LISTEN": "127.0.0.1:0",  # the real ports are in the log (no port races)
         "MAILSVC_SUBMISSION__LISTEN": "127.0.0.1:0",
         "MAILSVC_SUBMISSIONS__LISTEN": "127.0.0.1:0",
+        "MAILSVC_POP3__LISTEN": "127.0.0.1:0",
+        "MAILSVC_POP3S__LISTEN": "127.0.0.1:0",
+        "MAILSVC_IMAP__LISTEN": "127.0.0.1:0",
+        "MAILSVC_IMAPS__LISTEN": "127.0.0.1:0",
         "MAILSVC_TLS__SELF_SIGNED_DIR": str(workdir / "tls"),
         "MAILSVC_SMTP__HOSTNAME": "mx.example.org",
     }
@@ -62,16 +69,13 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
         env, vmail = quickstart(workdir)
         served = Process([str(IDSVC), "serve"], env, "idsvc")
         try:
-            # the child's lines and idsvc's own interleave in either order
-            wanted = (
-                r"mailsvc\.serve: ready: 3 listener",
-                r"idsvc\.serve: mailsvc: listening on child",
-            )
-            while not all(re.search(p, served.log) for p in wanted):
-                served.wait_for("|".join(wanted))
-            found = re.search(r"mailsvc\.serve: mx: listening on 127\.0\.0\.1:(\d+)", served.log)
-            assert found is not None
-            mx = int(found.group(1))
+            line = served.wait_for(r"mailsvc.serve: mx: listening on 127\.0\.0\.1:\d+")
+            mx = int(line.rpartition(":")[2])
+            # the two processes log concurrently: both lines, in either order
+            for pattern in (r"mailsvc.serve: ready: 7 listener",
+                            r"idsvc.serve: mailsvc: listening on child process \d+"):  # fmt: skip
+                if not re.search(pattern, served.log):
+                    served.wait_for(pattern)
             # the README's three commands
             idsvc_cli(env, "domain", "add", "example.org")
             idsvc_cli(env, "user", "add", "alice@example.org", "--password-stdin",
@@ -80,6 +84,27 @@ async def test_idsvc_serve_runs_mailsvc_and_the_readme_quickstart_works() -> Non
             assert "250 2.0.0" in out, out
             delivered = list((vmail / "example.org" / "alice" / "Maildir" / "new").iterdir())
             assert len(delivered) == 1
+            raw = delivered[0].read_bytes()
+            # ... and Alice reads it over IMAP, flags it, then takes it over POP3
+            ports = dict(re.findall(r"mailsvc.serve: (\w+): listening on 127\.0\.0\.1:(\d+)",
+                                    served.log))  # fmt: skip
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with imaplib.IMAP4_SSL("127.0.0.1", int(ports["imaps"]), ssl_context=context) as imap:
+                imap.login("alice@example.org", PASSWORD)
+                assert imap.select("INBOX") == ("OK", [b"1"])
+                fetched = imap.fetch("1", "(BODY.PEEK[])")[1][0]
+                assert isinstance(fetched, tuple)
+                assert fetched[1] == raw
+                assert imap.store("1", "+FLAGS", "(\\Flagged)")[0] == "OK"
+            pop = poplib.POP3("127.0.0.1", int(ports["pop3"]), timeout=30)
+            pop.stls(context=context)
+            pop.user("alice@example.org")
+            pop.pass_(PASSWORD)
+            assert b"\r\n".join(pop.retr(1)[1]) + b"\r\n" == raw
+            pop.dele(1)
+            pop.quit()
+            assert not any((vmail / "example.org" / "alice" / "Maildir" / "cur").iterdir())
             assert served.stop() == 0
             assert not port_open(mx)  # the child went down with idsvc
         finally:
@@ -128,7 +153,7 @@ def test_submission_without_tls_is_refused(tmp_path: Path) -> None:
     assert "submission needs TLS" in result.stderr
     mx_only = (
         "[tls]\nself_signed = false\n[submission]\nenabled = false\n"
-        "[submissions]\nenabled = false\n"
+        "[submissions]\nenabled = false\n[pop3s]\nenabled = false\n[imaps]\nenabled = false\n"
     )
     assert mailsvc_check(tmp_path, mx_only).returncode == 0
 
@@ -146,6 +171,10 @@ def test_mailsvc_serve_fails_cleanly_when_the_port_is_taken(tmp_path: Path) -> N
                 "mx": {"listen": f"127.0.0.1:{port}"},
                 "submission": {"enabled": False},
                 "submissions": {"enabled": False},
+                "pop3": {"enabled": False},
+                "pop3s": {"enabled": False},
+                "imap": {"enabled": False},
+                "imaps": {"enabled": False},
             }),
             encoding="utf-8",
         )  # fmt: skip
