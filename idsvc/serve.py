@@ -63,7 +63,7 @@ def _dovecot_where(s: Settings) -> str:
 def _control(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.control import ControlServer
 
-    return ControlServer(s.control.socket, rt.authenticator)
+    return ControlServer(s.control.socket, rt.invalidator)
 
 
 def _saslauthd(s: Settings, rt: Runtime, state: Any) -> Listener:
