@@ -101,10 +101,13 @@ def _dovecot_policy(s: Settings, rt: Runtime, state: Any) -> Listener:
 
 
 def _dovecot_lua(s: Settings, rt: Runtime, state: Any) -> Listener:
-    from idsvc.wire.mailhttp.lua import LuaPassdbHandler
-    from idsvc.wire.mailhttp.server import MailHttpServer
+    from idsvc.wire.mailhttp.lua import LuaPassdbHandler, LuaUserdbHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer, Routes
 
-    routes = {"/passdb": {"POST": LuaPassdbHandler(rt.authenticator)}}
+    routes: Routes = {
+        "/passdb": {"POST": LuaPassdbHandler(rt.authenticator)},
+        "/userdb": {"POST": LuaUserdbHandler(rt.mail)},
+    }
     return MailHttpServer("dovecot-lua", s.dovecot_lua, routes)
 
 

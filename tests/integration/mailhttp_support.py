@@ -22,10 +22,11 @@ from idsvc.config import (
     DovecotPolicySettings,
     NginxAuthSettings,
 )
-from idsvc.wire.mailhttp.lua import LuaPassdbHandler
+from idsvc.lookups import MailLookups
+from idsvc.wire.mailhttp.lua import LuaPassdbHandler, LuaUserdbHandler
 from idsvc.wire.mailhttp.nginx import NginxAuthHandler
 from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
-from idsvc.wire.mailhttp.server import MailHttpServer
+from idsvc.wire.mailhttp.server import MailHttpServer, Routes
 from tests.fixtures import authstack
 from tests.integration.dovecot_auth_support import USERS, hasher
 
@@ -73,7 +74,7 @@ async def serve_policy(
 
 @asynccontextmanager
 async def serve_lua(
-    auth: Authenticator, tmp: Path | None, **settings: Any
+    auth: Authenticator, lookups: MailLookups, tmp: Path | None, **settings: Any
 ) -> AsyncIterator[MailHttpServer]:
     values: dict[str, Any] = {
         "enabled": True,
@@ -82,7 +83,11 @@ async def serve_lua(
         **settings,
     }
     s = DovecotLuaSettings(**values)
-    server = MailHttpServer("dovecot-lua", s, {"/passdb": {"POST": LuaPassdbHandler(auth)}})
+    routes: Routes = {
+        "/passdb": {"POST": LuaPassdbHandler(auth)},
+        "/userdb": {"POST": LuaUserdbHandler(lookups)},
+    }
+    server = MailHttpServer("dovecot-lua", s, routes)
     async with authstack.serving(server, auth) as srv:
         yield srv
 
