@@ -10,8 +10,8 @@ by Dovecot count together):
 * ``allow`` → ``{"status": 0}`` when the client's network and the account have earned no penalty,
   else ``{"status": N}`` (Dovecot tarpits N seconds, N = the penalty rounded up); with
   ``reject_at_max`` a penalty at ``auth.penalty_max`` answers ``-1`` (refused before any password
-  check). After a successful login ``-1`` would refuse a user who knew the password, so it is
-  only given when the request carries no ``success`` field (the before-auth check).
+  check; Dovecot 2.3 sends the after-auth check with the same body, so a saturated network is
+  refused even with the right password — that is what "refuse" means; leave it off to tarpit).
 * ``report`` with ``success: false`` (and not ``policy_reject``, our own refusal) records one
   failure for the network and the canonical account; ``success: true`` clears the account's
   count (never the network's), exactly as a login through idsvc does.
@@ -55,7 +55,7 @@ class PolicyRequest:
     command: str
     login: str
     remote: str | None
-    success: bool | None  # present on report (and after-auth allow in some versions)
+    success: bool | None  # present on report only
     policy_reject: bool = False
 
 
@@ -121,7 +121,7 @@ def decide(
     if delay <= 0:
         return 0, ""
     at_max = auth.penalty_max > 0 and delay >= auth.penalty_max
-    if settings.reject_at_max and at_max and request.success is None:
+    if settings.reject_at_max and at_max:
         return -1, "Too many failed logins, try again later."
     return math.ceil(delay), ""
 
