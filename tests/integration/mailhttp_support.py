@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,9 +29,33 @@ from idsvc.wire.mailhttp.nginx import NginxAuthHandler
 from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
 from idsvc.wire.mailhttp.server import MailHttpServer, Routes
 from tests.fixtures import authstack
+from tests.fixtures.dovecot import DovecotServer
 from tests.integration.dovecot_auth_support import USERS, hasher
 
 __all__ = ["USERS", "HttpReply", "raw_request", "serve_lua", "serve_nginx", "serve_policy"]
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "dovecot" / "idsvc.lua"
+LUA_DB = "{kind} {{\n  driver = lua\n  args = file={script} blocking=yes\n}}"
+
+
+def require_lua() -> None:
+    authstack.require_file("/usr/lib/dovecot/modules/auth/libauthdb_lua.so", "dovecot-auth-lua")
+    authstack.require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/socket/unix.so", "lua-socket")
+    authstack.require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so", "lua-cjson")
+
+
+def lua_dovecot(tmp: Path, url: str) -> DovecotServer:
+    """A Dovecot (not started) whose passdb and userdb are the shipped idsvc.lua, unchanged,
+    with its settings in idsvc.conf.lua beside it."""
+    script = tmp / "idsvc.lua"
+    shutil.copy(SCRIPT, script)
+    (tmp / "idsvc.conf.lua").write_text(f'return {{ url = "{url}", timeout = 10 }}\n')
+    return DovecotServer(
+        tmp,
+        passdb=LUA_DB.format(kind="passdb", script=script),
+        userdb=LUA_DB.format(kind="userdb", script=script),
+    )
 
 
 def authenticator(directory: Any, **auth: Any) -> Authenticator:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import poplib
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,18 @@ from idsvc.directory.sqlite import SqliteDirectory
 from idsvc.lookups import MailLookups
 from idsvc.model import Account, Address
 from idsvc.wire.mailhttp.server import MailHttpServer
-from tests.fixtures.authstack import require_file
 from tests.fixtures.dovecot import DovecotServer, mail_owner, vmail_root
 from tests.fixtures.slapd import ssha
 from tests.integration.dovecot_auth_support import populate, short_dir
-from tests.integration.mailhttp_support import USERS, authenticator, serve_lua
+from tests.integration.mailhttp_support import (
+    USERS,
+    authenticator,
+    lua_dovecot,
+    require_lua,
+    serve_lua,
+)
 
-SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "dovecot" / "idsvc.lua"
 QUOTA_USER = "quota@example.org"
-LUA_DB = "{kind} {{\n  driver = lua\n  args = file={script} blocking=yes\n}}"
 
 
 @dataclass
@@ -38,29 +40,15 @@ class Stack:
     vmail: Path
 
 
-def _require_lua() -> None:
-    require_file("/usr/lib/dovecot/modules/auth/libauthdb_lua.so", "dovecot-auth-lua")
-    require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/socket/unix.so", "lua-socket")
-    require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so", "lua-cjson")
-
-
 @pytest.fixture
 def tmp() -> Iterator[Path]:
     with short_dir() as path:
         yield path
 
 
-def _script(tmp: Path, url: str) -> Path:
-    """The shipped script, unchanged, with its settings in idsvc.conf.lua beside it."""
-    script = tmp / "idsvc.lua"
-    shutil.copy(SCRIPT, script)
-    (tmp / "idsvc.conf.lua").write_text(f'return {{ url = "{url}", timeout = 10 }}\n')
-    return script
-
-
 @pytest.fixture
 async def stack(embedded_directory: SqliteDirectory, tmp: Path) -> AsyncIterator[Stack]:
-    _require_lua()
+    require_lua()
     await populate(embedded_directory)
     await embedded_directory.add_account(
         Account(address=Address.parse(QUOTA_USER), password_hash=ssha("pw"), quota=10_000_000)
@@ -71,12 +59,7 @@ async def stack(embedded_directory: SqliteDirectory, tmp: Path) -> AsyncIterator
         embedded_directory, MailSettings(vmail_root=vmail, vmail_uid=uid, vmail_gid=gid)
     )
     async with serve_lua(authenticator(embedded_directory), lookups, tmp) as srv:
-        script = _script(tmp, f"unix:{srv.path}")
-        dovecot = DovecotServer(
-            tmp,
-            passdb=LUA_DB.format(kind="passdb", script=script),
-            userdb=LUA_DB.format(kind="userdb", script=script),
-        )
+        dovecot = lua_dovecot(tmp, f"unix:{srv.path}")
         await asyncio.to_thread(dovecot.start)
         try:
             yield Stack(srv, dovecot, vmail)
