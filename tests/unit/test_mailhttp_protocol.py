@@ -366,6 +366,9 @@ def test_policy_decisions() -> None:
     # a policy refusal is not counted again; a success clears the account only
     _decide(tracker, PolicyRequest("report", "bob", "192.0.2.9", False, policy_reject=True))
     assert tracker.delay("192.0.2.9") == 0.0
+    for fail_type in ("internal", "policy"):  # Dovecot 2.4: not the client's fault
+        _decide(tracker, PolicyRequest("report", "bob", "192.0.2.9", False, fail_type=fail_type))
+    assert tracker.delay("192.0.2.9") == 0.0
     _decide(tracker, PolicyRequest("report", "bob", "192.0.2.1", success=True))
     assert tracker.delay(None, ("bob@example.org",)) == 0.0
     assert _decide(tracker, allow) == (8, "")

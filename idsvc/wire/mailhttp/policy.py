@@ -12,8 +12,9 @@ by Dovecot count together):
   ``reject_at_max`` a penalty at ``auth.penalty_max`` answers ``-1`` (refused before any password
   check; Dovecot 2.3 sends the after-auth check with the same body, so a saturated network is
   refused even with the right password — that is what "refuse" means; leave it off to tarpit).
-* ``report`` with ``success: false`` (and not ``policy_reject``, our own refusal) records one
-  failure for the network and the canonical account; ``success: true`` clears the account's
+* ``report`` with ``success: false`` (and not ``policy_reject``, our own refusal, nor a 2.4
+  ``fail_type`` of ``internal`` or ``policy``) records one failure for the network and the
+  canonical account; ``success: true`` clears the account's
   count (never the network's), exactly as a login through idsvc does.
 
 What it does not do: look at ``pwhash`` (a truncated hash; idsvc needs no password here), or
@@ -43,6 +44,7 @@ from idsvc.wire.mailhttp.server import HttpResponse, json_response
 log = logging.getLogger(__name__)
 
 COMMANDS = ("allow", "report")
+NOT_THE_CLIENTS_FAULT = frozenset({"internal", "policy"})  # fail_type values never counted
 MAX_TEXT = 1024
 
 
@@ -57,6 +59,7 @@ class PolicyRequest:
     remote: str | None
     success: bool | None  # present on report only
     policy_reject: bool = False
+    fail_type: str = ""  # Dovecot 2.4: internal, credentials, account, expired, disabled, policy
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -90,6 +93,7 @@ def parse_policy_request(command: str | None, body: bytes) -> PolicyRequest:
         remote=_text(data, "remote") or None,
         success=_flag(data, "success"),
         policy_reject=bool(_flag(data, "policy_reject")),
+        fail_type=_text(data, "fail_type"),
     )
 
 
@@ -114,7 +118,11 @@ def decide(
     if request.command == "report":
         if request.success:
             penalties.record_success(accounts)
-        elif request.success is False and not request.policy_reject:
+        elif (
+            request.success is False
+            and not request.policy_reject
+            and request.fail_type not in NOT_THE_CLIENTS_FAULT
+        ):
             penalties.record_failure(request.remote, accounts)
         return 0, ""
     delay = penalties.delay(request.remote, accounts)
