@@ -132,11 +132,11 @@ function auth_password_verify(req, pass)
   local reply, err = call(req, "/passdb", {
     user = req.user,
     password = pass,
-    service = req.service,
+    service = req.service or req.protocol,   -- 2.4 calls it protocol
     remote_ip = req.remote_ip,
     local_ip = req.local_ip,
     secured = secured(req),
-    mechanism = req.mech,
+    mechanism = req.mech or req.mechanism,
   })
   if reply == nil or RESULTS[reply.result] == nil then
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, err or "idsvc failed"
