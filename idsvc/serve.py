@@ -3,8 +3,9 @@
 What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
-* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, REST API,
-  nginx ``auth_http``, Dovecot auth-policy, Dovecot Lua (``idsvc.wire.mailhttp``) —
+* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API, and the
+  mail HTTP listeners (nginx ``auth_http``, Dovecot auth-policy and Lua; ``idsvc.wire.mailhttp``) —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -78,6 +79,37 @@ def _dovecot(s: Settings, rt: Runtime, state: Any) -> Listener:
     return DovecotAuthServer(s.dovecot_auth, rt.authenticator)
 
 
+def _socketmap(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.socketmap.server import SocketmapServer
+
+    return SocketmapServer(s.socketmap, rt.mail)
+
+
+def _dovecot_dict(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.dovecot_dict.server import DovecotDictServer
+
+    return DovecotDictServer(s.dovecot_dict, rt.mail)
+
+
+def _tcp_table(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.tcp_table.server import TcpTableServer
+
+    return TcpTableServer(s.tcp_table, rt.mail)
+
+
+def _policy(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.policy.server import PolicyServer
+
+    return PolicyServer(s.policy, rt.mail)
+
+
+def _lookup_where(socket: Any, tcp: str | None) -> str:
+    parts = [str(socket.path)] if socket is not None and socket.enabled else []
+    if tcp:
+        parts.append(f"tcp {tcp}")
+    return ", ".join(parts)
+
+
 def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.api.server import ApiServer
 
@@ -129,6 +161,30 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
         _dovecot,
         _dovecot_where,
+    ),
+    ListenerSpec(
+        "socketmap",
+        lambda s: s.socketmap.socket.enabled or bool(s.socketmap.tcp),
+        _socketmap,
+        lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
+    ),
+    ListenerSpec(
+        "tcp-table",
+        lambda s: bool(s.tcp_table.tcp),
+        _tcp_table,
+        lambda s: f"tcp {s.tcp_table.tcp}",
+    ),
+    ListenerSpec(
+        "policy",
+        lambda s: s.policy.socket.enabled or bool(s.policy.tcp),
+        _policy,
+        lambda s: _lookup_where(s.policy.socket, s.policy.tcp),
+    ),
+    ListenerSpec(
+        "dovecot-dict",
+        lambda s: s.dovecot_dict.socket.enabled or bool(s.dovecot_dict.tcp),
+        _dovecot_dict,
+        lambda s: _lookup_where(s.dovecot_dict.socket, s.dovecot_dict.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
     ListenerSpec(

@@ -46,16 +46,14 @@ def require_lua() -> None:
 
 
 def lua_dovecot(tmp: Path, url: str) -> DovecotServer:
-    """A Dovecot (not started) whose passdb and userdb are the shipped idsvc.lua, unchanged,
-    with its settings in idsvc.conf.lua beside it."""
+    """A Dovecot serving IMAP/POP3 (not started) whose passdb and userdb are the shipped
+    idsvc.lua, copied unchanged into ``tmp`` with its settings in idsvc.conf.lua beside it."""
     script = tmp / "idsvc.lua"
     shutil.copy(SCRIPT, script)
     (tmp / "idsvc.conf.lua").write_text(f'return {{ url = "{url}", timeout = 10 }}\n')
-    return DovecotServer(
-        tmp,
-        passdb=LUA_DB.format(kind="passdb", script=script),
-        userdb=LUA_DB.format(kind="userdb", script=script),
-    )
+    blocks = LUA_DB.format(kind="passdb", script=script) + "\n"
+    blocks += LUA_DB.format(kind="userdb", script=script)
+    return DovecotServer(blocks, extra="auth_debug = yes\n", mail=True)
 
 
 def authenticator(directory: Any, **auth: Any) -> Authenticator:

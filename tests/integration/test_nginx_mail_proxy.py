@@ -55,10 +55,8 @@ async def stack(embedded_directory: SqliteDirectory) -> AsyncIterator[Stack]:
         lookups = MailLookups(
             embedded_directory, MailSettings(vmail_root=vmail, vmail_uid=uid, vmail_gid=gid)
         )
-        backend_dir = tmp / "dovecot"
-        backend_dir.mkdir(mode=0o755)
         async with serve_lua(authenticator(embedded_directory), lookups, tmp) as lua:
-            dovecot = lua_dovecot(backend_dir, f"unix:{lua.path}")
+            dovecot = lua_dovecot(tmp, f"unix:{lua.path}")
             async with serve_nginx(
                 authenticator(embedded_directory, failure_delay=0.2),
                 tmp,
@@ -79,7 +77,7 @@ async def stack(embedded_directory: SqliteDirectory) -> AsyncIterator[Stack]:
                     finally:
                         await asyncio.to_thread(nginx.stop)
                 finally:
-                    await asyncio.to_thread(dovecot.stop)
+                    await asyncio.to_thread(dovecot.cleanup)
 
 
 async def test_imap_login_through_nginx_reaches_the_backend_as_the_canonical_user(
@@ -95,7 +93,7 @@ async def test_imap_login_through_nginx_reaches_the_backend_as_the_canonical_use
             return [data[0], count[-1]]
 
     assert await asyncio.to_thread(imap) == [b"0", b"1"]
-    log = stack.dovecot.log()
+    log = stack.dovecot.tail(50_000)
     assert "Login: user=<bob@example.org>, method=PLAIN" in log  # Auth-User: canonical
     assert (stack.vmail / "example.org" / "bob" / "Maildir").is_dir()
 
