@@ -73,7 +73,7 @@ class MailHttpServer:
         self._bound: BoundSocket | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._idle: set[asyncio.Task[None]] = set()  # kept-alive, waiting for a next request
+        self._idle: set[asyncio.Task[None]] = set()  # waiting for the first byte of a request
         self.url: str | None = None
         self.path: Path | None = None
         self.port: int | None = None
@@ -159,7 +159,7 @@ class MailHttpServer:
             # the first byte of a request may take idle_timeout; the rest read_timeout
             timeout = self.settings.idle_timeout if served else self.settings.read_timeout
             task = asyncio.current_task()
-            if served and task is not None:
+            if task is not None:  # between requests nothing is in flight: close need not wait
                 self._idle.add(task)
             try:
                 async with asyncio.timeout(timeout):
