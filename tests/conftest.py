@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.postfix",
     "tests.fixtures.ci",
+    "tests.fixtures.samba_ad",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
