@@ -109,6 +109,7 @@ def idsvc_config(
     auth_method: str,
     cache: bool,
     profile: Profile = "default",
+    ldap_extra: str = "",
 ) -> str:
     """The TOML of ``idsvc serve`` for a benchmark, LDAP backend, only ``listener`` on ``sock``,
     its control socket next to ``sock`` (so several can run side by side), REST API off.
@@ -132,6 +133,7 @@ base_dn = "{base}"
 bind_dn = "{slapd.reader_dn}"
 bind_password = "{slapd.reader_pw}"
 {pool}auth_method = "{auth_method}"
+{ldap_extra}
 [auth]
 failure_delay = 0.0
 cache = {"true" if cache else "false"}
@@ -146,6 +148,8 @@ path = "{sock.parent / "control"}"
 mode = 0o600
 [api]
 enabled = false
+[app_passwords]
+path = "{sock.parent / "overlay.db"}"
 {logging}"""
 
 
@@ -161,6 +165,8 @@ def idsvc_serve(
     cache: bool,
     profile: Profile = "default",
     workers: int | None = None,
+    ldap_extra: str = "",
+    extra: str = "",
 ) -> Iterator[tuple[Path, int]]:
     """Run ``idsvc serve`` (config ``work/<tag>.toml``, log ``work/<tag>.log``, socket below
     ``work/<tag>/``; ``--workers`` when given) until the block ends; yields (socket path, pid).
@@ -171,8 +177,8 @@ def idsvc_serve(
     config.write_text(
         idsvc_config(
             slapd, base, sock, listener=listener, auth_method=auth_method, cache=cache,
-            profile=profile,
-        )
+            profile=profile, ldap_extra=ldap_extra,
+        ) + extra
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
     env["IDSVC_CONFIG"] = str(config)
@@ -223,6 +229,7 @@ def run_loadclient(
     seconds: float,
     bad_ratio: float,
     processes: int | None = None,
+    password_file: Path | None = None,
 ) -> dict[str, Any]:
     """One load of ``bench/loadclient.py`` against ``daemon``: ``processes`` client processes
     (default: 2 when ``concurrency`` allows, so the client is not one saturated core) sharing
@@ -247,6 +254,8 @@ def run_loadclient(
                 "--bad-ratio", str(bad_ratio), "--seed", str(concurrency * 100 + i),
                 "--latency-file", str(Path(tmp) / f"lat-{i}"),
             ]  # fmt: skip
+            if password_file is not None:
+                argv += ["--password-file", str(password_file)]
             runs.append(argv)
         server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
         children = [

@@ -17,7 +17,8 @@ in :func:`add_protocol_options` without touching the loop.
 
 Users: ``--user-template`` / ``--password-template`` are ``str.format`` templates over ``n``
 (0 ≤ n < ``--users``) and ``d`` (``n % --domains``), e.g. ``user{n}@d{d}.example`` and
-``pw-{n}``. A bad password is the good one with ``-wrong`` appended.
+``pw-{n}``; or ``--password-file`` (line ``n`` is user ``n``'s password, e.g. app passwords that
+cannot be derived from ``n``). A bad password is the good one with ``-wrong`` appended.
 
 What it does not do: talk to anything but loopback / UNIX sockets, or retry. A FAIL (connection
 closed without a reply, refused, timeout) is counted, never hidden.
@@ -159,6 +160,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     budget = args.requests
     deadline = time.monotonic() + args.duration
     rng = random.Random(args.seed)
+    passwords: list[str] | None = None
+    if args.password_file is not None:
+        with open(args.password_file, encoding="utf-8") as f:
+            passwords = f.read().splitlines()[: args.users]
 
     async def worker() -> None:
         nonlocal budget
@@ -169,7 +174,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 n = rng.randrange(args.users)
                 d = n % args.domains
                 login = args.user_template.format(n=n, d=d)
-                password = args.password_template.format(n=n, d=d)
+                if passwords is not None:
+                    password = passwords[n]
+                else:
+                    password = args.password_template.format(n=n, d=d)
                 bad = rng.random() < args.bad_ratio
                 if bad:
                     password += "-wrong"
@@ -230,6 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="per attempt")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--latency-file", help="write every latency (float64 seconds) here")
+    p.add_argument("--password-file", help="line n is user n's password (not the template)")
     add_protocol_options(p)
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= 1024:

@@ -1,4 +1,5 @@
-"""The local overlay: what idsvc keeps about an account beside its directory — app passwords.
+"""The local overlay: what idsvc keeps beside a directory — app passwords, and (for read-only
+directories) local aliases and quota overrides.
 
 An **app password** is a per-device password that idsvc generates, shows once and stores only as
 a keyed hash. It belongs to one account (its *subject*: the directory's stable id, e.g. AD's
@@ -12,6 +13,10 @@ groups of four (``abcd-efgh-…``); spaces, dashes and case are ignored when it 
 has full entropy, a fast keyed hash is enough: ``HMAC-SHA256(pepper, secret)`` with a per-store
 random pepper; a stolen database yields nothing usable. A password of that shape is looked up by
 its digest with one indexed query; any other password never touches this store.
+
+Local aliases and quota overrides let a site that may not write its corporate directory still
+add a mail alias (``sales@`` → two people, a catch-all) or give one account a different quota:
+``CorporateDirectory`` reads them here before (aliases) or over (quotas) what the directory says.
 
 Storage: one SQLite file (WAL), one connection per process on one worker thread (several idsvc
 workers read the same file). Last-use times are kept in memory and written in batches (every
@@ -38,8 +43,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from idsvc.auth.app_password import AppCheck, AppPassword
-from idsvc.errors import ConfigError, InvalidInput, NotFound, TemporaryFailure
-from idsvc.model import Service
+from idsvc.errors import (
+    AlreadyExists,
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TemporaryFailure,
+)
+from idsvc.model import Alias, Service
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +82,23 @@ CREATE TABLE IF NOT EXISTS app_passwords (
     last_ip TEXT
 );
 CREATE INDEX IF NOT EXISTS app_passwords_subject ON app_passwords(subject);
+CREATE TABLE IF NOT EXISTS local_aliases (
+    source TEXT PRIMARY KEY,
+    domain TEXT NOT NULL,
+    destinations TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS local_aliases_domain ON local_aliases(domain, source);
+CREATE TABLE IF NOT EXISTS quota_overrides (
+    subject TEXT PRIMARY KEY,
+    quota INTEGER NOT NULL,
+    updated TEXT NOT NULL
+);
 """
+MAX_QUOTA_OVERRIDES = 100_000  # read at once by a read-only directory (see quota_overrides)
 _SELECT = (
     "SELECT id, subject, owner, name, services, networks, created, expires, revoked, last_used, "
     "last_ip FROM app_passwords WHERE "
@@ -336,3 +364,156 @@ class OverlayStore:
             return _from_row(row)
 
         return await self._run(update)
+
+
+# -- local aliases and quota overrides (read-only directories) ------------------------------------
+
+
+def _alias_from_row(row: Sequence[Any]) -> Alias:
+    created, updated = _dt(row[3]), _dt(row[4])
+    assert created is not None
+    assert updated is not None
+    return Alias(
+        source=row[0], destinations=tuple(d for d in row[1].split(",") if d),
+        enabled=bool(row[2]), created=created, updated=updated, revision=row[5],
+    )  # fmt: skip
+
+
+_ALIAS_SELECT = (
+    "SELECT source, destinations, enabled, created, updated, revision FROM local_aliases WHERE "
+)
+
+
+class LocalAliases:
+    """The overlay's alias and quota-override tables (same file, same worker thread)."""
+
+    def __init__(self, store: OverlayStore) -> None:
+        self._store = store
+
+    async def get(self, source: str) -> Alias | None:
+        conn = self._store._conn
+
+        def select() -> Alias | None:
+            row = conn.execute(_ALIAS_SELECT + "source = ?", (source,)).fetchone()
+            return None if row is None else _alias_from_row(row)
+
+        return await self._store._run(select)
+
+    async def add(self, alias: Alias, domain: str) -> Alias:
+        conn = self._store._conn
+        now = _now()
+        stored = Alias(alias.source, alias.destinations, alias.enabled, now, now, 1)
+
+        def insert() -> Alias:
+            try:
+                with conn:
+                    conn.execute(
+                        "INSERT INTO local_aliases(source, domain, destinations, enabled, created,"
+                        " updated, revision) VALUES (?, ?, ?, ?, ?, ?, 1)",
+                        (alias.source, domain, ",".join(alias.destinations), int(alias.enabled),
+                         _ts(now), _ts(now)),
+                    )  # fmt: skip
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"alias {alias.source} already exists") from exc
+            return stored
+
+        return await self._store._run(insert)
+
+    async def update(
+        self,
+        source: str,
+        *,
+        destinations: tuple[str, ...] | None,
+        enabled: bool | None,
+        if_revision: int | None,
+    ) -> Alias:
+        conn = self._store._conn
+
+        def write() -> Alias:
+            with conn:
+                row = conn.execute(_ALIAS_SELECT + "source = ?", (source,)).fetchone()
+                if row is None:
+                    raise NotFound(f"alias {source} does not exist")
+                current = _alias_from_row(row)
+                if if_revision is not None and if_revision != current.revision:
+                    raise Conflict(f"stale revision {if_revision} (current {current.revision})")
+                dests = current.destinations if destinations is None else destinations
+                on = current.enabled if enabled is None else enabled
+                conn.execute(
+                    "UPDATE local_aliases SET destinations = ?, enabled = ?, updated = ?,"
+                    " revision = revision + 1 WHERE source = ?",
+                    (",".join(dests), int(on), _ts(_now()), source),
+                )
+                row = conn.execute(_ALIAS_SELECT + "source = ?", (source,)).fetchone()
+            return _alias_from_row(row)
+
+        return await self._store._run(write)
+
+    async def delete(self, source: str) -> None:
+        conn = self._store._conn
+
+        def delete() -> None:
+            with conn:
+                if conn.execute("DELETE FROM local_aliases WHERE source = ?", (source,)).rowcount:
+                    return
+            raise NotFound(f"alias {source} does not exist")
+
+        await self._store._run(delete)
+
+    async def page(
+        self, domain: str | None, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[Alias], int]:
+        """Up to ``limit + 1`` aliases after ``after`` (key order) and the number matching."""
+        conn = self._store._conn
+        args: list[Any] = [prefix, prefix + "\U0010ffff", domain, domain]
+
+        def select() -> tuple[list[Alias], int]:
+            (total,) = conn.execute(
+                "SELECT COUNT(*) FROM local_aliases WHERE "
+                "source >= ? AND source < ? AND (? IS NULL OR domain = ?)",
+                args,
+            ).fetchone()
+            rows = conn.execute(
+                _ALIAS_SELECT + "source >= ? AND source < ? AND (? IS NULL OR domain = ?) "
+                "AND source > ? ORDER BY source LIMIT ?",
+                [*args, after if after is not None else "", limit + 1],
+            ).fetchall()
+            return [_alias_from_row(r) for r in rows], total
+
+        return await self._store._run(select)
+
+    async def quota_overrides(self) -> dict[str, int]:
+        """Every quota override (subject → bytes); at most ``MAX_QUOTA_OVERRIDES``."""
+        conn = self._store._conn
+
+        def select() -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT subject, quota FROM quota_overrides LIMIT ?", (MAX_QUOTA_OVERRIDES,)
+            ).fetchall()
+            return {subject: int(quota) for subject, quota in rows}
+
+        return await self._store._run(select)
+
+    async def set_quota(self, subject: str, quota: int | None) -> None:
+        """Override ``subject``'s quota (bytes, 0 = unlimited), or drop the override (None)."""
+        conn = self._store._conn
+
+        def write() -> None:
+            with conn:
+                if quota is None:
+                    conn.execute("DELETE FROM quota_overrides WHERE subject = ?", (subject,))
+                    return
+                (count,) = conn.execute("SELECT COUNT(*) FROM quota_overrides").fetchone()
+                exists = conn.execute(
+                    "SELECT 1 FROM quota_overrides WHERE subject = ?", (subject,)
+                ).fetchone()
+                if exists is None and count >= MAX_QUOTA_OVERRIDES:
+                    raise InvalidInput(f"at most {MAX_QUOTA_OVERRIDES} quota overrides")
+                conn.execute(
+                    "INSERT INTO quota_overrides(subject, quota, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT(subject) DO UPDATE SET quota = excluded.quota, "
+                    "updated = excluded.updated",
+                    (subject, quota, _ts(_now())),
+                )
+
+        await self._store._run(write)

@@ -79,7 +79,7 @@ class Cli:
             "LANG": "C.UTF-8",
             "IDSVC_CONFIG": str(self.write_config()),
         }
-        if "PYTHONPATH" in os.environ:  # a worktree's tests run that worktree's code
+        if os.environ.get("PYTHONPATH"):  # the tree under test, not whatever is installed
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.extra_env)
         return env

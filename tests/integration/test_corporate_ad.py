@@ -326,3 +326,145 @@ async def test_rest_api_reads_and_refuses_writes_with_409(
         runtime.provisioner.close()
         await runtime.authenticator.close()
         await state.close()
+
+
+# -- transport: verified TLS, failover, unreachable, ambiguity -----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ldaps", "starttls"])
+async def test_verified_tls_to_the_dc(samba_ad: AdDirectory, mode: str) -> None:
+    uri = samba_ad.server.ldaps_uri if mode == "ldaps" else samba_ad.server.uri
+    tls: dict[str, Any] = {"uris": (uri,), "starttls": mode == "starttls"}
+    good = await CorporateDirectory.open(settings(samba_ad, ca_file=samba_ad.server.ca_file, **tls))
+    try:
+        assert await good.find_account(Address.parse("alice@corp.test")) is not None
+    finally:
+        await good.close()
+    # a CA that did not sign the DC's certificate: never connected, a temporary failure
+    other_ca = samba_ad.server.workdir / "other-ca"
+    from tests.fixtures.slapd import make_ca
+
+    wrong = await CorporateDirectory.open(settings(samba_ad, ca_file=make_ca(other_ca)[0], **tls))
+    try:
+        with pytest.raises(TemporaryFailure):
+            await wrong.find_account(Address.parse("alice@corp.test"))
+    finally:
+        await wrong.close()
+
+
+async def test_unreachable_first_server_fails_over_and_none_is_temporary(
+    samba_ad: AdDirectory,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ldap://127.0.0.1:{probe.getsockname()[1]}"
+    both = await CorporateDirectory.open(settings(samba_ad, uris=(dead, samba_ad.server.uri)))
+    try:
+        assert await both.find_account(Address.parse("alice@corp.test")) is not None
+    finally:
+        await both.close()
+    none = await CorporateDirectory.open(settings(samba_ad, uris=(dead,)))
+    auth = sas.authstack.authenticator(none, sas.hasher())
+    try:
+        result = await auth.authenticate(request("alice@corp.test", samba_ad.alice.password))
+        assert result.outcome is Outcome.TEMPFAIL
+    finally:
+        await auth.close()
+        await none.close()
+
+
+async def test_two_entries_for_one_login_are_refused_not_guessed(
+    samba_ad: AdDirectory, corp: CorporateDirectory
+) -> None:
+    # AD does not enforce unique mail values; the second claim makes the login ambiguous
+    server = samba_ad.server
+    server.add_user("twin1", "Tw1n-Passw0rd!", mail="twin@corp.test")
+    server.add_user("twin2", "Tw1n-Passw0rd!", mail="twin@corp.test")
+    auth = sas.authstack.authenticator(corp, sas.hasher())
+    try:
+        result = await auth.authenticate(request("twin@corp.test", "Tw1n-Passw0rd!"))
+        assert result.outcome is Outcome.TEMPFAIL  # AmbiguousEntry: never one of them
+    finally:
+        await auth.close()
+
+
+# -- the mail lookup surfaces answer from the mapping ----------------------------------------------
+
+
+async def test_postfix_maps_and_dovecot_userdb_answer_from_ad(corp: CorporateDirectory) -> None:
+    from idsvc.config import MailSettings, SocketmapSettings, SocketSettings
+    from idsvc.lookups import MailLookups
+    from idsvc.wire.socketmap.server import SocketmapServer
+    from tests.integration.lookup_support import postmap, postmap_config, serving, short_dir
+
+    mail = MailLookups(corp, MailSettings())
+    assert await mail.is_hosted_domain("corp.test")
+    assert not await mail.is_hosted_domain("ad.corp.test")  # a UPN suffix is not a mail domain
+    assert await mail.mailbox_path("alice@corp.test") == "corp.test/alice/Maildir/"
+    assert await mail.mailbox_path("alice+news@corp.test") == "corp.test/alice/Maildir/"
+    assert await mail.mailbox_path("bob@corp.test") is None  # disabled in AD
+    assert await mail.expand_alias("a.liddell@corp.test") == ("alice@corp.test",)
+    assert await mail.sender_logins("a.liddell@corp.test") == ("alice@corp.test",)
+    user = await mail.userdb("alice@corp.test")
+    assert user is not None
+    assert user.home == "/var/vmail/corp.test/alice"
+    with short_dir() as tmp, postmap_config() as pm:
+        conf = SocketmapSettings(socket=SocketSettings(path=tmp / "sm", mode=0o666))
+        async with serving(SocketmapServer(conf, mail)) as srv:
+            table = f"socketmap:unix:{srv.path}"
+            assert await postmap(pm, "corp.test", f"{table}:domain") == (0, "corp.test", "")
+            code, out, _ = await postmap(pm, "a.liddell@corp.test", f"{table}:alias")
+            assert (code, out) == (0, "alice@corp.test")
+            code, out, _ = await postmap(pm, "nobody@corp.test", f"{table}:mailbox")
+            assert (code, out) == (1, "")
+
+
+# -- the local overlay: aliases and quota overrides beside a read-only directory ------------------
+
+
+async def test_local_aliases_and_quota_overrides(samba_ad: AdDirectory, tmp_path: Path) -> None:
+    from idsvc.audit import LogAuditSink
+    from idsvc.config import MailSettings
+    from idsvc.errors import AlreadyExists, NotFound
+    from idsvc.lookups import MailLookups
+    from idsvc.overlay import OverlayStore
+    from idsvc.provisioning import Provisioner
+
+    overlay = await OverlayStore.open(tmp_path / "overlay.db")
+    directory = await CorporateDirectory.open(settings(samba_ad))
+    directory.attach_overlay(overlay)
+    mail = MailLookups(directory, MailSettings())
+    prov = Provisioner(directory, sas.hasher(), audit=LogAuditSink(), invalidator=mail)
+    try:
+        made = await prov.create_alias(
+            "sales@corp.test", ["alice@corp.test", "erin@corp.test"], actor="t"
+        )
+        assert made.revision == 1
+        await prov.create_alias("@corp.test", ["alice@corp.test"], actor="t")  # a catch-all
+        with pytest.raises(AlreadyExists):  # a directory account's secondary address
+            await prov.create_alias("a.liddell@corp.test", ["erin@corp.test"], actor="t")
+        with pytest.raises(NotFound):  # not a mail domain
+            await prov.create_alias("x@elsewhere.test", ["erin@corp.test"], actor="t")
+        assert await mail.expand_alias("sales@corp.test") == ("alice@corp.test", "erin@corp.test")
+        assert await mail.expand_alias("nobody@corp.test") == ("alice@corp.test",)  # catch-all
+        assert await mail.expand_alias("erin@corp.test") == ()  # a mailbox is never captured
+        page = await prov.list_aliases("corp.test")
+        assert [a.source for a in page.items] == ["@corp.test", "sales@corp.test"]
+        changed = await prov.update_alias("sales@corp.test", actor="t", enabled=False)
+        assert not changed.enabled
+        await prov.delete_alias("@corp.test", actor="t")
+        assert await mail.expand_alias("nobody2@corp.test") == ()
+
+        updated = await prov.update_user("alice@corp.test", actor="t", quota=5 * 2**30)
+        assert updated.quota == 5 * 2**30
+        again = await directory.find_account(Address.parse("alice@corp.test"))
+        assert again is not None
+        assert again.quota == 5 * 2**30  # the override, keyed by objectGUID
+        with pytest.raises(ReadOnlyDirectory):  # anything but the quota: the directory's
+            await prov.update_user("alice@corp.test", actor="t", display_name="Alice L.")
+    finally:
+        prov.close()
+        await directory.close()
+        await overlay.close()

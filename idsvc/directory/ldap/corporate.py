@@ -13,7 +13,12 @@ objects). A secondary address (``smtp:`` in ``proxyAddresses``, ``mailAlias``,
 ``shadowAddress``) reads as an alias to the primary one. Listings page through the primary
 address attribute (RFC 2696, at most ``page_size`` per page, as AD's 1000 limit requires).
 
-How it fails: every write raises ``ReadOnlyDirectory`` naming the profile; an unreachable,
+With the local overlay attached (``attach_overlay``; ``idsvc.runtime`` does it), a site may still
+keep **local aliases** (``sales@`` → two people, a catch-all) and **quota overrides** beside the
+directory: aliases are read from the overlay before the directory, overrides replace the
+directory's quota, and the alias writes and quota-only account changes go there.
+
+How it fails: every other write raises ``ReadOnlyDirectory`` naming the profile; an unreachable,
 slow or referring server, or a refused service bind, is ``TemporaryFailure`` (never "no such
 user"); two entries for one login are ``AmbiguousEntry``. Referrals are never chased; against
 AD every search carries the domain-scope control so the domain root answers without them.
@@ -22,6 +27,8 @@ AD every search carries the domain-scope control so the domain root answers with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -31,7 +38,13 @@ import ldap.controls
 from idsvc.config import LdapSettings
 from idsvc.directory import filters
 from idsvc.directory.base import AccountChanges, AliasChanges, BindResult, DomainChanges
-from idsvc.directory.checks import check_page_limit, check_prefix
+from idsvc.directory.checks import (
+    check_destinations,
+    check_page_limit,
+    check_prefix,
+    check_quota,
+    check_source,
+)
 from idsvc.directory.ldap.aio import AioPool, ConnectionLost
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
 from idsvc.directory.ldap.listing import (
@@ -45,12 +58,15 @@ from idsvc.directory.ldap.search import NO_ATTRS, SCOPE_SUBTREE, search
 from idsvc.directory.mapping import Entry
 from idsvc.directory.profiles import ReadOnlyProfile, canonical_domains, profile_for
 from idsvc.errors import (
+    AlreadyExists,
     ConfigError,
     InvalidInput,
+    NotFound,
     ReadOnlyDirectory,
     TemporaryFailure,
 )
-from idsvc.model import Account, Address, Alias, Domain, Page
+from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
+from idsvc.overlay import LocalAliases, OverlayStore
 
 T = TypeVar("T")
 
@@ -58,6 +74,7 @@ DOMAIN_SCOPE_OID = "1.2.840.113556.1.4.1339"  # LDAP_SERVER_DOMAIN_SCOPE_OID: no
 READER_PIPELINE = 128
 LIST_THREADS = 2
 RECENT_DNS = 4096
+QUOTA_REFRESH = 30.0  # seconds: quota overrides made by another process show within this
 
 
 class CorporateDirectory:
@@ -92,6 +109,9 @@ class CorporateDirectory:
         self._lister = ThreadPool(reader, settings, servers, min(size, LIST_THREADS))
         self._binder = AioPool(Identity("binder", "", None), settings, servers, size, per_conn=1)
         self._dns: dict[Address, str] = {}
+        self._local: LocalAliases | None = None
+        self._quotas: dict[str, int] = {}
+        self._quotas_at = float("-inf")
         self._pending = 0
         self._closed = False
 
@@ -102,6 +122,10 @@ class CorporateDirectory:
     @property
     def mail_domains(self) -> frozenset[str]:
         return self._domains
+
+    def attach_overlay(self, overlay: OverlayStore) -> None:
+        """Keep local aliases and quota overrides in ``overlay`` (see the module docstring)."""
+        self._local = LocalAliases(overlay)
 
     @classmethod
     async def open(cls, settings: LdapSettings) -> CorporateDirectory:
@@ -171,12 +195,26 @@ class CorporateDirectory:
             return None
         account = self._profile.account(entry, with_hash=self._with_hash)
         self._remember(account.address, entry.dn)
-        return account
+        return await self._with_override(account)
+
+    async def _with_override(self, account: Account) -> Account:
+        """``account`` with its local quota override, if any (overrides cached QUOTA_REFRESH s)."""
+        if self._local is None:
+            return account
+        if time.monotonic() - self._quotas_at > QUOTA_REFRESH:
+            self._quotas = await self._local.quota_overrides()
+            self._quotas_at = time.monotonic()
+        quota = self._quotas.get(account.subject)
+        return account if quota is None else dataclasses.replace(account, quota=quota)
 
     async def find_alias(self, source: str) -> Alias | None:
         """A secondary address of an account reads as an alias to its primary address."""
+        if self._local is not None:
+            local = await self._local.get(source)
+            if local is not None:
+                return local
         if source.startswith("@"):
-            return None  # corporate directories have no catch-alls
+            return None  # the directory has no catch-alls (a local one may, above)
         try:
             address = Address.parse(source)
         except InvalidInput:
@@ -288,12 +326,17 @@ class CorporateDirectory:
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[Alias]:
-        """Secondary addresses are not separate entries here: they are listed with their
-        account (``find_alias`` resolves one); this listing is always empty."""
-        check_page_limit(limit)
+        """The local aliases. (Secondary addresses are not separate entries: they belong to
+        their account, and ``find_alias`` resolves one.)"""
+        limit = check_page_limit(limit)
         check_prefix(prefix)
-        decode_cursor("alias", cursor)
-        return Page([], None, 0)
+        after = decode_cursor("alias", cursor)
+        if self._local is None:
+            return Page([], None, 0)
+        items, total = await self._local.page(domain, prefix, after, limit)
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, encode_cursor("alias", items[-1].source) if more else None, total)
 
     async def _run(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
@@ -328,21 +371,53 @@ class CorporateDirectory:
     async def update_account(
         self, address: Address, changes: AccountChanges, *, if_revision: int | None = None
     ) -> Account:
-        self._refuse("change an account")
+        """Only a quota change, and only with the overlay: a local override (0 = unlimited)."""
+        quota_only = dataclasses.replace(changes, quota=None) == AccountChanges()
+        if self._local is None or changes.quota is None or not quota_only:
+            self._refuse("change an account")
+        account = await self.find_account(address)
+        if account is None:
+            raise NotFound(f"account {address} does not exist")
+        await self._local.set_quota(account.subject, check_quota(changes.quota))
+        self._quotas_at = float("-inf")  # read the overrides again
+        return dataclasses.replace(account, quota=changes.quota, updated=utcnow())
 
     async def delete_account(self, address: Address) -> None:
         self._refuse("delete an account")
 
+    def _local_or_refuse(self, what: str) -> LocalAliases:
+        if self._local is None:
+            self._refuse(what)
+        return self._local
+
     async def add_alias(self, alias: Alias) -> Alias:
-        self._refuse("add an alias")
+        """A local alias: its domain must be a mail domain, its address nobody's in the
+        directory (an account's own or secondary address)."""
+        local = self._local_or_refuse("add an alias")
+        source = check_source(alias.source)
+        destinations = check_destinations(alias.destinations)
+        if alias.domain not in self._domains:
+            raise NotFound(f"domain {alias.domain} is not one of the mail domains")
+        if not source.startswith("@"):
+            owner = self._profile.owner_filter(Address.parse(source), None)
+            if await self._point(owner, NO_ATTRS) is not None:
+                raise AlreadyExists(f"{source} is an address of a directory account")
+        stored = dataclasses.replace(alias, source=source, destinations=destinations)
+        return await local.add(stored, alias.domain)
 
     async def update_alias(
         self, source: str, changes: AliasChanges, *, if_revision: int | None = None
     ) -> Alias:
-        self._refuse("change an alias")
+        local = self._local_or_refuse("change an alias")
+        destinations = None
+        if changes.destinations is not None:
+            destinations = check_destinations(changes.destinations)
+        return await local.update(
+            source, destinations=destinations, enabled=changes.enabled, if_revision=if_revision
+        )
 
     async def delete_alias(self, source: str) -> None:
-        self._refuse("delete an alias")
+        await self._local_or_refuse("delete an alias").delete(source)
 
 
 __all__ = ["CorporateDirectory"]
