@@ -117,3 +117,40 @@ def test_serve_runs_the_mail_http_listeners(
     assert PASSWORD not in served.log
     assert not (sockdir / "nginx-auth").exists()
     assert not (sockdir / "lua").exists()
+
+
+def test_with_workers_the_mail_http_listeners_run_once(
+    embedded_cli: Cli, sockdir: Path, serving: list[Served]
+) -> None:
+    """With ``serve.workers = 2`` (saslauthd shared by both), worker 0 alone binds and serves
+    the mail HTTP listeners: a second bind of the same socket would stop the service."""
+    cli = embedded_cli
+    if os.environ.get("PYTHONPATH"):
+        cli.extra_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    cli.ok("domain", "add", "example.org")
+    cli.ok("user", "add", "alice@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    policy_port = free_port()
+    cli.config["saslauthd.socket"] = {"path": str(sockdir / "mux")}
+    cli.config["dovecot_auth.socket"] = {"enabled": False, "path": str(sockdir / "ac")}
+    cli.config["control.socket"] = {"path": str(sockdir / "control")}
+    cli.config["api"]["enabled"] = False
+    cli.config["serve"] = {"workers": 2}
+    cli.config["auth"] = {"failure_delay": 0.0}
+    cli.config["dovecot_policy"] = {"enabled": True, "listen": f"127.0.0.1:{policy_port}"}
+    cli.config["dovecot_lua"] = {"enabled": True, "listen": f"unix:{sockdir / 'lua'}"}
+    served = Served(cli)
+    serving.append(served)
+    served.wait_for(r"ready: .*2 workers")
+    lua = ["--unix-socket", str(sockdir / "lua"), "-H", "Content-Type: application/json"]
+    body = json.dumps(
+        {"user": "alice@example.org", "password": PASSWORD, "service": "imap", "secured": True}
+    )
+    for _ in range(3):
+        _, _, reply = curl(*lua, "--data-binary", body, "http://localhost/passdb")
+        assert json.loads(reply)["result"] == "ok"
+    url = f"http://127.0.0.1:{policy_port}/policy?command=allow"
+    _, _, reply = curl("--data-binary", '{"login": "alice@example.org"}', url)
+    assert json.loads(reply) == {"status": 0, "msg": ""}
+    assert served.stop() == 0
+    assert "Traceback" not in served.log
+    assert "address in use" not in served.log
