@@ -4,7 +4,8 @@ What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
 * starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
-  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API —
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API, and the
+  mail HTTP listeners (nginx ``auth_http``, Dovecot auth-policy and Lua; ``idsvc.wire.mailhttp``) —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -129,6 +130,33 @@ def _mailsvc(s: Settings, rt: Runtime, state: Any) -> Listener:
     return MailsvcChild(s)
 
 
+def _nginx_auth(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.nginx import NginxAuthHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer
+
+    handler = NginxAuthHandler(s.nginx_auth, rt.authenticator)
+    return MailHttpServer("nginx-auth", s.nginx_auth, {"/auth": {"GET": handler}})
+
+
+def _dovecot_policy(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer
+
+    handler = DovecotPolicyHandler(s.dovecot_policy, s.auth, rt.authenticator.penalties)
+    return MailHttpServer("dovecot-policy", s.dovecot_policy, {"/policy": {"POST": handler}})
+
+
+def _dovecot_lua(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.lua import LuaPassdbHandler, LuaUserdbHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer, Routes
+
+    routes: Routes = {
+        "/passdb": {"POST": LuaPassdbHandler(rt.authenticator)},
+        "/userdb": {"POST": LuaUserdbHandler(rt.mail)},
+    }
+    return MailHttpServer("dovecot-lua", s.dovecot_lua, routes)
+
+
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec(
         "control",
@@ -173,6 +201,18 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: _lookup_where(s.dovecot_dict.socket, s.dovecot_dict.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
+    ListenerSpec(
+        "nginx-auth", lambda s: s.nginx_auth.enabled, _nginx_auth, lambda s: s.nginx_auth.listen
+    ),
+    ListenerSpec(
+        "dovecot-policy",
+        lambda s: s.dovecot_policy.enabled,
+        _dovecot_policy,
+        lambda s: s.dovecot_policy.listen,
+    ),
+    ListenerSpec(
+        "dovecot-lua", lambda s: s.dovecot_lua.enabled, _dovecot_lua, lambda s: s.dovecot_lua.listen
+    ),
     ListenerSpec("mailsvc", lambda s: s.mailsvc.enabled, _mailsvc, lambda s: "child process"),
 )
 
