@@ -84,8 +84,11 @@ OK = b"OK"
 
 # listeners whose state is per process and must stay one per service: worker 0 runs them
 # the mail HTTP listeners bind their own socket (not shared by the supervisor): one process runs
-# them; penalties are one brain across workers, so the auth-policy answers stay exact
-WORKER0_ONLY = frozenset({"api", "policy", "nginx-auth", "dovecot-policy", "dovecot-lua"})
+# them; penalties are one brain across workers, so the auth-policy answers stay exact; and the
+# mailsvc child is one program whatever the number of idsvc workers
+WORKER0_ONLY = frozenset(
+    {"api", "policy", "nginx-auth", "dovecot-policy", "dovecot-lua", "mailsvc"}
+)
 
 
 def wire_sockets(settings: Settings) -> list[tuple[str, SocketSettings | None, str | None]]:
