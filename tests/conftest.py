@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.postfix",
     "tests.fixtures.ci",
+    "tests.fixtures.mailstack",  # last: it imports the plugins above
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
