@@ -208,6 +208,104 @@ class DovecotAuthSettings(_Section):
     max_requests_per_connection: int = Field(256, ge=1)
 
 
+class MailSettings(_Section):
+    """Where mail lives and how addresses resolve (``idsvc.lookups``: Postfix maps, dict)."""
+
+    vmail_root: Path = Path("/var/vmail")  # homes are <vmail_root>/<domain>/<local>
+    vmail_user: str | None = None  # EXAMPLE "vmail": uid/gid are then read from the system
+    vmail_uid: int = Field(5000, ge=1)  # the one owner of every mailbox (never root)
+    vmail_gid: int = Field(5000, ge=1)
+    home: str = "{root}/{domain}/{local}"  # {root} {domain} {local} {address}
+    mail_location: str = "maildir:~/Maildir"  # Dovecot ``mail`` for every user
+    quota_rule: str = "*:bytes={bytes}"  # Dovecot quota_rule; only for accounts with a quota
+    recipient_delimiter: str = "+"  # as Postfix recipient_delimiter; "" turns it off
+    cache_ttl: float = Field(30.0, ge=0, le=3600)  # seconds a lookup result is reused
+    cache_size: int = Field(10_000, ge=0)  # per kind of record (domain, account, alias)
+    timeout: float = Field(10.0, gt=0, le=120)  # one lookup; longer is a temporary failure
+    max_alias_depth: int = Field(8, ge=1, le=100)  # alias → alias → … nesting
+    max_alias_results: int = Field(1000, ge=1, le=100_000)  # addresses one alias expands to
+
+    @field_validator("recipient_delimiter")
+    @classmethod
+    def _delimiter(cls, value: str) -> str:
+        if len(value) > 8 or any(ch in value for ch in "@. \t\r\n\x00"):
+            raise ValueError("recipient_delimiter: at most 8 characters, no '@', '.' or space")
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        try:
+            value.format(root="r", domain="d", local="l", address="a")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"home: unknown placeholder or bad format ({exc})") from None
+        return value
+
+    @field_validator("quota_rule")
+    @classmethod
+    def _quota_rule(cls, value: str) -> str:
+        try:
+            value.format(bytes=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"quota_rule: unknown placeholder or bad format ({exc})") from None
+        return value
+
+
+def _off_sock(name: str) -> Any:
+    """A socket that is off until enabled (the Postfix/Dovecot lookup listeners are opt-in)."""
+    return Field(
+        default_factory=lambda: SocketSettings(enabled=False, path=default_runtime_dir() / name)
+    )
+
+
+class LookupListenerSettings(_Section):
+    """The common shape of the lookup listeners (socketmap, tcp_table, policy, dovecot_dict)."""
+
+    tcp: str | None = None  # EXAMPLE "127.0.0.1:10027" (loopback only: no authentication)
+    idle_timeout: float = Field(300.0, gt=0)  # close a connection silent this long
+    request_timeout: float = Field(30.0, gt=0)  # a partly sent request must finish within this
+    max_connections: int = Field(256, ge=1)
+
+    @field_validator("tcp")
+    @classmethod
+    def _loopback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import ipaddress
+
+        host = value.rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ValueError(f"tcp: these tables have no authentication; loopback only: {value!r}")
+        return value
+
+
+class SocketmapSettings(LookupListenerSettings):
+    socket: SocketSettings = _off_sock("socketmap")
+
+
+class TcpTableSettings(LookupListenerSettings):
+    map: Literal["domain", "mailbox", "alias", "senderlogin", "quota"] = "alias"
+
+
+class PolicySettings(LookupListenerSettings):
+    socket: SocketSettings = _off_sock("policy")
+    sender_login_check: bool = True  # MAIL FROM must be owned by sasl_username
+    rate_limit: int = Field(0, ge=0)  # messages per sasl_username per rate_window; 0: none
+    rate_window: float = Field(3600.0, gt=0, le=86400 * 7)
+    rate_max_entries: int = Field(100_000, ge=1)
+    quota_check: bool = True  # refuse RCPT to a mailbox over its quota (needs quota usage)
+    max_attributes: int = Field(100, ge=10, le=10_000)
+
+
+class DovecotDictSettings(LookupListenerSettings):
+    socket: SocketSettings = _off_sock("dict")
+    iterate_page: int = Field(500, ge=1, le=1000)  # users read per directory call (doveadm -A)
+
+
 class ControlSettings(_Section):
     """The control socket other idsvc processes (the CLI) use to flush the auth cache."""
 
@@ -257,6 +355,11 @@ class Settings(_Section):
     dovecot_auth: DovecotAuthSettings = Field(default_factory=DovecotAuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    socketmap: SocketmapSettings = Field(default_factory=SocketmapSettings)
+    tcp_table: TcpTableSettings = Field(default_factory=TcpTableSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    dovecot_dict: DovecotDictSettings = Field(default_factory=DovecotDictSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -266,6 +369,9 @@ class Settings(_Section):
             ("saslauthd.socket.path", self.saslauthd.socket),
             ("dovecot_auth.socket.path", self.dovecot_auth.socket),
             ("control.socket.path", self.control.socket),
+            ("socketmap.socket.path", self.socketmap.socket),
+            ("policy.socket.path", self.policy.socket),
+            ("dovecot_dict.socket.path", self.dovecot_dict.socket),
         ]
         for key, socket in paths:
             if not socket.enabled:

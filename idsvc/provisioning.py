@@ -206,6 +206,14 @@ class Provisioner:
         if self._invalidator is not None:
             self._invalidator.invalidate_domain(domain)
 
+    def _drop_alias(self, source: str) -> None:
+        """An alias changed: the mail lookups' cache must not keep the old expansion (a
+        catch-all concerns the whole domain, and the control socket only names addresses)."""
+        if source.startswith("@"):
+            self._drop_domain(source[1:])
+        else:
+            self._drop_user(source)
+
     # -- domains ----------------------------------------------------------------------------
 
     async def get_domain(self, name: str) -> Domain:
@@ -479,13 +487,15 @@ class Provisioner:
         alias = Alias(
             source=canonical, destinations=self._destinations(destinations), enabled=enabled
         )
-        return await self._audited(
+        created = await self._audited(
             "alias.create",
             canonical,
             actor,
             lambda: self.directory.add_alias(alias),
             view=alias_view,
         )
+        self._drop_alias(canonical)  # a cached "no such alias" must not outlive the creation
+        return created
 
     async def update_alias(
         self,
@@ -501,7 +511,7 @@ class Provisioner:
             destinations=None if destinations is None else self._destinations(destinations),
             enabled=enabled,
         )
-        return await self._audited(
+        updated = await self._audited(
             "alias.update",
             before.source,
             actor,
@@ -509,6 +519,8 @@ class Provisioner:
             before=alias_view(before),
             view=alias_view,
         )
+        self._drop_alias(before.source)
+        return updated
 
     async def delete_alias(self, source: str, *, actor: str) -> None:
         before = await self.get_alias(source)
@@ -519,3 +531,4 @@ class Provisioner:
             lambda: self.directory.delete_alias(before.source),
             before=alias_view(before),
         )
+        self._drop_alias(before.source)

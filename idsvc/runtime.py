@@ -17,6 +17,7 @@ from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
 from idsvc.directory.base import Directory
+from idsvc.lookups import MailLookups
 from idsvc.passwords import PasswordHasher
 from idsvc.provisioning import Invalidator, Provisioner
 
@@ -50,7 +51,21 @@ class Runtime:
     authenticator: Authenticator
     provisioner: Provisioner
     audit: AuditSink
+    lookups: MailLookups | None = None  # set by build_runtime; None only in hand-built runtimes
     listeners: list[Listener] = field(default_factory=list)
+
+    @property
+    def mail(self) -> MailLookups:
+        """The mail lookups (built on first use for runtimes made without them)."""
+        if self.lookups is None:
+            self.lookups = MailLookups(self.directory, self.settings.mail)
+        return self.lookups
+
+    @property
+    def invalidator(self) -> Invalidator:
+        """Everything that caches directory data in this process (auth cache, mail lookups):
+        what the control socket drops when the CLI changes something."""
+        return FanoutInvalidator((self.authenticator, self.mail))
 
     async def close(self) -> None:
         for listener in reversed(self.listeners):
@@ -76,9 +91,10 @@ async def build_runtime(
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
         rehash = settings.directory.backend == "embedded"
     authenticator = Authenticator(directory, hasher, settings.auth, audit=audit, rehash=rehash)
-    invalidator: Invalidator = authenticator
+    lookups = MailLookups(directory, settings.mail)
+    invalidator: Invalidator = FanoutInvalidator((authenticator, lookups))
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
-        invalidator = FanoutInvalidator((authenticator, remote))
+        invalidator = FanoutInvalidator((authenticator, lookups, remote))
     provisioner = Provisioner(directory, hasher, audit=audit, invalidator=invalidator)
-    return Runtime(settings, directory, hasher, authenticator, provisioner, audit)
+    return Runtime(settings, directory, hasher, authenticator, provisioner, audit, lookups)

@@ -3,7 +3,8 @@
 What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
-* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, REST API —
+* starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -62,7 +63,7 @@ def _dovecot_where(s: Settings) -> str:
 def _control(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.control import ControlServer
 
-    return ControlServer(s.control.socket, rt.authenticator)
+    return ControlServer(s.control.socket, rt.invalidator)
 
 
 def _saslauthd(s: Settings, rt: Runtime, state: Any) -> Listener:
@@ -75,6 +76,19 @@ def _dovecot(s: Settings, rt: Runtime, state: Any) -> Listener:
     from idsvc.wire.dovecot_auth.server import DovecotAuthServer
 
     return DovecotAuthServer(s.dovecot_auth, rt.authenticator)
+
+
+def _socketmap(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.socketmap.server import SocketmapServer
+
+    return SocketmapServer(s.socketmap, rt.mail)
+
+
+def _lookup_where(socket: Any, tcp: str | None) -> str:
+    parts = [str(socket.path)] if socket is not None and socket.enabled else []
+    if tcp:
+        parts.append(f"tcp {tcp}")
+    return ", ".join(parts)
 
 
 def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
@@ -101,6 +115,12 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: s.dovecot_auth.socket.enabled or bool(s.dovecot_auth.tcp),
         _dovecot,
         _dovecot_where,
+    ),
+    ListenerSpec(
+        "socketmap",
+        lambda s: s.socketmap.socket.enabled or bool(s.socketmap.tcp),
+        _socketmap,
+        lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
 )
