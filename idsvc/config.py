@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -342,6 +343,102 @@ class ApiSettings(_Section):
         return self
 
 
+def _loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class MailHttpSettings(_Section):
+    """One small HTTP listener for local mail daemons (``idsvc.wire.mailhttp``): off by default.
+
+    ``listen`` is ``unix:/path`` (``mode``/``owner``/``group`` apply) or ``host:port``; a TCP
+    address that is not loopback is refused unless a ``secret`` is set, because the callers are
+    trusted to pass the client's address and the password.
+    """
+
+    enabled: bool = False
+    listen: str
+    mode: int = 0o660
+    owner: str | None = None
+    group: str | None = None
+    max_connections: int = Field(256, ge=1, le=65536)
+    read_timeout: float = Field(10.0, gt=0, le=300)  # head + body of one request
+    idle_timeout: float = Field(30.0, gt=0, le=3600)  # between requests on a kept-alive connection
+    max_body: int = Field(16_384, ge=256, le=1_048_576)
+    secret_header: str = "X-Idsvc-Secret"  # noqa: S105 (a header name)
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MailHttpSettings:
+        secret = _secret_from(self.secret, self.secret_file, "secret")
+        if secret is not None and not secret.get_secret_value():
+            raise ValueError("secret must not be empty")
+        object.__setattr__(self, "secret", secret)
+        object.__setattr__(self, "secret_file", None)
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.secret_header):
+            raise ValueError(f"secret_header is not a header name: {self.secret_header!r}")
+        if self.listen.startswith("unix:"):
+            if not self.listen[5:].startswith("/"):
+                raise ValueError(f"listen: UNIX socket path must be absolute: {self.listen!r}")
+            return self
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"listen: expected host:port or unix:/path, got {self.listen!r}")
+        if secret is None and not _loopback_host(host):
+            raise ValueError(f"listen: {host} is not loopback; set a secret to listen there")
+        return self
+
+    @property
+    def unix_path(self) -> Path | None:
+        return Path(self.listen[5:]) if self.listen.startswith("unix:") else None
+
+
+class NginxAuthSettings(MailHttpSettings):
+    """``[nginx_auth]``: the nginx mail ``auth_http`` endpoint (``GET /auth``)."""
+
+    imap_backend: str | None = None  # "ip:port" nginx proxies IMAP to after OK
+    pop3_backend: str | None = None
+    smtp_backend: str | None = None
+    max_attempts: int = Field(3, ge=1, le=20)  # in-session retries nginx is offered (Auth-Wait)
+    retry_wait: int = Field(1, ge=1, le=60)  # Auth-Wait seconds after a failure (added to delays)
+    tempfail_wait: int = Field(5, ge=1, le=300)  # Auth-Wait seconds after a temporary failure
+
+    @field_validator("imap_backend", "pop3_backend", "smtp_backend")
+    @classmethod
+    def _backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import ipaddress
+
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"expected ip:port, got {value!r}")
+        try:
+            ipaddress.ip_address(host.strip("[]"))  # nginx does not resolve Auth-Server names
+        except ValueError:
+            raise ValueError(
+                f"backend host must be an IP address (nginx does not resolve it): {value!r}"
+            ) from None
+        return value
+
+
+class DovecotPolicySettings(MailHttpSettings):
+    """``[dovecot_policy]``: Dovecot's ``auth_policy_server_url`` endpoint (``POST /policy``)."""
+
+    reject_at_max: bool = False  # refuse (status -1) a source whose penalty reached penalty_max
+
+
+class DovecotLuaSettings(MailHttpSettings):
+    """``[dovecot_lua]``: the endpoint contrib/dovecot/idsvc.lua calls (passdb verify, userdb)."""
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -360,6 +457,17 @@ class Settings(_Section):
     tcp_table: TcpTableSettings = Field(default_factory=TcpTableSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     dovecot_dict: DovecotDictSettings = Field(default_factory=DovecotDictSettings)
+    nginx_auth: NginxAuthSettings = Field(
+        default_factory=lambda: NginxAuthSettings(
+            listen=f"unix:{default_runtime_dir() / 'nginx-auth'}"
+        )
+    )
+    dovecot_policy: DovecotPolicySettings = Field(
+        default_factory=lambda: DovecotPolicySettings(listen="127.0.0.1:8091")
+    )
+    dovecot_lua: DovecotLuaSettings = Field(
+        default_factory=lambda: DovecotLuaSettings(listen=f"unix:{default_runtime_dir() / 'lua'}")
+    )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -379,10 +487,25 @@ class Settings(_Section):
             if socket.path in seen:
                 raise ValueError(f"{key} is the same path as {seen[socket.path]}")
             seen[socket.path] = key
-        if self.api.enabled and self.api.listen.startswith("unix:"):
-            api_path = Path(self.api.listen[5:])
-            if api_path in seen:
-                raise ValueError(f"api.listen is the same path as {seen[api_path]}")
+        listens = [("api.listen", self.api.listen)] if self.api.enabled else []
+        for key, surface in (
+            ("nginx_auth.listen", self.nginx_auth),
+            ("dovecot_policy.listen", self.dovecot_policy),
+            ("dovecot_lua.listen", self.dovecot_lua),
+        ):
+            if surface.enabled:
+                listens.append((key, surface.listen))
+        addresses: dict[str, str] = {}
+        for key, listen in listens:
+            if listen.startswith("unix:"):
+                path = Path(listen[5:])
+                if path in seen:
+                    raise ValueError(f"{key} is the same path as {seen[path]}")
+                seen[path] = key
+            elif not listen.endswith(":0"):
+                if listen in addresses:
+                    raise ValueError(f"{key} is the same address as {addresses[listen]}")
+                addresses[listen] = key
         return self
 
 

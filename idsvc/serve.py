@@ -4,7 +4,8 @@ What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
 * starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
-  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API —
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API, nginx
+  ``auth_http``, Dovecot auth-policy, Dovecot Lua (``idsvc.wire.mailhttp``) —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -97,6 +98,30 @@ def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
     return ApiServer(s, rt, state)
 
 
+def _nginx_auth(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.nginx import NginxAuthHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer
+
+    handler = NginxAuthHandler(s.nginx_auth, rt.authenticator)
+    return MailHttpServer("nginx-auth", s.nginx_auth, {"/auth": {"GET": handler}})
+
+
+def _dovecot_policy(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer
+
+    handler = DovecotPolicyHandler(s.dovecot_policy, s.auth, rt.authenticator.penalties)
+    return MailHttpServer("dovecot-policy", s.dovecot_policy, {"/policy": {"POST": handler}})
+
+
+def _dovecot_lua(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.mailhttp.lua import LuaPassdbHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer
+
+    routes = {"/passdb": {"POST": LuaPassdbHandler(rt.authenticator)}}
+    return MailHttpServer("dovecot-lua", s.dovecot_lua, routes)
+
+
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec(
         "control",
@@ -123,6 +148,18 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
+    ListenerSpec(
+        "nginx-auth", lambda s: s.nginx_auth.enabled, _nginx_auth, lambda s: s.nginx_auth.listen
+    ),
+    ListenerSpec(
+        "dovecot-policy",
+        lambda s: s.dovecot_policy.enabled,
+        _dovecot_policy,
+        lambda s: s.dovecot_policy.listen,
+    ),
+    ListenerSpec(
+        "dovecot-lua", lambda s: s.dovecot_lua.enabled, _dovecot_lua, lambda s: s.dovecot_lua.listen
+    ),
 )
 
 

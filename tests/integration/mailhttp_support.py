@@ -1,0 +1,154 @@
+"""Helpers for the mail HTTP listener tests (nginx ``auth_http``, Dovecot auth-policy and Lua):
+the common users in a real store, a real Authenticator and a ``MailHttpServer`` on a UNIX socket
+or loopback TCP, plus a raw HTTP client that can send anything (forged and malformed requests).
+
+Nothing here fakes the directory, the auth core or the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from idsvc.auth.engine import Authenticator
+from idsvc.config import (
+    AuthSettings,
+    DovecotLuaSettings,
+    DovecotPolicySettings,
+    NginxAuthSettings,
+)
+from idsvc.wire.mailhttp.lua import LuaPassdbHandler
+from idsvc.wire.mailhttp.nginx import NginxAuthHandler
+from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
+from idsvc.wire.mailhttp.server import MailHttpServer
+from tests.fixtures import authstack
+from tests.integration.dovecot_auth_support import USERS, hasher
+
+__all__ = ["USERS", "HttpReply", "raw_request", "serve_lua", "serve_nginx", "serve_policy"]
+
+
+def authenticator(directory: Any, **auth: Any) -> Authenticator:
+    return authstack.authenticator(directory, hasher(), **auth)
+
+
+def _listen(tmp: Path | None, name: str) -> str:
+    return f"unix:{tmp / name}" if tmp is not None else "127.0.0.1:0"
+
+
+@asynccontextmanager
+async def serve_nginx(
+    auth: Authenticator, tmp: Path | None, **settings: Any
+) -> AsyncIterator[MailHttpServer]:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "mode": 0o666,
+        "imap_backend": "127.0.0.1:1143",
+        "pop3_backend": "127.0.0.1:1110",
+        "smtp_backend": "127.0.0.1:1025",
+        "listen": _listen(tmp, "nginx-auth"),
+        **settings,
+    }
+    s = NginxAuthSettings(**values)
+    server = MailHttpServer("nginx-auth", s, {"/auth": {"GET": NginxAuthHandler(s, auth)}})
+    async with authstack.serving(server, auth) as srv:
+        yield srv
+
+
+@asynccontextmanager
+async def serve_policy(
+    auth: Authenticator, auth_settings: AuthSettings, tmp: Path | None = None, **settings: Any
+) -> AsyncIterator[MailHttpServer]:
+    values: dict[str, Any] = {"enabled": True, "listen": _listen(tmp, "policy"), **settings}
+    s = DovecotPolicySettings(**values)
+    handler = DovecotPolicyHandler(s, auth_settings, auth.penalties)
+    server = MailHttpServer("dovecot-policy", s, {"/policy": {"POST": handler}})
+    async with authstack.serving(server, auth) as srv:
+        yield srv
+
+
+@asynccontextmanager
+async def serve_lua(
+    auth: Authenticator, tmp: Path | None, **settings: Any
+) -> AsyncIterator[MailHttpServer]:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "mode": 0o666,
+        "listen": _listen(tmp, "lua"),
+        **settings,
+    }
+    s = DovecotLuaSettings(**values)
+    server = MailHttpServer("dovecot-lua", s, {"/passdb": {"POST": LuaPassdbHandler(auth)}})
+    async with authstack.serving(server, auth) as srv:
+        yield srv
+
+
+class HttpReply:
+    """A parsed response: status, lower-cased headers (last wins), body; status 0 = no reply."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n") if head else []
+        self.status = int(lines[0].split(" ")[1]) if lines and lines[0] else 0
+        self.headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+async def open_conn(server: MailHttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if server.path is not None:
+        return await asyncio.open_unix_connection(os.fspath(server.path))
+    assert server.port is not None
+    return await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def raw_request(server: MailHttpServer, data: bytes, timeout: float = 30.0) -> HttpReply:
+    """Send ``data`` as is, read until the server closes, parse what came back."""
+    reader, writer = await open_conn(server)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return HttpReply(raw)
+
+
+def nginx_request(
+    user: str,
+    password: str,
+    *,
+    protocol: str = "imap",
+    attempt: int = 1,
+    client_ip: str = "192.0.2.10",
+    method: str = "plain",
+    extra: str = "",
+) -> bytes:
+    """A request exactly as nginx's ngx_mail_auth_http_module writes it (HTTP/1.0, no body)."""
+    return (
+        "GET /auth HTTP/1.0\r\n"
+        "Host: localhost\r\n"
+        f"Auth-Method: {method}\r\n"
+        f"Auth-User: {user}\r\n"
+        f"Auth-Pass: {password}\r\n"
+        f"Auth-Protocol: {protocol}\r\n"
+        f"Auth-Login-Attempt: {attempt}\r\n"
+        f"Client-IP: {client_ip}\r\n"
+        "Client-Host: [UNAVAILABLE]\r\n"
+        f"{extra}"
+        "\r\n"
+    ).encode("latin-1")
