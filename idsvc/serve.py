@@ -85,6 +85,12 @@ def _socketmap(s: Settings, rt: Runtime, state: Any) -> Listener:
     return SocketmapServer(s.socketmap, rt.mail)
 
 
+def _dovecot_dict(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.dovecot_dict.server import DovecotDictServer
+
+    return DovecotDictServer(s.dovecot_dict, rt.mail)
+
+
 def _lookup_where(socket: Any, tcp: str | None) -> str:
     parts = [str(socket.path)] if socket is not None and socket.enabled else []
     if tcp:
@@ -146,6 +152,12 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: s.socketmap.socket.enabled or bool(s.socketmap.tcp),
         _socketmap,
         lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
+    ),
+    ListenerSpec(
+        "dovecot-dict",
+        lambda s: s.dovecot_dict.socket.enabled or bool(s.dovecot_dict.tcp),
+        _dovecot_dict,
+        lambda s: _lookup_where(s.dovecot_dict.socket, s.dovecot_dict.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
     ListenerSpec(
