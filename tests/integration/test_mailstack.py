@@ -7,6 +7,8 @@ clients are swaks (SMTP) and curl (IMAP, POP3): programs nobody here wrote.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.fixtures.mailstack import PEOPLE, MailStack
@@ -35,3 +37,50 @@ async def test_submission_auth_goes_to_idsvc(mailstack: MailStack, mech: str) ->
     ):
         code, out = await swaks_auth(pf.host, port, user, password, mech)
         assert code == 535, (user, out)
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_dovecot_logins_go_to_idsvc(mailstack: MailStack, protocol: str) -> None:
+    login = mailstack.imap if protocol == "imap" else mailstack.pop3
+    code, out = login("", "Bob@Example.ORG", PEOPLE.bob_pw, "-v")
+    assert code == 0, out
+    for user, password in (
+        (PEOPLE.bob, "wrong password"),
+        (PEOPLE.unknown, PEOPLE.bob_pw),
+        (PEOPLE.carol, PEOPLE.carol_pw),  # disabled
+    ):
+        code, out = login("", user, password, "-v")
+        assert code == 67, (user, out)  # curl: login denied
+        assert "UNAVAILABLE" not in out, out  # a definite no, not a temporary failure
+
+
+async def test_password_change_and_disable_reach_postfix_and_dovecot_at_once(
+    mailstack: MailStack,
+) -> None:
+    """A password changed with the CLI and an account disabled through REST are refused by
+    Postfix (SMTP AUTH) and Dovecot (IMAP) on the very first attempt after the change returns
+    (both had just accepted and cached the old state)."""
+    pf, user, old = mailstack.pf, PEOPLE.erin, PEOPLE.erin_pw
+    assert (await swaks_auth(pf.host, pf.submission_port, user, old))[0] == 235
+    assert mailstack.imap_login(user, old)[0] == 0
+
+    new = "a brand new passphrase"
+    mailstack.cli.ok("user", "passwd", user, "--password-stdin", stdin=new + "\n")
+    changed = time.monotonic()
+    code, out = await swaks_auth(pf.host, pf.submission_port, user, old)
+    assert code == 535, out
+    assert time.monotonic() - changed < 1.0  # decided at once (no cache window)
+    code, out = mailstack.imap_login(user, old)
+    assert code == 67, out
+    assert (await swaks_auth(pf.host, pf.submission_port, user, new))[0] == 235
+    assert mailstack.imap_login(user, new)[0] == 0
+
+    reply = mailstack.api("PATCH", f"/users/{user}", {"enabled": False})
+    assert reply.status_code == 200, reply.text
+    disabled = time.monotonic()
+    code, out = await swaks_auth(pf.host, pf.submission_port, user, new)
+    assert code == 535, out
+    assert time.monotonic() - disabled < 1.0
+    code, out = mailstack.imap_login(user, new)
+    assert code == 67, out
+    assert "UNAVAILABLE" not in out, out
