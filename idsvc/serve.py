@@ -91,6 +91,18 @@ def _dovecot_dict(s: Settings, rt: Runtime, state: Any) -> Listener:
     return DovecotDictServer(s.dovecot_dict, rt.mail)
 
 
+def _tcp_table(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.tcp_table.server import TcpTableServer
+
+    return TcpTableServer(s.tcp_table, rt.mail)
+
+
+def _policy(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.wire.policy.server import PolicyServer
+
+    return PolicyServer(s.policy, rt.mail)
+
+
 def _lookup_where(socket: Any, tcp: str | None) -> str:
     parts = [str(socket.path)] if socket is not None and socket.enabled else []
     if tcp:
@@ -152,6 +164,18 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: s.socketmap.socket.enabled or bool(s.socketmap.tcp),
         _socketmap,
         lambda s: _lookup_where(s.socketmap.socket, s.socketmap.tcp),
+    ),
+    ListenerSpec(
+        "tcp-table",
+        lambda s: bool(s.tcp_table.tcp),
+        _tcp_table,
+        lambda s: f"tcp {s.tcp_table.tcp}",
+    ),
+    ListenerSpec(
+        "policy",
+        lambda s: s.policy.socket.enabled or bool(s.policy.tcp),
+        _policy,
+        lambda s: _lookup_where(s.policy.socket, s.policy.tcp),
     ),
     ListenerSpec(
         "dovecot-dict",

@@ -26,10 +26,6 @@ How it fails: a missing/malformed/unknown/revoked token is a 401 problem with
 
 from __future__ import annotations
 
-import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -38,69 +34,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from idsvc.api.context import context_of
 from idsvc.api.problems import Forbidden, TooManyRequests, Unauthorized
+from idsvc.auth.limiter import SlidingLimiter as SlidingLimiter  # its home since the policy service
 from idsvc.errors import NotFound
 from idsvc.state import Scope, TokenInfo
 
 bearer = HTTPBearer(auto_error=False, description="An idsvc API token: idsvc_<id>_<secret>")
-
-MAX_TRACKED_CLIENTS = 10_000
-
-
-class SlidingLimiter:
-    """At most ``limit`` events per ``window`` seconds per key; bounded number of keys (the
-    least recently seen key is forgotten first). ``clock`` is injectable for tests."""
-
-    def __init__(
-        self,
-        limit: int,
-        window: float,
-        *,
-        max_keys: int = MAX_TRACKED_CLIENTS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self._max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-        self._clock = clock
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        hits = self._hits.get(key)
-        if hits is None:
-            hits = deque()
-            self._hits[key] = hits
-            while len(self._hits) > self._max_keys:
-                self._hits.popitem(last=False)
-        else:
-            self._hits.move_to_end(key)
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        return hits
-
-    def retry_after(self, key: str) -> int | None:
-        """Seconds to wait when ``key`` is over its limit, else None."""
-        now = self._clock()
-        hits = self._recent(key, now)
-        if len(hits) < self.limit:
-            return None
-        return max(1, math.ceil(hits[0] + self.window - now))
-
-    def hit(self, key: str) -> None:
-        now = self._clock()
-        hits = self._recent(key, now)
-        hits.append(now)
-        if len(hits) > self.limit:
-            hits.popleft()
-
-    def take(self, key: str) -> int | None:
-        """Count one event unless over the limit; returns the wait when refused."""
-        wait = self.retry_after(key)
-        if wait is None:
-            self.hit(key)
-        return wait
-
-    def forget(self, key: str) -> None:
-        self._hits.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)

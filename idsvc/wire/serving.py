@@ -28,7 +28,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from idsvc.config import LookupListenerSettings, SocketSettings
 from idsvc.wire.framing import Decoder, FramingError
@@ -48,7 +48,7 @@ class Reply:
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: _Connection[object]) -> None:
+    def __init__(self, conn: _Connection[Any]) -> None:
         self._conn = conn
 
     def write(self, data: bytes) -> None:
@@ -207,7 +207,7 @@ class _Connection(asyncio.Protocol, Generic[R]):
             self.transport.abort()
 
     async def _work(self) -> None:
-        reply = Reply(self)  # type: ignore[arg-type]
+        reply = Reply(self)
         try:
             while not self.closing:
                 if not self.queue:

@@ -78,6 +78,8 @@ class Cli:
             "LANG": "C.UTF-8",
             "IDSVC_CONFIG": str(self.write_config()),
         }
+        if os.environ.get("PYTHONPATH"):  # the tree under test, not whatever is installed
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         env.update(self.extra_env)
         return env
 

@@ -129,3 +129,28 @@ def test_replies() -> None:
     too_long = proto.ok("x" * proto.MAX_REPLY)
     assert too_long == proto.perm("reply longer than socketmap_max_reply_size")
     assert len(proto.temp("x" * 10_000)) < 300
+
+
+@given(
+    st.lists(st.binary(max_size=50).map(lambda b: b.replace(b"\n", b"")), max_size=10),
+    st.integers(min_value=1, max_value=11),
+)
+def test_lines_round_trip_in_any_chunking(lines: list[bytes], chunk: int) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    decoder = LineDecoder(64)
+    got: list[bytes] = []
+    for i in range(0, len(stream), chunk):
+        got.extend(frames(decoder, stream[i : i + chunk]))
+    assert got == lines
+    assert not decoder.pending
+
+
+def test_line_limit_is_exact() -> None:
+    decoder = LineDecoder(5)
+    assert frames(decoder, b"12345\n") == [b"12345"]
+    with pytest.raises(FramingError):
+        frames(decoder, b"123456\n")
+    slow = LineDecoder(5)
+    assert frames(slow, b"12345") == []
+    with pytest.raises(FramingError):
+        frames(slow, b"6")
