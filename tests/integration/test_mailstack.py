@@ -7,7 +7,9 @@ clients are swaks (SMTP) and curl (IMAP, POP3): programs nobody here wrote.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 
 import pytest
 
@@ -84,3 +86,101 @@ async def test_password_change_and_disable_reach_postfix_and_dovecot_at_once(
     code, out = mailstack.imap_login(user, new)
     assert code == 67, out
     assert "UNAVAILABLE" not in out, out
+
+
+# -- mail in and out -------------------------------------------------------------------------
+
+
+def marker(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+def rcpt_reply(out: str) -> str:
+    """The server's reply to RCPT TO in a swaks transcript."""
+    after = out.split("~> RCPT TO", 1)[1]
+    return next(line for line in after.splitlines() if line.startswith("<~")).lstrip("<~* ")
+
+
+async def send(
+    stack: MailStack, to: str, subject: str, *extra: str, submission: bool = False
+) -> str:
+    out = await stack.smtp(
+        "--to", to, "--header", f"Subject: {subject}", "--body", f"body of {subject}",
+        *extra, submission=submission,
+    )  # fmt: skip
+    assert "<~  250 2.0.0 Ok: queued as" in out, out
+    return out
+
+
+async def test_inbound_mail_is_delivered_and_read_back_over_imap_and_pop3(
+    mailstack: MailStack,
+) -> None:
+    subject = marker("inbound")
+    await send(mailstack, "Bob+news@Example.ORG", subject)  # delimiter and case: ours to handle
+    delivered = await asyncio.to_thread(mailstack.wait_delivered, PEOPLE.bob, subject)
+    assert delivered.is_relative_to(mailstack.vmail / "example.org" / "bob" / "Maildir")
+    assert subject in mailstack.imap_fetch(PEOPLE.bob, PEOPLE.bob_pw, subject)
+    assert subject in mailstack.pop3_fetch(PEOPLE.bob, PEOPLE.bob_pw, subject)
+
+
+async def test_alias_catch_all_and_alias_domain_expand(mailstack: MailStack) -> None:
+    team, catchall, aliased = marker("team"), marker("catchall"), marker("aliasdomain")
+    await send(mailstack, PEOPLE.team, team)
+    await send(mailstack, f"whoever@{PEOPLE.catchall_domain}", catchall)
+    await send(mailstack, f"alice@{PEOPLE.alias_domain}", aliased)
+    for who, subject in (
+        (PEOPLE.bob, team),
+        (PEOPLE.alice, team),  # one alias, several destinations
+        (PEOPLE.bob, catchall),
+        (PEOPLE.alice, aliased),
+    ):
+        await asyncio.to_thread(mailstack.wait_delivered, who, subject)
+    assert team in mailstack.imap_fetch(PEOPLE.alice, PEOPLE.alice_pw, team)
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "reply"),
+    [
+        (
+            PEOPLE.unknown,
+            "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown",
+        ),
+        (PEOPLE.carol, "550 5.2.1 <carol@example.org>: Recipient address rejected: Recipient "),
+    ],
+    ids=["unknown", "disabled"],
+)
+async def test_unknown_and_disabled_recipients_are_refused_at_rcpt(
+    mailstack: MailStack, rcpt: str, reply: str
+) -> None:
+    subject = marker("refused")
+    out = await mailstack.smtp("--to", rcpt, "--header", f"Subject: {subject}")
+    assert rcpt_reply(out).startswith(reply), out
+    assert "queued as" not in out  # refused in the session: nothing to bounce later
+    await asyncio.to_thread(mailstack.pf.wait_for_log, rf"NOQUEUE: reject: RCPT .*<{rcpt}>")
+    assert not any(subject in p.read_text() for p in mailstack.maildir_files(rcpt))
+    assert "status=bounced" not in mailstack.pf.log_text()  # no backscatter
+
+
+async def test_authenticated_submission_with_own_and_foreign_sender(mailstack: MailStack) -> None:
+    auth = ["--auth", "PLAIN", "--auth-user", PEOPLE.bob, "--auth-password", PEOPLE.bob_pw]
+    own, outbound = marker("own"), marker("outbound")
+    await send(mailstack, PEOPLE.alice, own, "--from", PEOPLE.bob, *auth, submission=True)
+    await asyncio.to_thread(mailstack.wait_delivered, PEOPLE.alice, own)
+    # relaying to a remote domain is for authenticated senders only (the test box discards it)
+    await send(mailstack, "x@remote.example", outbound, "--from", PEOPLE.team, *auth,
+               submission=True)  # fmt: skip
+    await asyncio.to_thread(
+        mailstack.pf.wait_for_log, r"sasl_method=PLAIN, sasl_username=bob@example\.org"
+    )
+    out = await mailstack.smtp(
+        "--to", "x@remote.example", "--from", PEOPLE.alice, *auth, "--quit-after", "RCPT",
+        submission=True,
+    )  # fmt: skip
+    reply = rcpt_reply(out) if "~> RCPT TO" in out else out
+    assert reply.startswith("553 5.7.1"), out  # alice's address is not bob's to use
+    assert "not owned by user bob@example.org" in reply, out
+
+
+async def test_unauthenticated_relay_is_refused(mailstack: MailStack) -> None:
+    out = await mailstack.smtp("--to", "x@remote.example", "--quit-after", "RCPT")
+    assert rcpt_reply(out).startswith("554 5.7.1 <x@remote.example>: Relay access denied"), out
