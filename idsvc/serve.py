@@ -4,8 +4,8 @@ What it does:
 
 * sets up logging (``idsvc.logs``), opens the directory and the auth core (``idsvc.runtime``);
 * starts each enabled listener — control socket, saslauthd mux, Dovecot auth-client, the mail
-  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API, nginx
-  ``auth_http``, Dovecot auth-policy, Dovecot Lua (``idsvc.wire.mailhttp``) —
+  lookup listeners (Postfix socketmap / tcp_table / policy, Dovecot dict), REST API, and the
+  mail HTTP listeners (nginx ``auth_http``, Dovecot auth-policy and Lua; ``idsvc.wire.mailhttp``) —
   and logs where each one listens (``serve`` also runs, idle, with none enabled);
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
@@ -133,10 +133,13 @@ def _dovecot_policy(s: Settings, rt: Runtime, state: Any) -> Listener:
 
 
 def _dovecot_lua(s: Settings, rt: Runtime, state: Any) -> Listener:
-    from idsvc.wire.mailhttp.lua import LuaPassdbHandler
-    from idsvc.wire.mailhttp.server import MailHttpServer
+    from idsvc.wire.mailhttp.lua import LuaPassdbHandler, LuaUserdbHandler
+    from idsvc.wire.mailhttp.server import MailHttpServer, Routes
 
-    routes = {"/passdb": {"POST": LuaPassdbHandler(rt.authenticator)}}
+    routes: Routes = {
+        "/passdb": {"POST": LuaPassdbHandler(rt.authenticator)},
+        "/userdb": {"POST": LuaUserdbHandler(rt.mail)},
+    }
     return MailHttpServer("dovecot-lua", s.dovecot_lua, routes)
 
 

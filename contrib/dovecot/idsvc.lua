@@ -1,11 +1,12 @@
--- idsvc.lua: a Dovecot Lua passdb that lets idsvc verify the password.
+-- idsvc.lua: a Dovecot Lua passdb that lets idsvc verify the password, and a Lua userdb.
 --
 -- Dovecot hands the login and password to auth_password_verify(); this script POSTs them to
 -- idsvc's [dovecot_lua] listener (a UNIX socket or loopback HTTP) and maps idsvc's answer to
 -- a PASSDB_RESULT_*. App passwords, penalties, bind-through, caching and the audit trail stay
 -- in idsvc; no password hash ever reaches Dovecot. Any transport problem (idsvc down, timeout,
 -- garbled answer) is PASSDB_RESULT_INTERNAL_FAILURE: Dovecot says "temporary failure", never
--- "wrong password".
+-- "wrong password". auth_userdb_lookup() asks idsvc for home, mail, uid, gid and quota_rule
+-- (idsvc's [mail] settings).
 --
 -- Needs: Lua 5.3/5.4 with luasocket and lua-cjson (Debian: dovecot-auth-lua lua-socket
 -- lua-cjson). Works with Dovecot 2.3 (passdb { driver = lua; args = file=... blocking=yes })
@@ -112,28 +113,50 @@ local function secured(req)
   return value ~= nil and value ~= "" and value ~= "no" and value ~= "0"
 end
 
+-- POST a JSON object; returns the decoded reply table, or nil and why
+local function call(req, path, payload)
+  local status, body = post(path, cjson.encode(payload))
+  if status == nil then
+    req:log_error("idsvc: " .. tostring(body))
+    return nil, "idsvc unreachable"
+  end
+  local reply = cjson.decode(body)
+  if status ~= 200 or type(reply) ~= "table" or type(reply.result) ~= "string" then
+    req:log_error("idsvc: unexpected reply to " .. path .. " (HTTP " .. status .. ")")
+    return nil, "idsvc failed"
+  end
+  return reply
+end
+
 function auth_password_verify(req, pass)
-  local payload = cjson.encode({
+  local reply, err = call(req, "/passdb", {
     user = req.user,
     password = pass,
-    service = req.service,
+    service = req.service or req.protocol,   -- 2.4 calls it protocol
     remote_ip = req.remote_ip,
     local_ip = req.local_ip,
     secured = secured(req),
-    mechanism = req.mech,
+    mechanism = req.mech or req.mechanism,
   })
-  local status, body = post("/passdb", payload)
-  if status == nil then
-    req:log_error("idsvc: " .. tostring(body))
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, "idsvc unreachable"
-  end
-  local reply = cjson.decode(body)
-  if status ~= 200 or type(reply) ~= "table" or RESULTS[reply.result] == nil then
-    req:log_error("idsvc: unexpected reply (HTTP " .. status .. ")")
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, "idsvc failed"
+  if reply == nil or RESULTS[reply.result] == nil then
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, err or "idsvc failed"
   end
   if reply.result == "ok" and type(reply.user) == "string" then
     return RESULTS.ok, { user = reply.user }
   end
   return RESULTS[reply.result], {}
+end
+
+function auth_userdb_lookup(req)
+  local reply, err = call(req, "/userdb", { user = req.user })
+  if reply == nil then
+    return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, err
+  end
+  if reply.result == "ok" and type(reply.fields) == "table" then
+    return dovecot.auth.USERDB_RESULT_OK, reply.fields
+  end
+  if reply.result == "user_unknown" then
+    return dovecot.auth.USERDB_RESULT_USER_UNKNOWN, "no such user"
+  end
+  return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, "idsvc failed"
 end

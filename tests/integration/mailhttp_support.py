@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,14 +23,37 @@ from idsvc.config import (
     DovecotPolicySettings,
     NginxAuthSettings,
 )
-from idsvc.wire.mailhttp.lua import LuaPassdbHandler
+from idsvc.lookups import MailLookups
+from idsvc.wire.mailhttp.lua import LuaPassdbHandler, LuaUserdbHandler
 from idsvc.wire.mailhttp.nginx import NginxAuthHandler
 from idsvc.wire.mailhttp.policy import DovecotPolicyHandler
-from idsvc.wire.mailhttp.server import MailHttpServer
+from idsvc.wire.mailhttp.server import MailHttpServer, Routes
 from tests.fixtures import authstack
+from tests.fixtures.dovecot import DovecotServer
 from tests.integration.dovecot_auth_support import USERS, hasher
 
 __all__ = ["USERS", "HttpReply", "raw_request", "serve_lua", "serve_nginx", "serve_policy"]
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "dovecot" / "idsvc.lua"
+LUA_DB = "{kind} {{\n  driver = lua\n  args = file={script} blocking=yes\n}}"
+
+
+def require_lua() -> None:
+    authstack.require_file("/usr/lib/dovecot/modules/auth/libauthdb_lua.so", "dovecot-auth-lua")
+    authstack.require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/socket/unix.so", "lua-socket")
+    authstack.require_file("/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so", "lua-cjson")
+
+
+def lua_dovecot(tmp: Path, url: str) -> DovecotServer:
+    """A Dovecot serving IMAP/POP3 (not started) whose passdb and userdb are the shipped
+    idsvc.lua, copied unchanged into ``tmp`` with its settings in idsvc.conf.lua beside it."""
+    script = tmp / "idsvc.lua"
+    shutil.copy(SCRIPT, script)
+    (tmp / "idsvc.conf.lua").write_text(f'return {{ url = "{url}", timeout = 10 }}\n')
+    blocks = LUA_DB.format(kind="passdb", script=script) + "\n"
+    blocks += LUA_DB.format(kind="userdb", script=script)
+    return DovecotServer(blocks, extra="auth_debug = yes\n", mail=True)
 
 
 def authenticator(directory: Any, **auth: Any) -> Authenticator:
@@ -73,7 +97,7 @@ async def serve_policy(
 
 @asynccontextmanager
 async def serve_lua(
-    auth: Authenticator, tmp: Path | None, **settings: Any
+    auth: Authenticator, lookups: MailLookups, tmp: Path | None, **settings: Any
 ) -> AsyncIterator[MailHttpServer]:
     values: dict[str, Any] = {
         "enabled": True,
@@ -82,7 +106,11 @@ async def serve_lua(
         **settings,
     }
     s = DovecotLuaSettings(**values)
-    server = MailHttpServer("dovecot-lua", s, {"/passdb": {"POST": LuaPassdbHandler(auth)}})
+    routes: Routes = {
+        "/passdb": {"POST": LuaPassdbHandler(auth)},
+        "/userdb": {"POST": LuaUserdbHandler(lookups)},
+    }
+    server = MailHttpServer("dovecot-lua", s, routes)
     async with authstack.serving(server, auth) as srv:
         yield srv
 

@@ -284,3 +284,25 @@ async def test_keep_alive_serves_several_requests_on_one_connection(
         assert b"Auth-Status: OK" in head
         assert b"Connection: keep-alive" in head
     writer.close()
+
+
+async def test_close_does_not_wait_for_idle_kept_alive_connections(
+    embedded_directory: SqliteDirectory,
+) -> None:
+    from tests.integration.mailhttp_support import open_conn
+
+    await populate(embedded_directory)
+    with short_dir() as tmp:
+        async with serve_nginx(authenticator(embedded_directory), tmp) as srv:
+            reader, writer = await open_conn(srv)
+            writer.write(
+                nginx_request(USERS.good, USERS.good_pw).replace(
+                    b"HTTP/1.0\r\n", b"HTTP/1.0\r\nConnection: keep-alive\r\n"
+                )
+            )
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            started = time.monotonic()
+            await srv.close()
+            assert time.monotonic() - started < 1.0
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()

@@ -19,9 +19,14 @@ What it does not do: hand out password hashes (``auth_passdb_lookup`` is not off
 never leaves idsvc), or sleep on its own (the Authenticator's failure delay and penalties apply
 before the answer, so the script's timeout must exceed ``auth.failure_delay + auth.penalty_max``).
 
+``POST /userdb`` with ``{"user"}`` answers ``{"result": "ok", "fields": {user, home, mail, uid,
+gid[, quota_rule]}}`` from ``idsvc.lookups.MailLookups.userdb`` (the ``[mail]`` settings decide
+home, mail location, uid/gid and the quota rule), ``{"result": "user_unknown"}`` for an address
+that is no account, and ``internal_failure`` when the directory fails.
+
 How it fails: a body that is not the JSON object above → HTTP 400 with ``internal_failure``; the
 script maps any non-200 answer, a timeout or a refused connection to
-``PASSDB_RESULT_INTERNAL_FAILURE``.
+``PASSDB_RESULT_INTERNAL_FAILURE`` / ``USERDB_RESULT_INTERNAL_FAILURE``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from idsvc.auth.request import Authenticating, AuthRequest, Outcome
+from idsvc.errors import IdsvcError
+from idsvc.lookups import MailLookups
 from idsvc.model import Secret
 from idsvc.wire.listen import Peer
 from idsvc.wire.mailhttp.protocol import HttpRequest
@@ -78,13 +85,23 @@ def _field(data: dict[str, Any], key: str, *, required: bool = False) -> str:
     return value
 
 
-def parse_passdb_request(body: bytes) -> PassdbRequest:
+def _object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise LuaRequestError("body is not JSON") from None
     if not isinstance(data, dict):
         raise LuaRequestError("body is not a JSON object")
+    return data
+
+
+def parse_userdb_request(body: bytes) -> str:
+    """The user a userdb lookup asks about."""
+    return _field(_object(body), "user", required=True)
+
+
+def parse_passdb_request(body: bytes) -> PassdbRequest:
+    data = _object(body)
     secured = data.get("secured", False)
     if not isinstance(secured, bool):
         raise LuaRequestError("secured must be a boolean")
@@ -131,3 +148,32 @@ class LuaPassdbHandler:
             )
         )
         return json_response(passdb_reply(result.outcome, result.user))
+
+
+def userdb_reply(fields: dict[str, str] | None) -> bytes:
+    if fields is None:
+        return json.dumps({"result": "user_unknown"}).encode()
+    return json.dumps({"result": "ok", "fields": fields}).encode()
+
+
+TEMPFAIL_REPLY = json.dumps({"result": "internal_failure"}).encode()
+
+
+class LuaUserdbHandler:
+    """``POST /userdb``: home, mail, uid, gid and quota for Dovecot's Lua userdb."""
+
+    def __init__(self, lookups: MailLookups) -> None:
+        self.lookups = lookups
+
+    async def __call__(self, request: HttpRequest, peer: Peer) -> HttpResponse:
+        try:
+            user = parse_userdb_request(request.body)
+        except LuaRequestError as exc:
+            log.warning("dovecot_lua: bad userdb request from %s: %s", peer, exc)
+            return json_response(TEMPFAIL_REPLY, status=400)
+        try:
+            record = await self.lookups.userdb(user)
+        except IdsvcError as exc:  # TemporaryFailure, ExpansionLimit …: never "unknown user"
+            log.warning("dovecot_lua: userdb lookup failed: %s", exc)
+            return json_response(TEMPFAIL_REPLY)
+        return json_response(userdb_reply(None if record is None else record.fields()))

@@ -10,10 +10,11 @@ by Dovecot count together):
 * ``allow`` → ``{"status": 0}`` when the client's network and the account have earned no penalty,
   else ``{"status": N}`` (Dovecot tarpits N seconds, N = the penalty rounded up); with
   ``reject_at_max`` a penalty at ``auth.penalty_max`` answers ``-1`` (refused before any password
-  check). After a successful login ``-1`` would refuse a user who knew the password, so it is
-  only given when the request carries no ``success`` field (the before-auth check).
-* ``report`` with ``success: false`` (and not ``policy_reject``, our own refusal) records one
-  failure for the network and the canonical account; ``success: true`` clears the account's
+  check; Dovecot 2.3 sends the after-auth check with the same body, so a saturated network is
+  refused even with the right password — that is what "refuse" means; leave it off to tarpit).
+* ``report`` with ``success: false`` (and not ``policy_reject``, our own refusal, nor a 2.4
+  ``fail_type`` of ``internal`` or ``policy``) records one failure for the network and the
+  canonical account; ``success: true`` clears the account's
   count (never the network's), exactly as a login through idsvc does.
 
 What it does not do: look at ``pwhash`` (a truncated hash; idsvc needs no password here), or
@@ -43,6 +44,7 @@ from idsvc.wire.mailhttp.server import HttpResponse, json_response
 log = logging.getLogger(__name__)
 
 COMMANDS = ("allow", "report")
+NOT_THE_CLIENTS_FAULT = frozenset({"internal", "policy"})  # fail_type values never counted
 MAX_TEXT = 1024
 
 
@@ -55,8 +57,9 @@ class PolicyRequest:
     command: str
     login: str
     remote: str | None
-    success: bool | None  # present on report (and after-auth allow in some versions)
+    success: bool | None  # present on report only
     policy_reject: bool = False
+    fail_type: str = ""  # Dovecot 2.4: internal, credentials, account, expired, disabled, policy
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -90,6 +93,7 @@ def parse_policy_request(command: str | None, body: bytes) -> PolicyRequest:
         remote=_text(data, "remote") or None,
         success=_flag(data, "success"),
         policy_reject=bool(_flag(data, "policy_reject")),
+        fail_type=_text(data, "fail_type"),
     )
 
 
@@ -114,14 +118,18 @@ def decide(
     if request.command == "report":
         if request.success:
             penalties.record_success(accounts)
-        elif request.success is False and not request.policy_reject:
+        elif (
+            request.success is False
+            and not request.policy_reject
+            and request.fail_type not in NOT_THE_CLIENTS_FAULT
+        ):
             penalties.record_failure(request.remote, accounts)
         return 0, ""
     delay = penalties.delay(request.remote, accounts)
     if delay <= 0:
         return 0, ""
     at_max = auth.penalty_max > 0 and delay >= auth.penalty_max
-    if settings.reject_at_max and at_max and request.success is None:
+    if settings.reject_at_max and at_max:
         return -1, "Too many failed logins, try again later."
     return math.ceil(delay), ""
 

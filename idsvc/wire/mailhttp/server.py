@@ -73,6 +73,7 @@ class MailHttpServer:
         self._bound: BoundSocket | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle: set[asyncio.Task[None]] = set()  # waiting for the first byte of a request
         self.url: str | None = None
         self.path: Path | None = None
         self.port: int | None = None
@@ -108,6 +109,8 @@ class MailHttpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for task in list(self._idle):  # nothing in flight there: no reason to wait
+            task.cancel()
         tasks = list(self._tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
@@ -137,7 +140,7 @@ class MailHttpServer:
         peer = peer_of(writer)
         try:
             await self._serve(reader, writer, peer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("%s: unexpected error on a connection from %s", self.name, peer)
@@ -155,11 +158,17 @@ class MailHttpServer:
                 return
             # the first byte of a request may take idle_timeout; the rest read_timeout
             timeout = self.settings.idle_timeout if served else self.settings.read_timeout
+            task = asyncio.current_task()
+            if task is not None:  # between requests nothing is in flight: close need not wait
+                self._idle.add(task)
             try:
                 async with asyncio.timeout(timeout):
                     first = await reader.read(1)
             except TimeoutError:
                 return
+            finally:
+                if task is not None:
+                    self._idle.discard(task)
             if not first:
                 return
             try:
