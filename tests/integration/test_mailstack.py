@@ -1,5 +1,6 @@
-"""The whole stack on loopback, on both backends: ``idsvc serve`` + a real Postfix + a real
-Dovecot, all configured from the files in ``docker/`` (``tests/fixtures/mailstack.py``).
+"""The whole stack on loopback: ``idsvc serve`` + a real Postfix + a real Dovecot, all configured
+from the files in ``docker/`` (``tests/fixtures/mailstack.py``), on both backends (embedded,
+slapd) and with both Dovecot passdb/userdb drivers (idsvc's dict server; the Lua script).
 
 The accounts are made through the ``idsvc`` CLI while the server runs, as an admin would. The
 clients are swaks (SMTP) and curl (IMAP, POP3): programs nobody here wrote.
@@ -22,7 +23,7 @@ def test_the_daemons_accept_the_rendered_docker_files(mailstack: MailStack) -> N
     assert mailstack.pf.postconf_warnings() == []
     effective = mailstack.dv.check_config()
     assert f"mail_home = {mailstack.vmail}/%d/%n" in effective
-    assert "driver = dict" in effective  # passdb and userdb through idsvc
+    assert f"driver = {mailstack.auth_driver}" in effective  # passdb and userdb through idsvc
 
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])

@@ -31,9 +31,10 @@ pytestmark = [pytest.mark.postfix, pytest.mark.slapd, pytest.mark.slow]
 RECOVERY = 20.0  # seconds slapd may take to be used again after it is back
 
 
-@pytest.fixture
-def stack() -> Iterator[MailStack]:
-    with mail_stack("slapd") as started:
+@pytest.fixture(params=["dict", "lua"])
+def stack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
+    """A slapd-backed stack of the test's own; Dovecot through idsvc's dict server or Lua."""
+    with mail_stack("slapd", str(request.param)) as started:
         yield started
 
 
