@@ -98,7 +98,9 @@ async def drive(
         rng = random.Random(seed * 1000 + n)
         while time.perf_counter() < deadline and counters["auths"] < limit:
             counters["auths"] += 1
-            request = AuthRequest(login=login(rng.choice(users)), password=secret, service=service)
+            request = AuthRequest(
+                login=login(rng.choice(users)), password=secret, service=service, secured=True
+            )
             start = time.perf_counter()
             result = await auth.authenticate(request)
             latencies.append(time.perf_counter() - start)
@@ -118,7 +120,7 @@ async def warm(auth: Authenticator, users: Sequence[int], password: str) -> None
 
     async def worker() -> None:
         while queue:
-            await auth.authenticate(AuthRequest(login(queue.pop()), secret, "imap"))
+            await auth.authenticate(AuthRequest(login(queue.pop()), secret, "imap", secured=True))
 
     await asyncio.gather(*(worker() for _ in range(32)))
 

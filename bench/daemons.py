@@ -14,21 +14,23 @@ on errors.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.common import cpu_seconds, process_tree, stat_fields
+from bench.common import cpu_seconds, percentile_ms, process_tree, stat_fields
 from bench.ldapdata import Dataset, load_users
 from tests.fixtures.slapd import SlapdServer
 
@@ -95,6 +97,9 @@ def kill_tree(root: int, proc: subprocess.Popen[bytes] | None = None) -> None:
             proc.wait(timeout=10)
 
 
+Profile = Literal["default", "tuned"]
+
+
 def idsvc_config(
     slapd: SlapdServer,
     base: str,
@@ -103,13 +108,22 @@ def idsvc_config(
     listener: Listener,
     auth_method: str,
     cache: bool,
-    cache_size: int | None = None,
+    profile: Profile = "default",
+    ldap_extra: str = "",
 ) -> str:
-    """The TOML of ``idsvc serve`` for a benchmark: LDAP backend, only ``listener`` on ``sock``,
-    failure delay 0, penalties off, REST API off, log level WARNING; its control socket next to
-    ``sock`` (so several can run side by side)."""
+    """The TOML of ``idsvc serve`` for a benchmark, LDAP backend, only ``listener`` on ``sock``,
+    its control socket next to ``sock`` (so several can run side by side), REST API off.
+
+    ``default`` is what a user runs: every ``[auth]`` / ``[logging]`` setting at its default
+    except ``failure_delay = 0`` (the peers run with ``auth_failure_delay = 0`` too, so neither
+    side sleeps) and, for the cache-off rows, ``cache = false``. ``tuned`` also turns penalties
+    off, logs at WARNING, widens the LDAP pool and the pending/connection limits."""
     other: Listener = "dovecot_auth" if listener == "saslauthd" else "saslauthd"
-    size = "" if cache_size is None else f"cache_size = {cache_size}\n"
+    tuned = profile == "tuned"
+    pool = "pool_size = 8\n" if tuned else ""
+    auth_tuned = "penalty = false\nrehash_on_login = false\nmax_pending = 4096\n" if tuned else ""
+    limits = f"[{listener}]\nmax_connections = 1024\n" if tuned else ""
+    logging = '[logging]\nlevel = "WARNING"\n' if tuned else ""
     return f"""
 [directory]
 backend = "ldap"
@@ -118,17 +132,12 @@ uris = ["{slapd.uri}"]
 base_dn = "{base}"
 bind_dn = "{slapd.reader_dn}"
 bind_password = "{slapd.reader_pw}"
-pool_size = 8
-auth_method = "{auth_method}"
+{pool}auth_method = "{auth_method}"
+{ldap_extra}
 [auth]
 failure_delay = 0.0
-penalty = false
 cache = {"true" if cache else "false"}
-{size}rehash_on_login = false
-max_pending = 4096
-[{listener}]
-max_connections = 1024
-[{listener}.socket]
+{auth_tuned}{limits}[{listener}.socket]
 path = "{sock}"
 mode = 0o666
 [{other}.socket]
@@ -139,9 +148,9 @@ path = "{sock.parent / "control"}"
 mode = 0o600
 [api]
 enabled = false
-[logging]
-level = "WARNING"
-"""
+[app_passwords]
+path = "{sock.parent / "overlay.db"}"
+{logging}"""
 
 
 @contextlib.contextmanager
@@ -154,25 +163,33 @@ def idsvc_serve(
     listener: Listener,
     auth_method: str,
     cache: bool,
-    cache_size: int | None = None,
+    profile: Profile = "default",
+    workers: int | None = None,
+    ldap_extra: str = "",
+    extra: str = "",
 ) -> Iterator[tuple[Path, int]]:
     """Run ``idsvc serve`` (config ``work/<tag>.toml``, log ``work/<tag>.log``, socket below
-    ``work/<tag>/``) until the block ends; yields (socket path, pid)."""
+    ``work/<tag>/``; ``--workers`` when given) until the block ends; yields (socket path, pid).
+    """
     sock = work / tag / SOCKET_NAME[listener]
     sock.parent.mkdir(parents=True)
     config = work / f"{tag}.toml"
     config.write_text(
         idsvc_config(
             slapd, base, sock, listener=listener, auth_method=auth_method, cache=cache,
-            cache_size=cache_size,
-        )
+            profile=profile, ldap_extra=ldap_extra,
+        ) + extra
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
     env["IDSVC_CONFIG"] = str(config)
     log_path = work / f"{tag}.log"
     with log_path.open("wb") as log:
+        argv = [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())"]
+        argv.append("serve")
+        if workers is not None:
+            argv += ["--workers", str(workers)]
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())", "serve"],
+            argv,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -211,31 +228,118 @@ def run_loadclient(
     requests: int,
     seconds: float,
     bad_ratio: float,
+    processes: int | None = None,
+    password_file: Path | None = None,
 ) -> dict[str, Any]:
-    """One ``bench/loadclient.py`` run (its own process) against ``daemon``; its JSON result plus
-    ``server_cpu_per_1k`` / ``slapd_cpu_per_1k`` (CPU seconds per 1000 attempts) and ``server``."""
-    argv = [
-        sys.executable, str(REPO / "bench" / "loadclient.py"),
-        "--protocol", protocol, "--target", str(daemon.socket), "--service", "smtp",
-        "--concurrency", str(concurrency), "--requests", str(requests),
-        "--duration", str(seconds), "--users", str(users),
-        "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
-        "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
-        "--bad-ratio", str(bad_ratio), "--seed", str(concurrency),
-    ]  # fmt: skip
+    """One load of ``bench/loadclient.py`` against ``daemon``: ``processes`` client processes
+    (default: 2 when ``concurrency`` allows, so the client is not one saturated core) sharing
+    ``concurrency`` and ``requests``, run at once; their JSON results merged (counts summed,
+    percentiles over all latencies, client CPU summed) plus ``server_cpu_per_1k`` /
+    ``slapd_cpu_per_1k`` (CPU seconds per 1000 attempts), ``client_processes`` and ``server``."""
+    procs = max(1, min(concurrency, processes if processes is not None else 2))
+    shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
     slapd_pid = data.server.pid
     assert slapd_pid is not None
-    server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=seconds + 120, check=True, cwd=REPO
-    )
-    server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
-    result: dict[str, Any] = json.loads(proc.stdout)
+    with tempfile.TemporaryDirectory(prefix="idsvc-load-") as tmp:
+        runs = []
+        for i, share in enumerate(shares):
+            budget = max(1, requests * share // concurrency)
+            argv = [
+                sys.executable, str(REPO / "bench" / "loadclient.py"),
+                "--protocol", protocol, "--target", str(daemon.socket), "--service", "smtp",
+                "--concurrency", str(share), "--requests", str(budget),
+                "--duration", str(seconds), "--users", str(users),
+                "--domains", str(data.domains), "--user-template", "user{n}@d{d}.example",
+                "--password-template", data.password.replace("{", "{{").replace("}", "}}"),
+                "--bad-ratio", str(bad_ratio), "--seed", str(concurrency * 100 + i),
+                "--latency-file", str(Path(tmp) / f"lat-{i}"),
+            ]  # fmt: skip
+            if password_file is not None:
+                argv += ["--password-file", str(password_file)]
+            runs.append(argv)
+        server0, slapd0 = daemon.cpu(), cpu_seconds([slapd_pid])
+        children = [
+            subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO) for argv in runs
+        ]
+        outputs = []
+        for child in children:
+            out, _ = child.communicate(timeout=seconds + 120)
+            if child.returncode != 0:
+                raise subprocess.CalledProcessError(child.returncode, child.args, out)
+            outputs.append(json.loads(out))
+        server1, slapd1 = daemon.cpu(), cpu_seconds([slapd_pid])
+        latencies = array.array("d")
+        for i in range(procs):
+            with (Path(tmp) / f"lat-{i}").open("rb") as f:
+                latencies.frombytes(f.read())
+    result = _merge(outputs, sorted(latencies))
     n = max(1, result["attempts"])
     result["server_cpu_per_1k"] = round((server1 - server0) * 1000 / n, 3)
     result["slapd_cpu_per_1k"] = round((slapd1 - slapd0) * 1000 / n, 3)
     result["server"] = daemon.name
     return result
+
+
+def _merge(outputs: list[dict[str, Any]], latencies: list[float]) -> dict[str, Any]:
+    """Several simultaneous load-client results as one: counts summed, wall time the longest,
+    percentiles over every latency."""
+    merged: dict[str, Any] = dict(outputs[0])
+    for key in ("attempts", "good", "bad", "wrong_ok", "wrong_no"):
+        merged[key] = sum(int(o[key]) for o in outputs)
+    merged["verdicts"] = {
+        v: sum(int(o["verdicts"][v]) for o in outputs) for v in outputs[0]["verdicts"]
+    }
+    merged["concurrency"] = sum(int(o["concurrency"]) for o in outputs)
+    merged["wall_s"] = max(float(o["wall_s"]) for o in outputs)
+    merged["auths_per_s"] = round(merged["attempts"] / merged["wall_s"], 1)
+    merged["client_cpu_s"] = round(sum(float(o["client_cpu_s"]) for o in outputs), 4)
+    merged["client_processes"] = len(outputs)
+    for name, q in (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99)):
+        merged[name] = round(percentile_ms(latencies, q), 3)
+    merged["max_ms"] = round(latencies[-1] * 1000, 3) if latencies else 0.0
+    return merged
+
+
+def interleaved(
+    daemons: list[Daemon], rounds: int, measure: Callable[[Daemon], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``measure`` every daemon ``rounds`` times, A B A B …, rotating who goes first each round,
+    so a change in a shared machine's load hits all of them alike; each result gets ``round``."""
+    out = []
+    for rnd in range(rounds):
+        shift = rnd % len(daemons)
+        for daemon in daemons[shift:] + daemons[:shift]:
+            result = measure(daemon)
+            result["round"] = rnd
+            print(json.dumps(result), file=sys.stderr)
+            out.append(result)
+    return out
+
+
+MEDIAN_KEYS = (
+    "auths_per_s", "p50_ms", "p99_ms", "server_cpu_per_1k", "slapd_cpu_per_1k", "client_cpu_s",
+)  # fmt: skip
+
+
+def summarize(results: list[dict[str, Any]], group: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per distinct ``(server, *group)``: medians over rounds of :data:`MEDIAN_KEYS`,
+    the throughput spread (min, max), sums of counts."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["server"], *(r[k] for k in group)), []).append(r)
+    rows = []
+    for key, runs in groups.items():
+        row: dict[str, Any] = {"server": key[0], **dict(zip(group, key[1:], strict=True))}
+        row["rounds"] = len(runs)
+        for name in MEDIAN_KEYS:
+            row[name] = statistics.median(float(x[name]) for x in runs)
+        row["spread"] = (min(x["auths_per_s"] for x in runs), max(x["auths_per_s"] for x in runs))
+        for name in ("attempts", "wrong_ok", "wrong_no"):
+            row[name] = sum(int(x[name]) for x in runs)
+        row["verdicts"] = {"fail": sum(int(x["verdicts"]["fail"]) for x in runs)}
+        row["client_processes"] = runs[0].get("client_processes", 1)
+        rows.append(row)
+    return rows
 
 
 def load_cells(r: dict[str, Any]) -> list[object]:

@@ -6,21 +6,25 @@ What it runs, all on this machine, in one go:
 * one real ``slapd`` (``tests.fixtures.slapd.SlapdServer``, no TLS) loaded offline with
   ``--users`` ``{SSHA}`` accounts by ``bench/ldapdata.py``;
 * **idsvc** as its own process (``idsvc serve``, LDAP backend, only the Dovecot auth listener,
-  ``auth_method = search`` (and ``bind`` with ``--ours-bind``), failure delay 0, penalties off,
-  log level WARNING), with the decision cache off, then on;
+  ``auth_method = search`` (and ``bind`` with ``--ours-bind``), failure delay 0) in its
+  **default** configuration (penalties on, INFO logging, serve's default worker count) and, with
+  ``--profiles default tuned``, the tuned one (``bench/daemons.py``), with ``--workers`` counts
+  when given; with the decision cache off, then on;
 * **Dovecot** (Debian ``dovecot-core`` + ``dovecot-ldap``) started standalone with
   ``dovecot -F -c <temp conf>`` (no protocols, only the ``auth`` service and its
   ``auth-client`` listener), ``passdb ldap`` in two variants — password lookup
   (``pass_attrs = …userPassword=password``, Dovecot verifies the ``{SSHA}`` itself) and
-  ``auth_bind = yes`` — each with ``auth_cache_size = 0`` then with a cache, and
+  ``auth_bind = yes`` (with ``--peer-bind``) — each with ``auth_cache_size = 0`` then with a
+  cache, and
   ``auth_failure_delay = 0``; requests carry ``no-penalty`` so Dovecot's anvil penalty is off too;
 * all servers of one cache setting run side by side (idle ones cost nothing) and take turns:
-  for each good/bad mix (``--bad-ratio``, default 0.0 and 0.2), each concurrency (1, 8, 32) and
-  each server: a warm-up, then ``bench/loadclient.py --protocol dovecot`` as a separate process
-  (one persistent connection per worker, as Postfix's smtpd keeps one; PLAIN with ``resp=``),
-  bounded by ``--requests`` and ``--duration``. Cache-off runs pick among all users; cache-on
-  runs among ``--hot-users`` (a working set that fits any cache, otherwise a cache on 100k random
-  users measures nothing).
+  for each good/bad mix (``--bad-ratio``, default 0.0), each concurrency (1, 8, 32), ``--rounds``
+  times (default 3, the order rotated each round), each server: a warm-up, then
+  ``bench/loadclient.py --protocol dovecot`` in two processes (one persistent connection per
+  worker, as Postfix's smtpd keeps one; PLAIN with ``resp=``), bounded by ``--requests`` and
+  ``--duration``. Medians over the rounds are reported, with the min-max of auths/s. Cache-off
+  runs pick among all users; cache-on runs among ``--hot-users`` (a working set that fits any
+  cache, otherwise a cache on 100k random users measures nothing).
 
 Why two mixes: Dovecot 2.3 never answers a failure at once. Even with ``auth_failure_delay = 0``
 it queues every FAIL and flushes the queue from a 500 ms timer (``AUTH_FAILURE_DELAY_CHECK_MSECS``
@@ -59,11 +63,14 @@ if str(REPO) not in sys.path:
 from bench.common import md_head, md_row, ratio  # noqa: E402
 from bench.daemons import (  # noqa: E402
     Daemon,
+    Profile,
     idsvc_serve,
+    interleaved,
     kill_tree,
     load_cells,
     loaded_slapd,
     run_loadclient,
+    summarize,
     wait_socket,
 )
 from bench.ldapdata import Dataset  # noqa: E402
@@ -77,14 +84,23 @@ FILTER = "(&(objectClass=idsvcAccount)(idsvcAddress=%u))"
 
 @contextlib.contextmanager
 def idsvc_daemon(
-    work: Path, slapd: SlapdServer, base: str, *, cache: bool, method: str = "search"
+    work: Path,
+    slapd: SlapdServer,
+    base: str,
+    *,
+    cache: bool,
+    method: str = "search",
+    profile: Profile = "default",
+    workers: int | None = None,
 ) -> Iterator[Daemon]:
-    tag = f"idsvc-{method}-cache-{'on' if cache else 'off'}"
+    on = "on" if cache else "off"
+    tag = f"idsvc-{method}-{profile}-{workers}-cache-{on}"
+    procs = "" if workers is None else f", {workers}w"
     with idsvc_serve(
         work, tag, slapd, base, listener="dovecot_auth", auth_method=method, cache=cache,
-        cache_size=200_000,
+        profile=profile, workers=workers,
     ) as (sock, pid):  # fmt: skip
-        yield Daemon(f"idsvc ({method}, cache {'on' if cache else 'off'})", sock, pid, cache)
+        yield Daemon(f"idsvc ({method}, {profile}{procs}, cache {on})", sock, pid, cache)
 
 
 def dovecot_conf(
@@ -190,28 +206,29 @@ def run_load(
 def bench_cache_setting(
     daemons: list[Daemon], data: Dataset, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Every (mix, concurrency) cell for every daemon, the daemons taking turns per cell, so a
-    change in the shared machine's load hits all of them alike instead of whoever runs last."""
+    """Every (mix, concurrency) cell ``--rounds`` times, the daemons interleaved per cell."""
     out = []
     for bad_ratio in args.bad_ratio:
         for c in args.concurrency:
-            for daemon in daemons:
-                # warm-up: connections, slapd's and the caches
-                run_load(daemon, data, args, c, args.warmup, bad_ratio)
-                result = run_load(daemon, data, args, c, args.duration, bad_ratio)
-                print(json.dumps(result), file=sys.stderr)
-                out.append(result)
+
+            def measure(daemon: Daemon, c: int = c, bad: float = bad_ratio) -> dict[str, Any]:
+                run_load(daemon, data, args, c, args.warmup, bad)  # connections, caches
+                return run_load(daemon, data, args, c, args.duration, bad)
+
+            out += interleaved(daemons, args.rounds, measure)
     return out
 
 
 def _row(r: dict[str, Any]) -> str:
-    cells = [r["server"], f"{r['bad_ratio']:.1f}", r["concurrency"], f"{r['auths_per_s']:.0f}"]
+    spread = f"({r['spread'][0]:.0f}-{r['spread'][1]:.0f})"
+    cells = [r["server"], f"{r['bad_ratio']:.1f}", r["concurrency"]]
+    cells.append(f"{r['auths_per_s']:.0f} {spread}")
     return md_row([*cells, *load_cells(r)])
 
 
 def table(results: list[dict[str, Any]]) -> str:
     head = md_head(
-        ["server", "bad", "conc", "auths/s", "p50 ms", "p99 ms", "server CPU s/1k",
+        ["server", "bad", "conc", "auths/s (min-max)", "p50 ms", "p99 ms", "server CPU s/1k",
          "slapd CPU s/1k", "client CPU s", "attempts", "no answer", "bad→OK", "good→FAIL"]
     )  # fmt: skip
     return "\n".join(head + [_row(r) for r in results]) + "\n"
@@ -246,12 +263,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=6.0, help="seconds per measured run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per run")
     p.add_argument("--requests", type=int, default=1_000_000, help="cap per run")
-    p.add_argument("--bad-ratio", type=float, nargs="+", default=[0.0, 0.2])
+    p.add_argument("--bad-ratio", type=float, nargs="+", default=[0.0])
     p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     p.add_argument(
         "--only", choices=["idsvc", "dovecot"], help="run one side only (profiling, quick checks)"
     )
     p.add_argument("--ours-bind", action="store_true", help="also run idsvc with auth_method=bind")
+    p.add_argument("--peer-bind", action="store_true", help="also run Dovecot with auth_bind=yes")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions per cell")
+    p.add_argument("--profiles", nargs="+", choices=["default", "tuned"], default=["default"])
+    p.add_argument(
+        "--workers", type=int, nargs="+", help="idsvc serve --workers (default: serve's own)"
+    )
+    p.add_argument("--cache", choices=["off", "on", "both"], default="both")
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
 
@@ -269,18 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     with loaded_slapd(args.users, "idsvc-dvbench-") as (work, data):
         os.chmod(work, 0o755)  # noqa: S103 - dovecot's unprivileged auth process reads its config
         slapd = data.server
-        for cache in (False, True):
+        caches = {"off": [False], "on": [True], "both": [False, True]}[args.cache]
+        for cache in caches:
             with contextlib.ExitStack() as stack:
                 daemons: list[Daemon] = []
                 if args.only != "dovecot":
                     for method in ("search", "bind") if args.ours_bind else ("search",):
-                        daemons.append(
-                            stack.enter_context(
-                                idsvc_daemon(work, slapd, data.base_dn, cache=cache, method=method)
-                            )
-                        )
+                        for profile in args.profiles:
+                            for workers in args.workers or [None]:
+                                daemons.append(
+                                    stack.enter_context(
+                                        idsvc_daemon(
+                                            work, slapd, data.base_dn, cache=cache,
+                                            method=method, profile=profile, workers=workers,
+                                        )
+                                    )
+                                )  # fmt: skip
                 if args.only != "idsvc":
-                    for bind in (False, True):
+                    for bind in (False, True) if args.peer_bind else (False,):
                         daemons.append(
                             stack.enter_context(
                                 dovecot_daemon(work, slapd, data.base_dn, bind=bind, cache=cache)
@@ -292,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         f"bad-ratio {args.bad_ratio}, {args.duration:.0f} s per run, {os.cpu_count()} CPUs "
         "(shared)\n"
     )
-    print(table(results))
-    print(ratios(results))
+    rows = summarize(results, ("cache", "bad_ratio", "concurrency"))
+    print(f"medians over {args.rounds} interleaved rounds\n")
+    print(table(rows))
+    print(ratios(rows))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -6,7 +6,9 @@ What it does: ``--concurrency`` workers each loop "pick a user, pick a good or b
 ``--duration`` seconds have passed, whichever comes first (both are required bounds). It prints
 one JSON object: attempts per verdict, *wrong* answers (a bad password that got OK, a good one
 that got NO), auths/s, latency p50/p90/p99/max in milliseconds, and its own CPU seconds
-(``getrusage``), so a reader can tell a saturated client from a slow server.
+(``getrusage``), so a reader can tell a saturated client from a slow server. With
+``--latency-file`` it also writes every latency (seconds, native float64) there, so a driver that
+runs several client processes at once (``bench/daemons.py``) can merge their percentiles.
 
 Protocols are plug-ins: :data:`PROTOCOLS` maps a name to a factory that builds one
 :class:`AuthClient` per worker from the parsed arguments. ``saslauthd`` (one connection per
@@ -15,7 +17,8 @@ in :func:`add_protocol_options` without touching the loop.
 
 Users: ``--user-template`` / ``--password-template`` are ``str.format`` templates over ``n``
 (0 ≤ n < ``--users``) and ``d`` (``n % --domains``), e.g. ``user{n}@d{d}.example`` and
-``pw-{n}``. A bad password is the good one with ``-wrong`` appended.
+``pw-{n}``; or ``--password-file`` (line ``n`` is user ``n``'s password, e.g. app passwords that
+cannot be derived from ``n``). A bad password is the good one with ``-wrong`` appended.
 
 What it does not do: talk to anything but loopback / UNIX sockets, or retry. A FAIL (connection
 closed without a reply, refused, timeout) is counted, never hidden.
@@ -24,6 +27,7 @@ closed without a reply, refused, timeout) is counted, never hidden.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import json
 import random
@@ -156,6 +160,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     budget = args.requests
     deadline = time.monotonic() + args.duration
     rng = random.Random(args.seed)
+    passwords: list[str] | None = None
+    if args.password_file is not None:
+        with open(args.password_file, encoding="utf-8") as f:
+            passwords = f.read().splitlines()[: args.users]
 
     async def worker() -> None:
         nonlocal budget
@@ -166,7 +174,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 n = rng.randrange(args.users)
                 d = n % args.domains
                 login = args.user_template.format(n=n, d=d)
-                password = args.password_template.format(n=n, d=d)
+                if passwords is not None:
+                    password = passwords[n]
+                else:
+                    password = args.password_template.format(n=n, d=d)
                 bad = rng.random() < args.bad_ratio
                 if bad:
                     password += "-wrong"
@@ -190,6 +201,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = sorted(tally.latencies)
     done = len(lat)
+    if args.latency_file is not None:
+        with open(args.latency_file, "wb") as out:
+            array.array("d", lat).tofile(out)
     return {
         "protocol": args.protocol,
         "concurrency": args.concurrency,
@@ -223,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bad-ratio", type=float, default=0.2)
     p.add_argument("--timeout", type=float, default=10.0, help="per attempt")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--latency-file", help="write every latency (float64 seconds) here")
+    p.add_argument("--password-file", help="line n is user n's password (not the template)")
     add_protocol_options(p)
     args = p.parse_args(argv)
     if not 1 <= args.concurrency <= 1024:

@@ -5,13 +5,16 @@ What it runs, all on this machine, in one go:
 * one real ``slapd`` (``tests.fixtures.slapd.SlapdServer``, no TLS) loaded offline with
   ``--users`` ``{SSHA}`` accounts by ``bench/ldapdata.py``;
 * **idsvc** as its own process (``idsvc serve``, LDAP backend, only the saslauthd listener,
-  failure delay 0, penalties off, cache off, log level WARNING) — ``auth_method`` ``search``
-  (read the hash, verify here) and, with ``--ours-bind``, ``bind``;
+  cache off, failure delay 0) in its **default** configuration (everything else at its default:
+  penalties on, INFO logging, serve's default worker count unless ``--workers``) and, with
+  ``--profiles default tuned``, the tuned one too (``bench/daemons.py``: penalties off, WARNING
+  logging, wider pool) — ``auth_method`` ``search`` (read the hash, verify here) and, with
+  ``--ours-bind``, ``bind``;
 * **Cyrus saslauthd** 2.1.28 (Debian ``sasl2-bin``) ``-a ldap -n 5`` without ``-c`` (cache off),
   ``ldap_auth_method: bind`` and ``custom`` (read ``userPassword``, compare in saslauthd);
 * all servers run side by side; for each concurrency (1, 8, 32) and each of ``--rounds`` rounds,
   each server in turn (order rotated per round) gets a warm-up and then ``bench/loadclient.py`` as
-  a separate process (good/bad mix ``--bad-ratio``), bounded by ``--requests`` and
+  two client processes (good/bad mix ``--bad-ratio``), bounded by ``--requests`` and
   ``--duration``. Medians over rounds are reported, with the min-max of auths/s.
 
 Figures per run: auths/s, p50/p99 latency (client side), server CPU seconds per 1000 auths (from
@@ -33,7 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -48,11 +50,14 @@ if str(REPO) not in sys.path:
 from bench.common import md_head, md_row, ratio  # noqa: E402
 from bench.daemons import (  # noqa: E402
     Daemon,
+    Profile,
     idsvc_serve,
+    interleaved,
     kill_tree,
     load_cells,
     loaded_slapd,
     run_loadclient,
+    summarize,
     wait_socket,
 )
 from bench.ldapdata import Dataset  # noqa: E402
@@ -67,13 +72,23 @@ CONCURRENCIES = (1, 8, 32)
 
 @contextlib.contextmanager
 def idsvc_daemon(
-    work: Path, slapd: SlapdServer, base: str, auth_method: str, *, cache: bool = False
+    work: Path,
+    slapd: SlapdServer,
+    base: str,
+    auth_method: str,
+    *,
+    cache: bool = False,
+    profile: Profile = "default",
+    workers: int | None = None,
 ) -> Iterator[Daemon]:
-    tag = f"{auth_method}{', cache on' if cache else ''}"
-    name = f"idsvc-{auth_method}{'-cache' if cache else ''}"
+    cached = ", cache on" if cache else ""
+    procs = "" if workers is None else f", {workers}w"
+    tag = f"{auth_method}, {profile}{procs}{cached}"
+    name = f"idsvc-{auth_method}-{profile}-{workers}{'-cache' if cache else ''}"
     with idsvc_serve(
-        work, name, slapd, base, listener="saslauthd", auth_method=auth_method, cache=cache
-    ) as (mux, pid):
+        work, name, slapd, base, listener="saslauthd", auth_method=auth_method, cache=cache,
+        profile=profile, workers=workers,
+    ) as (mux, pid):  # fmt: skip
         yield Daemon(f"idsvc ({tag})", mux, pid)
 
 
@@ -131,44 +146,16 @@ def run_load(
 def bench_all(
     daemons: list[Daemon], data: Dataset, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """Interleave the servers (rotating the order every round) so that load from other users of
-    a shared machine hits them alike; every (server, concurrency) is measured ``--rounds`` times.
-    """
+    """Every (server, concurrency) measured ``--rounds`` times, the servers interleaved."""
     out = []
     for c in args.concurrency:
-        for rnd in range(args.rounds):
-            shift = rnd % len(daemons)
-            for daemon in daemons[shift:] + daemons[:shift]:
-                run_load(daemon, data, args, c, args.warmup)  # connections, slapd's caches
-                result = run_load(daemon, data, args, c, args.duration)
-                result["round"] = rnd
-                print(json.dumps(result), file=sys.stderr)
-                out.append(result)
+
+        def measure(daemon: Daemon, c: int = c) -> dict[str, Any]:
+            run_load(daemon, data, args, c, args.warmup)  # connections, slapd's caches
+            return run_load(daemon, data, args, c, args.duration)
+
+        out += interleaved(daemons, args.rounds, measure)
     return out
-
-
-def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (server, concurrency): medians over rounds, sums of counts."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["server"], r["concurrency"]), []).append(r)
-    rows = []
-    for (server, conc), runs in groups.items():
-        row: dict[str, Any] = {"server": server, "concurrency": conc, "rounds": len(runs)}
-        for key in (
-            "auths_per_s", "p50_ms", "p99_ms", "server_cpu_per_1k", "slapd_cpu_per_1k",
-            "client_cpu_s",
-        ):  # fmt: skip
-            row[key] = statistics.median(float(x[key]) for x in runs)
-        row["spread"] = (
-            min(x["auths_per_s"] for x in runs),
-            max(x["auths_per_s"] for x in runs),
-        )
-        for key in ("attempts", "wrong_ok", "wrong_no"):
-            row[key] = sum(int(x[key]) for x in runs)
-        row["verdicts"] = {"fail": sum(int(x["verdicts"]["fail"]) for x in runs)}
-        rows.append(row)
-    return rows
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -220,6 +207,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "auth core then also caches domains, saving one LDAP search per auth)",
     )
     p.add_argument("--skip-cyrus", action="store_true")
+    p.add_argument("--profiles", nargs="+", choices=["default", "tuned"], default=["default"])
+    p.add_argument(
+        "--workers", type=int, nargs="+", help="idsvc serve --workers (default: serve's own)"
+    )
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
 
@@ -236,16 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     with loaded_slapd(args.users, "idsvc-bench-") as (work, data):
         slapd = data.server
         methods = ["search", "bind"] if args.ours_bind else ["search"]
+        caches = [False, True] if args.ours_cache else [False]
         with contextlib.ExitStack() as stack:
             daemons = [
-                stack.enter_context(idsvc_daemon(work, slapd, data.base_dn, m)) for m in methods
-            ]
-            if args.ours_cache:
-                daemons.append(
-                    stack.enter_context(
-                        idsvc_daemon(work, slapd, data.base_dn, "search", cache=True)
+                stack.enter_context(
+                    idsvc_daemon(
+                        work, slapd, data.base_dn, m, cache=cache, profile=profile, workers=w
                     )
                 )
+                for m in methods
+                for cache in caches
+                for profile in args.profiles
+                for w in args.workers or [None]
+            ]
             if not args.skip_cyrus:
                 daemons += [
                     stack.enter_context(
@@ -258,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.users} {{SSHA}} users, bad-ratio {args.bad_ratio}, "
         f"{args.duration:.0f} s per run, {os.cpu_count()} CPUs (shared)\n"
     )
-    rows = summarize(results)
+    rows = summarize(results, ("concurrency",))
     print(f"medians over {args.rounds} interleaved rounds\n")
     print(table(rows))
     print(ratios(rows))

@@ -14,6 +14,7 @@ Secrets are ``SecretStr`` (their repr is ``**********``); each secret can also c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -100,6 +101,11 @@ class LdapSettings(_Section):
     retry_after: float = Field(2.0, ge=0, le=300)  # how long a failed server is skipped
     auth_method: Literal["search", "bind"] = "search"
     page_size: int = Field(500, ge=1, le=1000)
+    # corporate directories (read-only; docs/corporate-ldap.md): "idsvc" is our own schema
+    profile: Literal["idsvc", "ad", "inetorgperson", "postfix-book", "iredmail"] = "idsvc"
+    mail_domains: tuple[str, ...] = ()  # the domains a read-only profile hosts
+    required_group: str | None = None  # DN: only its members have mail
+    mapping: dict[str, str | int | bool] = Field(default_factory=dict)  # profile overrides
 
     @model_validator(mode="after")
     def _secrets(self) -> LdapSettings:
@@ -123,6 +129,16 @@ class LdapSettings(_Section):
             raise ValueError("writer_dn is set but writer_password / writer_password_file is not")
         if self.starttls and any(uri.startswith("ldaps://") for uri in self.uris):
             raise ValueError("starttls cannot be combined with ldaps:// URIs (already TLS)")
+        if self.profile == "idsvc":
+            if self.mapping or self.mail_domains or self.required_group:
+                raise ValueError(
+                    "mapping, mail_domains and required_group apply to read-only profiles only"
+                )
+        else:
+            if not self.mail_domains:
+                raise ValueError(f"profile {self.profile!r} needs mail_domains")
+            if self.writer_dn:
+                raise ValueError(f"profile {self.profile!r} is read-only: remove writer_dn")
         return self
 
 
@@ -138,6 +154,12 @@ class DirectorySettings(_Section):
         return f"embedded {self.embedded.path}"
 
 
+DOMAIN_ADMIN_IMPORT_SCHEMES: tuple[str, ...] = (
+    *("ARGON2ID", "ARGON2I", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT"),
+    *("PASSLIB-PBKDF2-SHA256", "PASSLIB-PBKDF2-SHA512", "PASSLIB-BCRYPT-SHA256"),
+)
+
+
 class PasswordSettings(_Section):
     scheme: str = "ARGON2ID"  # for new hashes; Dovecot names (ARGON2ID, BLF-CRYPT, SSHA512 …)
     bcrypt_cost: int = Field(12, ge=4, le=31)
@@ -146,6 +168,32 @@ class PasswordSettings(_Section):
     argon2_memory_kib: int = Field(65536, ge=1024, le=1048576)
     argon2_parallelism: int = Field(1, ge=1, le=16)
     sha_crypt_rounds: int = Field(5000, ge=1000, le=1_000_000)  # SHA256/SHA512-CRYPT
+    # Policy for passwords set through provisioning (API, SCIM, CLI): idsvc.password_policy
+    min_length: int = Field(12, ge=8, le=1024)  # Unicode code points (NIST SP 800-63B: >= 8)
+    max_length: int = Field(1024, ge=64, le=4096)  # code points; UTF-8 bytes also <= auth's max
+    blocklist: bool = True  # refuse common passwords (shipped list, case-insensitive)
+    blocklist_file: Path | None = None  # one password per line (plain or .gz) instead
+    # Hash imports: schemes (canonical names, see docs/passwords.md) each role may import.
+    # Unsalted and cleartext schemes cannot be listed: only allow_weak_imports lets a global
+    # admin import them (a migration switch; a {PLAIN} import is hashed, never stored as is).
+    import_schemes_admin: tuple[str, ...] = (
+        *DOMAIN_ADMIN_IMPORT_SCHEMES,
+        *("PBKDF2", "SCRAM-SHA-1", "SCRAM-SHA-256", "PASSLIB-PBKDF2-SHA1"),
+        *("MD5-CRYPT", "SMD5", "SSHA", "SSHA256", "SSHA512"),
+    )
+    import_schemes_domain_admin: tuple[str, ...] = DOMAIN_ADMIN_IMPORT_SCHEMES
+    allow_weak_imports: bool = False
+
+    @field_validator("import_schemes_admin", "import_schemes_domain_admin")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name.upper() for name in value))
+
+    @model_validator(mode="after")
+    def _lengths(self) -> PasswordSettings:
+        if self.min_length > self.max_length:
+            raise ValueError("passwords.min_length is greater than passwords.max_length")
+        return self
 
 
 class AuthSettings(_Section):
@@ -163,7 +211,8 @@ class AuthSettings(_Section):
     cache_size: int = Field(100_000, ge=0)
     rehash_on_login: bool | None = None  # None: on for the embedded store, off for LDAP
     master_users: tuple[str, ...] = ()  # may log in as another user (authzid)
-    allow_cleartext_remote: bool = True  # PLAIN/LOGIN from a non-local peer without TLS
+    # PLAIN/LOGIN without TLS from a non-loopback peer (Dovecot: disable_plaintext_auth = yes)
+    allow_cleartext_remote: bool = False
     max_pending: int = Field(4096, ge=1)  # concurrent authentications before TEMPFAIL
 
     @field_validator("default_domain")
@@ -193,19 +242,36 @@ def _sock(name: str) -> Any:
     return Field(default_factory=lambda: SocketSettings(path=default_runtime_dir() / name))
 
 
-class SaslauthdSettings(_Section):
+class _ListenerLimits(_Section):
+    """Admission limits every listener shares (idsvc.wire.listen.ConnectionSlots): when
+    ``max_connections`` are open, a newcomer evicts the oldest connection without a complete
+    request / handshake, else the least recently active idle one (never one with a request in
+    flight); no single peer (UID / IP) holds more than ``max_connections -
+    reserved_connections``."""
+
+    max_connections: int = Field(512, ge=1)
+    reserved_connections: int = Field(32, ge=0)
+
+    @model_validator(mode="after")
+    def _reserve_below_limit(self) -> _ListenerLimits:
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError("reserved_connections must be below max_connections")
+        return self
+
+
+class SaslauthdSettings(_ListenerLimits):
     socket: SocketSettings = _sock("mux")
     read_timeout: float = Field(5.0, gt=0)
     fifth_field_grace: float = Field(0.05, ge=0, le=1)
-    max_connections: int = Field(512, ge=1)
 
 
-class DovecotAuthSettings(_Section):
+class DovecotAuthSettings(_ListenerLimits):
     socket: SocketSettings = _sock("auth-client")
     tcp: str | None = None  # "127.0.0.1:12345" to listen on TCP as well
     mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     idle_timeout: float = Field(600.0, gt=0)
-    max_connections: int = Field(512, ge=1)
+    handshake_timeout: float = Field(5.0, gt=0)  # VERSION + CPID must arrive within it
+    # in flight per connection; beyond it the connection is not read from until one completes
     max_requests_per_connection: int = Field(256, ge=1)
 
 
@@ -259,13 +325,12 @@ def _off_sock(name: str) -> Any:
     )
 
 
-class LookupListenerSettings(_Section):
+class LookupListenerSettings(_ListenerLimits):
     """The common shape of the lookup listeners (socketmap, tcp_table, policy, dovecot_dict)."""
 
     tcp: str | None = None  # EXAMPLE "127.0.0.1:10027" (loopback only: no authentication)
     idle_timeout: float = Field(300.0, gt=0)  # close a connection silent this long
     request_timeout: float = Field(30.0, gt=0)  # a partly sent request must finish within this
-    max_connections: int = Field(256, ge=1)
 
     @field_validator("tcp")
     @classmethod
@@ -326,8 +391,22 @@ class ApiSettings(_Section):
     audit_retention_days: int = Field(365, ge=0)  # 0 keeps audit records for ever
     token_failures: int = Field(10, ge=1)  # failed token attempts per client before 429
     token_failure_window: float = Field(60.0, gt=0, le=86400)  # seconds
+    # peers whose X-Forwarded-For is believed (CIDR list); the client is the right-most hop
+    # that is not one of them. Empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
     auth_test_per_minute: int = Field(30, ge=1)  # POST /auth/test calls per token
     metrics_public: Literal["loopback", "always", "never"] = "loopback"  # else a token is needed
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for text in value:
+            try:
+                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"trusted_proxies: not an address or CIDR: {text!r}") from None
+        return tuple(out)
 
     @model_validator(mode="after")
     def _listen_and_tls(self) -> ApiSettings:
@@ -343,9 +422,16 @@ class ApiSettings(_Section):
         return self
 
 
-def _loopback_host(host: str) -> bool:
-    import ipaddress
+class AppPasswordSettings(_Section):
+    """Per-device app passwords kept in idsvc's local overlay (docs/app-passwords.md)."""
 
+    enabled: bool = True
+    path: Path | None = None  # default: overlay.db next to the embedded store
+    # services for which the account's own password is refused: only app passwords log in
+    required_for: tuple[Literal["smtp", "submission", "imap", "pop3"], ...] = ()
+
+
+def _loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -354,7 +440,7 @@ def _loopback_host(host: str) -> bool:
         return False
 
 
-class MailHttpSettings(_Section):
+class MailHttpSettings(_ListenerLimits):
     """One small HTTP listener for local mail daemons (``idsvc.wire.mailhttp``): off by default.
 
     ``listen`` is ``unix:/path`` (``mode``/``owner``/``group`` apply) or ``host:port``; a TCP
@@ -367,7 +453,6 @@ class MailHttpSettings(_Section):
     mode: int = 0o660
     owner: str | None = None
     group: str | None = None
-    max_connections: int = Field(256, ge=1, le=65536)
     read_timeout: float = Field(10.0, gt=0, le=300)  # head + body of one request
     idle_timeout: float = Field(30.0, gt=0, le=3600)  # between requests on a kept-alive connection
     max_body: int = Field(16_384, ge=256, le=1_048_576)
@@ -415,8 +500,6 @@ class NginxAuthSettings(MailHttpSettings):
     def _backend(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        import ipaddress
-
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
             raise ValueError(f"expected ip:port, got {value!r}")
@@ -469,6 +552,7 @@ class Settings(_Section):
         default_factory=lambda: DovecotLuaSettings(listen=f"unix:{default_runtime_dir() / 'lua'}")
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    app_passwords: AppPasswordSettings = Field(default_factory=AppPasswordSettings)
 
     @model_validator(mode="after")
     def _distinct_sockets(self) -> Settings:

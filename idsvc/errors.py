@@ -15,7 +15,8 @@ ever sees a foreign exception.
           ├── AmbiguousEntry      more than one entry for one login: refused, never guessed
           ├── NotFound            the object does not exist
           ├── AlreadyExists       create of an object that exists
-          └── Conflict            stale revision, dangling reference, non-empty domain …
+          ├── Conflict            stale revision, dangling reference, non-empty domain …
+          └── ReadOnlyDirectory   a write to a directory idsvc may only read (corporate LDAP)
 """
 
 from __future__ import annotations
@@ -67,3 +68,7 @@ class AlreadyExists(DirectoryError):
 
 class Conflict(DirectoryError):
     """The change conflicts with the stored state (stale revision, dependants, references)."""
+
+
+class ReadOnlyDirectory(DirectoryError):
+    """A provisioning write against a read-only (corporate) directory; the message names it."""

@@ -268,6 +268,13 @@ class Account:
     created: datetime = field(default_factory=utcnow)
     updated: datetime = field(default_factory=utcnow)
     revision: int = 1
+    uid: str = ""  # the directory's rename-proof id where it has one (AD objectGUID, entryUUID)
+
+    @property
+    def subject(self) -> str:
+        """What the local overlay (app passwords) is keyed by: ``uid``, else the address (our
+        own accounts are never renamed)."""
+        return self.uid or str(self.address)
 
     @property
     def maildir(self) -> str:

@@ -35,6 +35,7 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import argon2
@@ -47,11 +48,15 @@ from idsvc.config import PasswordSettings
 from idsvc.errors import ConfigError, PasswordError
 
 __all__ = [
+    "CANONICAL_SCHEMES",
     "HASH_SCHEMES",
     "SCHEMES",
     "STRONG_SCHEMES",
+    "HashStrength",
     "PasswordHasher",
+    "classify",
     "identify",
+    "max_password_bytes",
     "validate_hash",
 ]
 
@@ -352,6 +357,79 @@ def _canonical(parsed: _Parsed) -> str:
     return "{" + parsed.scheme + "}" + parsed.raw.decode("utf-8")
 
 
+class HashStrength(StrEnum):
+    """How much a stored hash protects the password if the directory leaks (import policy)."""
+
+    SLOW = "slow"  # salted and deliberately costly: Argon2, bcrypt, SHA-crypt, PBKDF2, SCRAM
+    SALTED = "salted"  # salted but fast: one digest (SSHA*, SMD5), MD5-crypt, few iterations
+    UNSALTED = "unsalted"  # one unsalted digest, or DES crypt (12-bit salt, 8 bytes used)
+    CLEARTEXT = "cleartext"  # {PLAIN}: the password itself
+
+
+# Every scheme name ``identify`` can return, with its class (iteration counts can lower SLOW)
+CANONICAL_SCHEMES: dict[str, HashStrength] = {
+    "PLAIN": HashStrength.CLEARTEXT,
+    **{
+        name: HashStrength.SALTED if spec.salted else HashStrength.UNSALTED
+        for name, spec in _DIGESTS.items()
+    },
+    "DES-CRYPT": HashStrength.UNSALTED,
+    "MD5-CRYPT": HashStrength.SALTED,
+    "SHA256-CRYPT": HashStrength.SLOW,
+    "SHA512-CRYPT": HashStrength.SLOW,
+    "BLF-CRYPT": HashStrength.SLOW,
+    "ARGON2I": HashStrength.SLOW,
+    "ARGON2ID": HashStrength.SLOW,
+    "PBKDF2": HashStrength.SLOW,
+    **dict.fromkeys(_SCRAM, HashStrength.SLOW),
+    **{name: HashStrength.SLOW for _, name, _, _ in _PASSLIB},
+}
+MIN_SLOW_ITERATIONS = 1000  # PBKDF2/SCRAM/passlib-PBKDF2 below this count as SALTED
+
+
+def _iterations(parsed: _Parsed) -> int | None:
+    text = parsed.raw.decode("ascii", "replace")
+    if parsed.scheme == "PBKDF2":
+        return int(text.split("$")[3])
+    if parsed.scheme in _SCRAM:
+        return int(text.split(",", 1)[0])
+    if parsed.scheme.startswith("PASSLIB-PBKDF2"):
+        return int(text.split("$")[2])
+    return None
+
+
+def classify(stored: str) -> tuple[str, HashStrength]:
+    """The canonical scheme of ``stored`` and its :class:`HashStrength` (PasswordError when
+    unusable). Iterated schemes with fewer than ``MIN_SLOW_ITERATIONS`` rounds are SALTED."""
+    parsed = _parse(stored)
+    strength = CANONICAL_SCHEMES[parsed.scheme]
+    rounds = _iterations(parsed)
+    if strength is HashStrength.SLOW and rounds is not None and rounds < MIN_SLOW_ITERATIONS:
+        strength = HashStrength.SALTED
+    return parsed.scheme, strength
+
+
+def max_password_bytes(scheme: str) -> int | None:
+    """The longest password (UTF-8 bytes) ``scheme`` can hash, or None when it has no limit."""
+    name = scheme.upper()
+    if name == "BLF-CRYPT":
+        return BCRYPT_MAX_BYTES
+    if name.endswith("-CRYPT"):
+        return _crypt.MAX_PHRASE - 1
+    return None
+
+
+def cleartext_of(stored: str) -> str | None:
+    """The password inside a ``{PLAIN}`` value (so an import can hash it), else None."""
+    parsed = _parse(stored)
+    if parsed.scheme != "PLAIN":
+        return None
+    try:
+        return parsed.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("PLAIN", "not UTF-8") from None
+
+
 def validate_hash(stored: str) -> str:
     """Parse ``stored`` fully (PasswordError when corrupt) and return its canonical form:
     ``{SCHEME}`` named after the content, default encoding, unprefixed passlib strings kept."""
@@ -464,6 +542,12 @@ class PasswordHasher:
                 if self._dummy is None:
                     self._dummy = self.hash(secrets.token_urlsafe(18))
         _verify(_parse(self._dummy), _verifiable(password) or b"dummy-password")
+
+    @staticmethod
+    def scheme_of(stored: str) -> str:
+        """:func:`identify` (the auth engine groups stored hashes by scheme for its dummy
+        verify)."""
+        return identify(stored)
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` is not the configured scheme, or has weaker parameters."""

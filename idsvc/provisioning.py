@@ -1,11 +1,13 @@
 """Provisioning use cases shared by the CLI, the REST API and SCIM.
 
-Every write goes through here: inputs are canonicalised and validated, new passwords are hashed
-(plaintext never reaches a directory), the auth cache is invalidated at once for the users a
-change affects, and an audit event (who, what, before/after without secrets) is emitted for every
-attempted change, successful or not. Hashing runs on a small bounded thread pool, so a slow scheme
-(ARGON2ID) never stalls the event loop that also serves the auth sockets. Reads raise
-``NotFound`` instead of returning None so every front end maps "absent" the same way.
+Every write goes through here: inputs are canonicalised and validated; new passwords and imported
+hashes must pass the password policy (``idsvc.password_policy``: length, control characters,
+blocklist; hash imports by scheme and role), and new passwords are hashed (plaintext never
+reaches a directory); the auth cache is invalidated at once for the users a change affects, and
+an audit event (who, what, before/after without secrets) is emitted for every attempted change,
+successful or not. Hashing runs on a small bounded thread pool, so a slow scheme (ARGON2ID) never
+stalls the event loop that also serves the auth sockets. Reads raise ``NotFound`` instead of
+returning None so every front end maps "absent" the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from idsvc.audit import AuditEvent, AuditSink
+from idsvc.config import Settings
 from idsvc.directory.base import (
     MAX_PAGE,
     AccountChanges,
@@ -37,9 +40,9 @@ from idsvc.model import (
     canonical_alias_source,
     canonical_domain,
 )
-from idsvc.passwords import PasswordHasher, validate_hash
+from idsvc.password_policy import PasswordPolicy, PolicyViolation, Role
+from idsvc.passwords import PasswordHasher, cleartext_of, validate_hash
 
-MAX_PASSWORD = 1024
 MAX_DISPLAY_NAME = 256
 MAX_DESCRIPTION = 1024
 MAX_DESTINATIONS = 1000
@@ -55,18 +58,6 @@ class Invalidator(Protocol):
     def invalidate(self, user: str | None = None) -> None: ...
 
     def invalidate_domain(self, domain: str) -> None: ...
-
-
-def check_password(password: Secret) -> str:
-    """The plaintext of an acceptable new password (non-empty, no NUL, bounded)."""
-    value = password.reveal()
-    if not value:
-        raise InvalidInput("password must not be empty")
-    if "\x00" in value:
-        raise InvalidInput("password must not contain NUL")
-    if len(value) > MAX_PASSWORD:
-        raise InvalidInput(f"password longer than {MAX_PASSWORD} characters")
-    return value
 
 
 def _text(value: str, what: str, limit: int) -> str:
@@ -149,9 +140,11 @@ class Provisioner:
         *,
         audit: AuditSink,
         invalidator: Invalidator | None = None,
+        policy: PasswordPolicy | None = None,
     ) -> None:
         self.directory = directory
         self._hasher = hasher
+        self.policy = policy or PasswordPolicy.from_settings(Settings())
         self._audit = audit
         self._invalidator = invalidator
         self._hash_pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="provision-hash")
@@ -160,12 +153,42 @@ class Provisioner:
         """Stop the hashing threads (idempotent)."""
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _hash(self, password: Secret) -> str:
-        plain = check_password(password)
+    async def _hash(self, password: Secret, address: Address) -> str:
+        """The stored form of a new password, once the policy accepted it."""
+        plain = password.reveal()
+        self.policy.check_password(plain, context=(str(address), address.local))
+        return await self._hash_plain(plain)
+
+    async def _hash_plain(self, plain: str) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._hash_pool, self._hasher.hash, plain)
 
+    async def _import(self, stored: str, role: Role) -> str:
+        """The stored form of an imported hash the policy lets ``role`` import: canonical, and
+        a (migration-only) ``{PLAIN}`` value hashed with the configured scheme."""
+        self.policy.check_import(stored, role)
+        plain = cleartext_of(stored)
+        return validate_hash(stored) if plain is None else await self._hash_plain(plain)
+
     # -- plumbing ---------------------------------------------------------------------------
+
+    async def _policy_checked(
+        self, action: str, target: str, actor: str, stored: Awaitable[str]
+    ) -> str:
+        """Await ``stored``; a password-policy refusal is audited (rule only) and re-raised."""
+        try:
+            return await stored
+        except PolicyViolation as exc:
+            self._audit.emit(
+                AuditEvent(
+                    action,
+                    type(exc).__name__,
+                    actor=actor,
+                    target=target,
+                    detail={"error": str(exc)},
+                )
+            )
+            raise
 
     async def _audited(
         self,
@@ -343,16 +366,20 @@ class Provisioner:
         enabled: bool = True,
         quota: int | None = None,
         services: Iterable[str | Service] | None = None,
+        role: Role = Role.DOMAIN_ADMIN,
     ) -> Account:
-        """Create an account. Exactly one of ``password`` (hashed here) or ``password_hash``
-        (an existing hash, imported only if ``idsvc.passwords.validate_hash`` accepts it)."""
+        """Create an account. Exactly one of ``password`` (checked by the policy, hashed here)
+        or ``password_hash`` (an existing hash ``role`` may import under the policy)."""
         canonical = Address.parse(address)
         if (password is None) == (password_hash is None):
             raise InvalidInput("give exactly one of password or password_hash")
-        stored = (
-            await self._hash(password)
+        stored = await self._policy_checked(
+            "account.create",
+            str(canonical),
+            actor,
+            self._hash(password, canonical)
             if password is not None
-            else validate_hash(password_hash or "")
+            else self._import(password_hash or "", role),
         )
         if quota is None:
             domain = await self.get_domain(canonical.domain)
@@ -401,14 +428,27 @@ class Provisioner:
         self, address: str, password: Secret, *, actor: str, if_revision: int | None = None
     ) -> Account:
         before = await self.get_user(address)
-        changes = AccountChanges(password_hash=await self._hash(password))
+        stored = await self._policy_checked(
+            "account.password", str(before.address), actor, self._hash(password, before.address)
+        )
+        changes = AccountChanges(password_hash=stored)
         return await self._change_user(before, "account.password", actor, changes, if_revision)
 
     async def import_password_hash(
-        self, address: str, stored: str, *, actor: str, if_revision: int | None = None
+        self,
+        address: str,
+        stored: str,
+        *,
+        actor: str,
+        if_revision: int | None = None,
+        role: Role = Role.DOMAIN_ADMIN,
     ) -> Account:
+        """Replace the password with an existing hash ``role`` may import under the policy."""
         before = await self.get_user(address)
-        changes = AccountChanges(password_hash=validate_hash(stored))
+        imported = await self._policy_checked(
+            "account.password", str(before.address), actor, self._import(stored, role)
+        )
+        changes = AccountChanges(password_hash=imported)
         return await self._change_user(before, "account.password", actor, changes, if_revision)
 
     async def set_enabled(self, address: str, enabled: bool, *, actor: str) -> Account:

@@ -10,14 +10,19 @@ alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
+from idsvc.app_passwords import AppPasswords
 from idsvc.audit import AuditSink, LogAuditSink
 from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
 from idsvc.directory.base import Directory
 from idsvc.lookups import MailLookups
+from idsvc.model import Service
+from idsvc.overlay import OverlayStore
+from idsvc.password_policy import PasswordPolicy
 from idsvc.passwords import PasswordHasher
 from idsvc.provisioning import Invalidator, Provisioner
 
@@ -34,6 +39,10 @@ class Listener(Protocol):
 
 async def open_directory(settings: DirectorySettings) -> Directory:
     """Open the configured backend (imports only the backend that is used)."""
+    if settings.backend == "ldap" and settings.ldap.profile != "idsvc":
+        from idsvc.directory.ldap.corporate import CorporateDirectory
+
+        return await CorporateDirectory.open(settings.ldap)  # read-only
     if settings.backend == "ldap":
         from idsvc.directory.ldap import LdapDirectory
 
@@ -53,6 +62,8 @@ class Runtime:
     audit: AuditSink
     lookups: MailLookups | None = None  # set by build_runtime; None only in hand-built runtimes
     listeners: list[Listener] = field(default_factory=list)
+    app_passwords: AppPasswords | None = None  # None: [app_passwords] enabled = false
+    overlay: OverlayStore | None = None
 
     @property
     def mail(self) -> MailLookups:
@@ -73,7 +84,16 @@ class Runtime:
         self.listeners.clear()
         await self.authenticator.close()
         self.provisioner.close()
+        if self.overlay is not None:
+            await self.overlay.close()
         await self.directory.close()
+
+
+def overlay_path(settings: Settings) -> Path:
+    """``app_passwords.path``, else ``overlay.db`` next to the embedded store's file."""
+    if settings.app_passwords.path is not None:
+        return settings.app_passwords.path
+    return settings.directory.embedded.path.parent / "overlay.db"
 
 
 async def build_runtime(
@@ -90,11 +110,32 @@ async def build_runtime(
     rehash = settings.auth.rehash_on_login
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
         rehash = settings.directory.backend == "embedded"
-    authenticator = Authenticator(directory, hasher, settings.auth, audit=audit, rehash=rehash)
+    overlay = None
+    if settings.app_passwords.enabled:
+        try:
+            overlay = await OverlayStore.open(overlay_path(settings))
+        except BaseException:
+            await directory.close()
+            raise
+    required = frozenset(Service(s) for s in settings.app_passwords.required_for)
+    authenticator = Authenticator(
+        directory, hasher, settings.auth, audit=audit, rehash=rehash,
+        app_passwords=overlay, app_required=required,
+    )  # fmt: skip
     lookups = MailLookups(directory, settings.mail)
     invalidator: Invalidator = FanoutInvalidator((authenticator, lookups))
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
         invalidator = FanoutInvalidator((authenticator, lookups, remote))
-    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=invalidator)
-    return Runtime(settings, directory, hasher, authenticator, provisioner, audit, lookups)
+    policy = PasswordPolicy.from_settings(settings)
+    policy.load()  # a missing blocklist file fails here, not on the first password change
+    provisioner = Provisioner(
+        directory, hasher, audit=audit, invalidator=invalidator, policy=policy
+    )
+    apps = None
+    if overlay is not None:
+        apps = AppPasswords(directory, overlay, audit=audit, invalidator=invalidator)
+    return Runtime(
+        settings, directory, hasher, authenticator, provisioner, audit,
+        lookups=lookups, app_passwords=apps, overlay=overlay,
+    )  # fmt: skip

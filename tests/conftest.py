@@ -5,16 +5,23 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 pytest_plugins = [
     "tests.fixtures.embedded",
     "tests.fixtures.slapd",
     "tests.fixtures.postfix",
     "tests.fixtures.ci",
+    "tests.fixtures.samba_ad",
     "tests.fixtures.mailstack",  # last: it imports the plugins above
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Hypothesis' per-example deadline measures wall time, which a loaded 2-core machine stretches
+# at random; the examples are bounded by their strategies, and pytest-timeout bounds each test.
+hypothesis_settings.register_profile("idsvc", deadline=None)
+hypothesis_settings.load_profile("idsvc")
 
 
 @pytest.fixture(params=["embedded", "ldap"])

@@ -21,8 +21,18 @@ from idsvc.api import problems, scim
 from idsvc.api.context import ApiContext
 from idsvc.api.limits import RequestLimits
 from idsvc.api.metrics import ApiMetrics, MetricsMiddleware
-from idsvc.api.routes import aliases, audit, auth_test, domains, ops, tokens, users
-from idsvc.api.security import SlidingLimiter
+from idsvc.api.routes import (
+    aliases,
+    app_passwords,
+    audit,
+    auth_test,
+    domains,
+    ops,
+    tokens,
+    users,
+)
+from idsvc.api.security import SlidingLimiter, parse_networks
+from idsvc.app_passwords import AppPasswords
 from idsvc.audit import AuditSink, FanoutAuditSink
 from idsvc.config import Settings
 from idsvc.provisioning import Provisioner
@@ -47,7 +57,7 @@ def build_app(settings: Settings) -> FastAPI:
     )
     problems.install(app)
     # routers carry their full prefix so that a matched route's ``path`` is the whole template
-    for module in (domains, users, aliases, tokens, audit, auth_test, ops):
+    for module in (domains, users, app_passwords, aliases, tokens, audit, auth_test, ops):
         app.include_router(module.router)
     metrics = ApiMetrics()
     app.state.metrics = metrics
@@ -96,7 +106,11 @@ def _api_audit(runtime: Runtime, state: StateStore) -> tuple[Provisioner, AuditS
         return runtime.provisioner, runtime.audit
     sink = FanoutAuditSink(runtime.audit, state.audit_sink)
     twin = Provisioner(
-        runtime.directory, runtime.hasher, audit=sink, invalidator=runtime.authenticator
+        runtime.directory,
+        runtime.hasher,
+        audit=sink,
+        invalidator=runtime.authenticator,
+        policy=runtime.provisioner.policy,
     )
     return twin, sink
 
@@ -117,5 +131,16 @@ def create_app(settings: Settings, runtime: Runtime, state: StateStore) -> FastA
         ),
         auth_tests=SlidingLimiter(settings.api.auth_test_per_minute, 60.0),
         metrics=app.state.metrics,
+        trusted_proxies=parse_networks(settings.api.trusted_proxies),
+        app_passwords=_app_passwords(runtime, sink),
     )
     return app
+
+
+def _app_passwords(runtime: Runtime, sink: AuditSink) -> AppPasswords | None:
+    """The app password use cases, auditing into the API's trail (None when disabled)."""
+    if runtime.overlay is None:
+        return None
+    return AppPasswords(
+        runtime.directory, runtime.overlay, audit=sink, invalidator=runtime.authenticator
+    )

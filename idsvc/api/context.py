@@ -20,7 +20,8 @@ from idsvc.state import StateStore
 
 if TYPE_CHECKING:
     from idsvc.api.metrics import ApiMetrics
-    from idsvc.api.security import SlidingLimiter
+    from idsvc.api.security import Network, SlidingLimiter
+    from idsvc.app_passwords import AppPasswords
     from idsvc.runtime import Runtime
 
 
@@ -34,6 +35,8 @@ class ApiContext:
     token_failures: SlidingLimiter
     auth_tests: SlidingLimiter
     metrics: ApiMetrics
+    trusted_proxies: tuple[Network, ...] = ()  # api.trusted_proxies, parsed
+    app_passwords: AppPasswords | None = None  # None: [app_passwords] enabled = false
 
     def close(self) -> None:
         if self.provisioner is not self.runtime.provisioner:

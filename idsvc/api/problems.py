@@ -32,8 +32,10 @@ from idsvc.errors import (
     InvalidInput,
     NotFound,
     PasswordError,
+    ReadOnlyDirectory,
     TemporaryFailure,
 )
+from idsvc.password_policy import PolicyViolation
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,9 @@ _TREE: Sequence[tuple[type[IdsvcError], int, str, str]] = (
     (AlreadyExists, 409, "already-exists", "Already exists"),
     (Conflict, 409, "conflict", "Conflict"),
     (AmbiguousEntry, 409, "ambiguous", "Ambiguous directory entry"),
+    (ReadOnlyDirectory, 409, "read-only-directory", "Read-only directory"),
     (TemporaryFailure, 503, "temporary-failure", "Temporarily unavailable"),
+    (PolicyViolation, 422, "password-policy", "Password policy violation"),
     (InvalidInput, 422, "invalid-input", "Invalid input"),
     (PasswordError, 422, "invalid-password-hash", "Unusable password hash"),
 )

@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from idsvc.config import AuthSettings, PasswordSettings
 from idsvc.model import Service
 from idsvc.state import Scope
 
@@ -66,15 +67,45 @@ class DomainOut(_Out):
 
 # -- users --------------------------------------------------------------------------------------
 
+MAX_PASSWORD_INPUT = 4096  # the ceiling of passwords.max_length; the policy enforces the setting
+_PW = PasswordSettings()
+_AUTH = AuthSettings()
+POLICY_TEXT = (
+    "A new password. Password policy (a violation is 422 `password-policy`; its detail names "
+    f"the rule, never the password): {_PW.min_length} to {_PW.max_length} characters counted "
+    "in Unicode code points (defaults of passwords.min_length / passwords.max_length), at most "
+    f"auth.max_password_length ({_AUTH.max_password_length}) bytes in UTF-8; no control "
+    "characters (NUL, TAB, LF, CR, DEL, C1, U+2028/2029, lone surrogates); not the account's "
+    "address or local part; not on the list of common passwords (case-insensitive; "
+    f"passwords.blocklist, default {'on' if _PW.blocklist else 'off'}). Spaces and any other "
+    "Unicode character are allowed."
+)
+_FAST = sorted(set(_PW.import_schemes_admin) - set(_PW.import_schemes_domain_admin))
+HASH_IMPORT_RULES = (
+    "An existing {SCHEME} hash to import (migration). Schemes by role (defaults of "
+    "passwords.import_schemes_domain_admin / import_schemes_admin): a domain admin may import "
+    f"slow salted schemes only ({', '.join(_PW.import_schemes_domain_admin)}); a global admin "
+    f"also {', '.join(_FAST)}. Iterated schemes need 1000+ iterations to count as slow. "
+    "Unsalted ({MD5}, {SHA}, {SHA256}, {SHA512}, {PLAIN-MD5}, DES crypt) and cleartext "
+    "({PLAIN}, {CLEAR}) hashes are refused with 422 `password-policy` unless "
+    "passwords.allow_weak_imports is on, and then only for a global admin; an allowed {PLAIN} "
+    "value is hashed with the configured scheme, never stored as is. An unusable hash is 422 "
+    "`invalid-password-hash`."
+)
+
 
 class UserCreate(_In):
     """``address`` is ``local@domain`` or a bare local part (the domain comes from the path).
-    Give exactly one of ``password`` (hashed here) or ``password_hash`` (an import, accepted
-    only when ``idsvc.passwords.validate_hash`` allows it)."""
+    Give exactly one of ``password`` (checked by the password policy, hashed here) or
+    ``password_hash`` (an import of a scheme the caller's role may import)."""
 
     address: str = Field(min_length=1, max_length=1024)
-    password: str | None = Field(None, min_length=1, max_length=1024)
-    password_hash: str | None = Field(None, min_length=1, max_length=1024)
+    password: str | None = Field(
+        None, min_length=1, max_length=MAX_PASSWORD_INPUT, description=POLICY_TEXT
+    )
+    password_hash: str | None = Field(
+        None, min_length=1, max_length=1024, description=HASH_IMPORT_RULES
+    )
     display_name: str = Field("", max_length=256)
     enabled: bool = True
     quota: int | None = Field(None, ge=0, le=MAX_QUOTA, description="default: domain's quota")
@@ -91,13 +122,11 @@ class UserPatch(_In):
 
 
 class PasswordIn(_In):
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_INPUT, description=POLICY_TEXT)
 
 
 class PasswordHashIn(_In):
-    password_hash: str = Field(
-        min_length=1, max_length=1024, description="a {SCHEME} hash validate_hash accepts"
-    )
+    password_hash: str = Field(min_length=1, max_length=1024, description=HASH_IMPORT_RULES)
 
 
 class UserOut(_Out):
@@ -197,3 +226,37 @@ class ListOf(_Out, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: done")
     total: int | None = Field(description="number of matching objects when the backend knows it")
+
+
+# -- app passwords ------------------------------------------------------------------------------
+
+
+class AppPasswordCreate(_In):
+    """A per-device password for one account; idsvc generates the secret and returns it once."""
+
+    name: str = Field(min_length=1, max_length=64, description="what it is for ('phone')")
+    services: list[Service] = Field(
+        default_factory=list, max_length=4, description="only these services (empty: all)"
+    )
+    networks: list[str] = Field(
+        default_factory=list, max_length=16, description="only from these CIDR networks"
+    )
+    expires: datetime | None = Field(None, description="with a time zone; null: never")
+
+
+class AppPasswordOut(_Out):
+    id: str
+    name: str
+    user: str
+    services: list[Service]
+    networks: list[str]
+    created: datetime
+    expires: datetime | None
+    revoked: datetime | None
+    last_used: datetime | None
+    last_ip: str | None
+    active: bool
+
+
+class AppPasswordCreated(AppPasswordOut):
+    secret: str = Field(description="the app password: shown once, never again")

@@ -17,8 +17,16 @@ to tokens the caller does not cover answer **403** — the mailbox is in the cal
 existence is no secret, but taking it over would escalate. Reads stay allowed.
 
 Failed token attempts are counted per client address; after ``api.token_failures`` failures
-within ``api.token_failure_window`` seconds every request from that address answers **429** with
-``Retry-After`` until the window has passed — before the token is even looked at.
+within ``api.token_failure_window`` seconds further *failing* attempts from that address answer
+**429** with ``Retry-After`` until the window has passed. A valid token is never throttled: the
+token is checked first (one keyed-digest lookup compared with ``hmac.compare_digest``, the same
+work for a wrong secret and an unknown id), and only a failure consults and feeds the limiter.
+So nobody can lock the admins out by sending bogus tokens from a shared address.
+
+The client address is the TCP peer, unless the peer is in ``api.trusted_proxies``: then
+``X-Forwarded-For`` is read from the right and the first hop that is not a trusted proxy is the
+client (hops further left are whatever the client claimed). A forged ``X-Forwarded-For`` from an
+untrusted peer is ignored.
 
 How it fails: a missing/malformed/unknown/revoked token is a 401 problem with
 ``WWW-Authenticate: Bearer``; the state store being down is a 503.
@@ -26,6 +34,7 @@ How it fails: a missing/malformed/unknown/revoked token is a 401 problem with
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -36,6 +45,7 @@ from idsvc.api.context import context_of
 from idsvc.api.problems import Forbidden, TooManyRequests, Unauthorized
 from idsvc.auth.limiter import SlidingLimiter as SlidingLimiter  # its home since the policy service
 from idsvc.errors import NotFound
+from idsvc.password_policy import Role
 from idsvc.state import Scope, TokenInfo
 
 bearer = HTTPBearer(auto_error=False, description="An idsvc API token: idsvc_<id>_<secret>")
@@ -105,8 +115,62 @@ class Principal:
             raise Forbidden("this token is read-only")
 
 
+MAX_FORWARDED_HOPS = 32  # X-Forwarded-For entries looked at (right to left)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IpAddress | None:
+    try:
+        addr = ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def parse_networks(texts: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(text, strict=False) for text in texts)
+
+
+def _trusted(addr: IpAddress, proxies: tuple[Network, ...]) -> bool:
+    return any(addr.version == net.version and addr in net for net in proxies)
+
+
+def client_address(peer: str | None, forwarded: list[str], proxies: tuple[Network, ...]) -> str:
+    """The client's address: ``peer``, or — when ``peer`` is a trusted proxy — the right-most
+    ``X-Forwarded-For`` hop that is not one (``forwarded``: the header values in order). A
+    malformed hop ends the walk at the last trusted address seen."""
+    if not peer:
+        return "local"
+    current = _ip(peer)
+    if current is None or not proxies or not _trusted(current, proxies):
+        return peer
+    hops = [hop for value in forwarded for hop in value.split(",")]
+    for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+        addr = _ip(hop)
+        if addr is None:
+            break
+        current = addr
+        if not _trusted(addr, proxies):
+            break
+    return str(current)
+
+
 def client_key(request: Request) -> str:
-    return request.client.host if request.client and request.client.host else "local"
+    """The address failures are counted under (see the module docs on trusted proxies)."""
+    peer = request.client.host if request.client and request.client.host else None
+    proxies = context_of(request).trusted_proxies
+    if not proxies:
+        return peer or "local"
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), proxies)
+
+
+def import_role(principal: Principal) -> Role:
+    """The hash-import role of a caller (``idsvc.password_policy``)."""
+    return Role.ADMIN if principal.is_admin else Role.DOMAIN_ADMIN
 
 
 async def authenticate(
@@ -116,16 +180,15 @@ async def authenticate(
     """Resolve the bearer token or raise 401/429. Used as a dependency on every private route."""
     ctx = context_of(request)
     key = client_key(request)
-    wait = ctx.token_failures.retry_after(key)
-    if wait is not None:
-        raise TooManyRequests("too many failed token attempts from this address", retry_after=wait)
     if credentials is None:  # not counted: only presented tokens can be guessed
         raise Unauthorized("a bearer token is required")
-    info = await ctx.state.verify_token(credentials.credentials)
-    if info is None:
-        ctx.token_failures.hit(key)
-        raise Unauthorized("the token is not valid")
-    return Principal(info, key)
+    info = await ctx.state.verify_token(credentials.credentials)  # constant-time, cheap
+    if info is not None:
+        return Principal(info, key)  # a valid token is never throttled
+    wait = ctx.token_failures.take(key)
+    if wait is not None:
+        raise TooManyRequests("too many failed token attempts from this address", retry_after=wait)
+    raise Unauthorized("the token is not valid")
 
 
 async def ensure_not_outranked(request: Request, principal: Principal, address: str) -> None:

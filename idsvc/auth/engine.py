@@ -9,20 +9,25 @@ Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) b
    from anything but loopback is REJECTED (an unknown peer counts as remote: fail closed).
 2. **Canonicalisation**: ``login@realm`` joined when a realm is given, the login has no ``@`` and
    ``realm_join`` is on (else ``default_domain`` applies), then ``Address.parse``. An invalid or
-   look-alike login is REJECTED after a dummy verify, so timing does not tell it apart.
+   look-alike login is REJECTED after a dummy verify, so its work matches a wrong password's.
 3. **Cache** (cache.py) of OK / MISMATCH / UNKNOWN_USER keyed by an HMAC of the password.
 4. **Lookup**: ``find_account`` (and the account's domain, from a 30 s domain cache that
    provisioning invalidates); when absent, the alias-domain mapping (``bob@alias.org`` logs in
-   as ``bob@example.org`` when example.org lists alias.org). Unknown user → dummy verify.
+   as ``bob@example.org`` when example.org lists alias.org). Unknown user → dummy verify, of the
+   kind of stored hash real verifies met most lately (``_VerifyMix``).
 5. **Verify** the stored hash (cheap schemes inline, others in a bounded thread pool) or, for
    bind-only directories (hash None), ``bind_check``. Only then, and only for the right password,
    account/domain/service state is checked → DISABLED: a wrong password on a disabled account is
    a plain MISMATCH, so the state of an account is never revealed to someone without its password.
 6. **authzid**: only for ``master_users``; the target must exist and be enabled, else REJECTED.
-7. **Failure delay + penalty** (penalty.py): every definite failure waits ``failure_delay`` plus
-   the escalating per-network / per-account penalty it earned, awaited per request (so concurrent
-   requests never stall each other). Successes are never delayed, so an attacker cannot slow a
-   user down by failing on their account; ``elapsed`` excludes the delay. TEMPFAIL is not delayed.
+7. **Failure deadline** (penalty.py for the penalty): every definite failure is answered no
+   sooner than ``failure_delay`` plus the escalating per-network / per-account penalty it earned,
+   counted from the start of the request — the pad is what is left of that deadline after the
+   work, so every failure class (unknown user, wrong password of any scheme, cached mismatch,
+   malformed or refused input, disabled) answers at the same wall time whatever its work cost.
+   Awaited per request (concurrent requests never stall each other). Successes are never
+   delayed, so an attacker cannot slow a user down by failing on their account; ``elapsed``
+   excludes the pad. TEMPFAIL is not delayed.
 8. **Audit**: one ``AuditEvent`` per attempt, never with the password (not even built when the
    sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO).
 
@@ -44,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
 from idsvc.audit import AuditEvent, AuditSink
+from idsvc.auth.app_password import AppCheck, AppPassword
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
 from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
 from idsvc.auth.penalty import PenaltyTracker
@@ -65,6 +71,8 @@ log = logging.getLogger(__name__)
 DOMAIN_CACHE_SIZE = 10_000
 DOMAIN_CACHE_TTL = 30.0  # a domain change made outside idsvc shows within 30 s
 DEFAULT_TIMEOUT = 30.0  # a request that takes longer than this is a TEMPFAIL
+MIX_WINDOW = 1024  # real verifies after which the scheme counts are halved (recent mix wins)
+CHEAP = "cheap"  # the kind of every µs-cost stored hash ({SSHA} …): verified inline
 
 _BIND_OUTCOMES = {
     BindResult.OK: Outcome.OK,
@@ -84,6 +92,16 @@ class Hasher(RehashHasher, Protocol):
 
     def verify_if_cheap(self, password: str, stored: str) -> bool | None: ...
 
+    def scheme_of(self, stored: str) -> str: ...
+
+
+class AppPasswordCheck(Protocol):
+    """What the engine asks the local overlay (``idsvc.overlay.OverlayStore``)."""
+
+    async def check(
+        self, subject: str, presented: str, service: Service | None, remote_ip: str | None
+    ) -> tuple[AppCheck, AppPassword | None]: ...
+
 
 class AuthDirectory(AccountLookup, DomainLookup, Protocol):
     """The least a directory must offer the engine (BindVerifier / Provisioning are optional)."""
@@ -98,6 +116,40 @@ class _Decision(NamedTuple):
     names: tuple[str, ...] = ()  # canonical accounts concerned (penalties)
     cached: bool = False
     detail: str = ""
+
+
+class _VerifyMix:
+    """Which kinds of stored hash real verifies met lately (decayed counts), and one stored hash
+    of each slow kind to replay. The dummy verify of an unknown user imitates the most frequent
+    kind, so with ``failure_delay = 0`` (no pad) or when the work outlasts the pad, an unknown
+    user still costs what a wrong password of a typical account costs — including the queue
+    for the hashing threads, since a slow dummy runs on the same pool."""
+
+    __slots__ = ("_counts", "_samples", "_seen")
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._samples: dict[str, str] = {}
+        self._seen = 0
+
+    def note(self, kind: str, stored: str | None = None) -> None:
+        counts = self._counts
+        counts[kind] = counts.get(kind, 0) + 1
+        if stored is not None:
+            self._samples[kind] = stored
+        self._seen += 1
+        if self._seen >= MIX_WINDOW:  # decay: the last few thousand verifies decide
+            self._seen //= 2
+            for name in counts:
+                counts[name] //= 2
+
+    def dominant(self) -> tuple[str, str | None] | None:
+        """The most frequent recent kind and its stored hash (None for CHEAP), or None before
+        the first real verify."""
+        if not self._counts:
+            return None
+        kind = max(self._counts, key=self._counts.__getitem__)
+        return kind, self._samples.get(kind)
 
 
 def _refusal(account: Account, domain: Domain | None, service: Service | None) -> str | None:
@@ -126,6 +178,8 @@ class Authenticator:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hash_workers: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        app_passwords: AppPasswordCheck | None = None,
+        app_required: frozenset[Service] = frozenset(),
     ) -> None:
         self._dir = directory
         self._hasher = hasher
@@ -133,6 +187,8 @@ class Authenticator:
         self._audit = audit
         self._sleep = sleep
         self._timeout = timeout
+        self._apps = app_passwords
+        self._app_required = app_required if app_passwords is not None else frozenset()
         self._binder = directory if isinstance(directory, BindVerifier) else None
         self._default_domain = (
             canonical_domain(settings.default_domain) if settings.default_domain else None
@@ -166,6 +222,9 @@ class Authenticator:
             window=settings.penalty_window,
             clock=clock,
         )
+        self._mix = _VerifyMix()
+        # a µs-cost hash to imitate cheap stored hashes with (SSHA: the usual legacy scheme)
+        self._cheap_dummy = hasher.hash(os.urandom(12).hex(), "SSHA")
         self._pending = 0
         self._closed = False
 
@@ -221,9 +280,11 @@ class Authenticator:
             self._penalty.record_success(decision.names)
         self._emit(request, decision, elapsed)
         if outcome.is_failure:
-            delay += self._settings.failure_delay
-            if delay > 0:
-                await self._sleep(delay)
+            # pad to a deadline counted from the start: the work is inside the delay, not
+            # before it, so what the work cost never shows (unless it outlasts the deadline)
+            pad = started + self._settings.failure_delay + delay - time.perf_counter()
+            if pad > 0:
+                await self._sleep(pad)
         return AuthResult(
             outcome=outcome,
             user=decision.user,
@@ -288,8 +349,8 @@ class Authenticator:
         decision = await self._check_credentials(address, request, password)
         if decision.outcome is not Outcome.OK or authzid is None:
             return decision
-        if decision.user == str(authzid):
-            return decision
+        if authzid == address or decision.user == str(authzid):
+            return decision  # acting as oneself (by the login typed, or the canonical name)
         async with asyncio.timeout(self._timeout):
             return await self._authorize(decision, authzid, request)
 
@@ -314,7 +375,9 @@ class Authenticator:
                     detail="cached",
                 )
         async with asyncio.timeout(self._timeout):
-            return await self._fetch_and_verify(address, login, service, password, key)
+            return await self._fetch_and_verify(
+                address, login, service, password, key, request.remote_ip
+            )
 
     async def _fetch_and_verify(
         self,
@@ -323,6 +386,7 @@ class Authenticator:
         service: Service | None,
         password: str,
         key: bytes | None,
+        remote_ip: str | None = None,
     ) -> _Decision:
         account, names = await self._resolve(address, login)
         if account is None:
@@ -338,12 +402,25 @@ class Authenticator:
         found, domain = self._domains.get(account.address.domain)
         if not found:
             domain = await self._domain(account.address.domain)
-        stored = account.password_hash
-        cheap = None if stored is None else self._hasher.verify_if_cheap(password, stored)
-        if cheap is not None:  # a µs-cost scheme, verified inline with one parse
-            verdict = Outcome.OK if cheap else Outcome.MISMATCH
+        app = AppCheck.NO_MATCH
+        if self._apps is not None:
+            app, app_info = await self._apps.check(account.subject, password, service, remote_ip)
+        if app is AppCheck.OK:
+            verdict = Outcome.OK
+            if app_info is not None and (app_info.networks or app_info.expires is not None):
+                key = None  # valid only from some networks or until a time: never cached
+        elif app is AppCheck.REFUSED or (service in self._app_required):
+            # an app password used where it may not be, or the account's own password where
+            # only app passwords may log in: a plain failure (nothing is said about why)
+            verdict = Outcome.MISMATCH
         else:
-            verdict = await self._verify(account, password)
+            stored = account.password_hash
+            cheap = None if stored is None else self._hasher.verify_if_cheap(password, stored)
+            if cheap is not None:  # a µs-cost scheme, verified inline with one parse
+                self._mix.note(CHEAP)
+                verdict = Outcome.OK if cheap else Outcome.MISMATCH
+            else:
+                verdict = await self._verify(account, password)
         if verdict is not Outcome.OK:
             if verdict is Outcome.MISMATCH:
                 self._remember(key, Outcome.MISMATCH, user, names)
@@ -352,6 +429,9 @@ class Authenticator:
         if refusal is not None:
             return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
         self._remember(key, Outcome.OK, user, names)
+        if app is AppCheck.OK:
+            detail = f"app password {app_info.id}" if app_info is not None else "app password"
+            return _Decision(Outcome.OK, user=user, actor=user, names=names, detail=detail)
         if self._rehasher is not None:
             self._rehasher.consider(account, password)
         return _Decision(Outcome.OK, user=user, actor=user, names=names)
@@ -419,13 +499,26 @@ class Authenticator:
             return Outcome.MISMATCH  # no password and no way to check one: it cannot match
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
+        self._mix.note(self._hasher.scheme_of(stored), stored)  # parsed fine: verify did not raise
         return Outcome.OK if ok else Outcome.MISMATCH
 
     async def _dummy_verify(self, password: str) -> None:
-        """Spend what a configured-scheme verify costs. The configured scheme is always a slow
-        one (the hasher refuses cheap schemes for new hashes), so this always runs in the pool."""
+        """Spend what a real verify of the dominant kind of stored hash costs (``_VerifyMix``):
+        a µs-cost hash inline, or a slow one replayed in the pool — the stored hash of a real
+        account of that scheme, so its parameters (rounds, memory) are the directory's own; the
+        verdict is thrown away. Before any real verify: a configured-scheme hash (slow)."""
+        kind = self._mix.dominant()
+        if kind is not None and kind[0] == CHEAP:
+            self._hasher.verify_if_cheap(password or "-", self._cheap_dummy)
+            return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
+        if kind is None or kind[1] is None:
+            await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
+            return
+        with contextlib.suppress(PasswordError):  # it verified before; never fail the request
+            await loop.run_in_executor(
+                self._executor, self._hasher.verify, password or "-", kind[1]
+            )
 
     def _remember(
         self, key: bytes | None, outcome: Outcome, user: str | None, names: tuple[str, ...]

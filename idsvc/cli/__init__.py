@@ -191,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revoked", action="store_true", help="include revoked tokens")
     cmd(token, "revoke", "revoke a token").add_argument("id")
 
+    # app passwords
+    app = cmd(sub, "app-password", "per-device app passwords of an account").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    p = cmd(app, "add", "create an app password and print it once")
+    p.add_argument("user")
+    p.add_argument("name", help="what it is for, e.g. 'phone' or 'scanner'")
+    p.add_argument(
+        "--service",
+        action="append",
+        metavar="SERVICE",
+        help="only this service (smtp, submission, imap, pop3); repeatable",
+    )
+    p.add_argument("--network", action="append", metavar="CIDR", help="only from here; repeatable")
+    p.add_argument("--expires", metavar="WHEN", help="30d, 12h, 2w or an ISO 8601 time")
+    cmd(app, "list", "list an account's app passwords (never their secrets)").add_argument("user")
+    p = cmd(app, "revoke", "revoke an app password at once")
+    p.add_argument("user")
+    p.add_argument("id")
+
     # pw
     p = cmd(sub, "pw", "hash a password, or test one against a hash (like doveadm pw)")
     p.add_argument("-s", "--scheme", help="scheme for the new hash (default from settings)")
@@ -232,6 +252,12 @@ def _token(ctx: Context, args: argparse.Namespace) -> int:
     return asyncio.run(token_cmd(ctx, args))
 
 
+def _app_password(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.cli.app_passwords import app_password_cmd
+
+    return asyncio.run(app_password_cmd(ctx, args))
+
+
 def _pw(ctx: Context, args: argparse.Namespace) -> int:
     from idsvc.cli.tools import pw
 
@@ -257,6 +283,7 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "alias": lambda ctx, args: asyncio.run(_provision(ctx, args)),
     "auth": _auth,
     "token": _token,
+    "app-password": _app_password,
     "pw": _pw,
     "config": _config,
     "healthcheck": _health,

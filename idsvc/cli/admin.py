@@ -31,6 +31,7 @@ from idsvc.cli.common import (
 from idsvc.cli.context import Context
 from idsvc.errors import InvalidInput
 from idsvc.model import Account, Address, Alias, Domain, Page
+from idsvc.password_policy import Role
 from idsvc.provisioning import Provisioner, account_view, alias_view, domain_view
 
 T = TypeVar("T")
@@ -182,6 +183,7 @@ async def user_cmd(ctx: Context, args: argparse.Namespace, prov: Provisioner) ->
                 args.address,
                 actor=who,
                 password_hash=stored,
+                role=Role.ADMIN,  # the local operator is a global admin
                 display_name=args.name or "",
                 enabled=not args.disable,
                 quota=_quota_arg(args.quota),
@@ -212,7 +214,9 @@ async def user_cmd(ctx: Context, args: argparse.Namespace, prov: Provisioner) ->
     if action == "passwd":
         if args.password_hash_stdin:
             stored = read_stdin_secret(what="password hash")
-            account = await prov.import_password_hash(args.address, stored, actor=who)
+            account = await prov.import_password_hash(
+                args.address, stored, actor=who, role=Role.ADMIN
+            )
         else:
             password = get_password(args, confirm=True)
             account = await prov.set_password(args.address, password, actor=who)

@@ -31,6 +31,7 @@ from idsvc.errors import (
     InvalidInput,
     NotFound,
     PasswordError,
+    ReadOnlyDirectory,
     TemporaryFailure,
 )
 from idsvc.model import Secret
@@ -39,7 +40,7 @@ from idsvc.model import Secret
 EXIT_OK = 0
 EXIT_FAILED = 1  # not found, authentication failed
 EXIT_USAGE = 2  # usage error, invalid input, invalid configuration
-EXIT_CONFLICT = 3  # exists already, stale revision, dependants
+EXIT_CONFLICT = 3  # exists already, stale revision, dependants, read-only directory
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a bug; the message says so
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: directory down, store locked; try again later
 
@@ -54,7 +55,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_TEMPFAIL
     if isinstance(exc, NotFound):
         return EXIT_FAILED
-    if isinstance(exc, AlreadyExists | Conflict | AmbiguousEntry):
+    if isinstance(exc, AlreadyExists | Conflict | AmbiguousEntry | ReadOnlyDirectory):
         return EXIT_CONFLICT
     if isinstance(exc, InvalidInput | ConfigError | PasswordError):
         return EXIT_USAGE

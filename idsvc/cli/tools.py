@@ -161,14 +161,34 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 
 def config_check(ctx: Context, args: argparse.Namespace) -> int:
+    from idsvc.password_policy import PasswordPolicy
+
+    # what start-up also checks: import allow-lists (no weak scheme) and the blocklist file
+    PasswordPolicy.from_settings(ctx.settings).load()
     data = ctx.settings.model_dump(mode="json")  # SecretStr dumps as "**********"
     source = str(ctx.config_path) if ctx.config_path else None
+    mapping = _effective_mapping(ctx)  # ConfigError (exit 2) for a bad profile override
     if ctx.json:
-        print_json({"valid": True, "file": source, "settings": data})
+        extra = {} if mapping is None else {"effective_mapping": mapping}
+        print_json({"valid": True, "file": source, "settings": data, **extra})
         return EXIT_OK
     print(f"# configuration is valid; file: {source or '(none: defaults + environment)'}")
     print(to_toml(data))
+    if mapping is not None:
+        print(f"\n# effective mapping of the read-only profile {mapping['name']!r}:")
+        for key, value in mapping.items():
+            print(f"#   {key} = {json.dumps(value)}")
     return EXIT_OK
+
+
+def _effective_mapping(ctx: Context) -> dict[str, object] | None:
+    """The read-only profile as it will be used (built-in defaults + overrides), or None."""
+    ldap = ctx.settings.directory.ldap
+    if ctx.settings.directory.backend != "ldap" or ldap.profile == "idsvc":
+        return None
+    from idsvc.directory.profiles import describe, profile_for
+
+    return describe(profile_for(ldap.profile, ldap.mapping))
 
 
 # -- healthcheck ------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ MAX_DN = 8192
 _ATTR = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]{0,127}|[0-9]+(?:\.[0-9]+)+)\Z")
 
 AD_BIT_AND = "1.2.840.113556.1.4.803"  # Active Directory LDAP_MATCHING_RULE_BIT_AND
+AD_IN_CHAIN = "1.2.840.113556.1.4.1941"  # Active Directory LDAP_MATCHING_RULE_IN_CHAIN
+_PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
+TEMPLATE_KEYS = frozenset("und")  # %u address, %n local part, %d domain (Dovecot's letters)
 
 
 def attribute(name: str) -> str:
@@ -94,6 +97,47 @@ def bit_and(attr: str, mask: int) -> Filter:
     if not isinstance(mask, int) or isinstance(mask, bool) or not 0 <= mask < 1 << 32:
         raise InvalidInput("bit mask must be an unsigned 32-bit integer")
     return Filter(f"({attribute(attr)}:{AD_BIT_AND}:={mask})")
+
+
+def in_chain(attr: str, dn: str) -> Filter:
+    """Active Directory transitive membership ``(attr:1.2.840.113556.1.4.1941:=dn)`` (nested
+    groups; ``attr`` is ``memberOf``)."""
+    return Filter(f"({attribute(attr)}:{AD_IN_CHAIN}:={escape_value(dn)})")
+
+
+def check_template(template: str) -> str:
+    """Validate a configured filter template (see :func:`template`): balanced parentheses,
+    known placeholders only. Raises ConfigError; returns ``template``."""
+    if not template.startswith("(") or not template.endswith(")") or len(template) > MAX_DN:
+        raise ConfigError(f"filter template must be one parenthesised filter: {template!r}")
+    depth = 0
+    for char in _PLACEHOLDER.sub("", template.replace("%%", "")):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        raise ConfigError(f"unbalanced parentheses in filter template: {template!r}")
+    for key in _PLACEHOLDER.findall(template.replace("%%", "")):
+        if key not in TEMPLATE_KEYS:
+            raise ConfigError(f"unknown placeholder %{key} in filter template {template!r}")
+    return template
+
+
+def template(text: str, values: dict[str, str]) -> Filter:
+    """Fill a configured filter template: ``%u`` / ``%n`` / ``%d`` become the RFC 4515-escaped
+    ``values["u"]`` … (address, local part, domain), ``%%`` a literal ``%``. The template
+    itself comes from code or configuration (validated by :func:`check_template`), never from
+    a user; every substituted value is escaped here."""
+
+    def fill(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key == "%":
+            return "%"
+        if key not in values:
+            raise ConfigError(f"filter template placeholder %{key} has no value")
+        return escape_value(values[key])
+
+    return Filter(_PLACEHOLDER.sub(fill, text))
 
 
 def object_class(name: str) -> Filter:

@@ -9,15 +9,22 @@ What it does:
   through a socket with the wrong permissions.
 * :func:`bind_tcp` binds ``host:port`` (``[v6]:port`` too; port 0 picks a free port, readable as
   ``BoundSocket.port`` for tests).
-* :class:`ConnectionLimiter` counts a server's open connections; each server closes a
-  connection over the limit at once without a byte (every Postfix-facing protocol reads a close
-  as "temporary failure").
+* :class:`ConnectionSlots` is every listener's admission control: at most ``limit``
+  connections; when full, a newcomer *evicts* the cheapest connection to drop (the oldest
+  that has not completed its request or handshake, then the least recently active idle one;
+  never one with work in flight) instead of being refused, and no single peer holds more
+  than ``limit - reserve`` slots. A listener reports each connection's :class:`Standing`
+  through its :class:`Slot`. A refused newcomer is closed without a byte (every
+  Postfix-facing protocol reads a close as "temporary failure").
 * :func:`peer_of` names the peer for logs: ``pid/uid/gid`` from ``SO_PEERCRED`` on UNIX sockets,
-  ``ip:port`` on TCP.
+  ``ip:port`` on TCP; :func:`peer_key` reduces it to the identity the per-peer share counts.
+* :func:`stream_transport` checks a transport by behaviour (uvloop's are not
+  ``asyncio.Transport`` subclasses). Back-pressure on a connection is the server's business:
+  ``pause_reading()`` while its in-flight bound is reached (see the Dovecot server).
 
 What it does not do: run the servers, read or write protocol bytes, apply timeouts (each server
-does all three), or decide policy from the peer's identity (rule 9: nothing is trusted because
-of where it comes from).
+does all three), or trust anything because of the peer's identity (rule 9; the per-peer share
+is fairness, not trust).
 
 How it fails: every start-up problem (address in use, live socket at the path, a non-socket file at
 the path, unknown owner or group, path too long, permission denied) raises :class:`ListenError`
@@ -35,9 +42,12 @@ import pwd
 import socket
 import stat
 import struct
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from idsvc.config import SocketSettings
 from idsvc.errors import IdsvcError
@@ -229,33 +239,182 @@ def bind_tcp(address: str, *, backlog: int = DEFAULT_BACKLOG) -> BoundSocket:
     return BoundSocket(sock, host=bound_host, port=bound_port)
 
 
-class ConnectionLimiter:
-    """Counts a server's open connections; :meth:`try_acquire` refuses beyond ``limit``."""
+class Standing(Enum):
+    """What a connection is doing, as far as eviction is concerned."""
 
-    __slots__ = ("_active", "limit", "refused")
+    UNPROVEN = "unproven"  # no complete request (saslauthd) / handshake (Dovecot) yet
+    IDLE = "idle"  # proven, nothing in flight: legitimately idle, evictable
+    BUSY = "busy"  # work in flight (a request being decided): never evicted
 
-    def __init__(self, limit: int) -> None:
+
+class Evictable(Protocol):
+    """A connection the slot table may close to make room for a newcomer."""
+
+    def evict(self) -> None:
+        """Close now, without a reply (every Postfix-facing socket reads that as "temporary
+        failure"). The slot is already released when this is called; releasing it again from
+        the connection's own close path is a no-op."""
+
+
+class Slot:
+    """One connection's place in a :class:`ConnectionSlots`; the connection reports its
+    standing through :meth:`busy` / :meth:`idle` and gives the slot back with :meth:`release`
+    (idempotent). All O(1)."""
+
+    __slots__ = ("_bucket", "_table", "conn", "since", "standing")
+
+    def __init__(
+        self, table: ConnectionSlots, conn: Evictable, bucket: _Bucket, now: float
+    ) -> None:
+        self._table = table
+        self._bucket = bucket
+        self.conn = conn
+        self.standing: Standing | None = Standing.UNPROVEN
+        self.since = now  # admission time; for IDLE: the last activity
+
+    def busy(self) -> None:
+        """Work is in flight: not evictable until :meth:`idle`."""
+        if self.standing is not None and self.standing is not Standing.BUSY:
+            self._table._move(self, Standing.BUSY)
+
+    def idle(self) -> None:
+        """Proven and nothing in flight; also call it on activity (refreshes recency)."""
+        if self.standing is not None:
+            self._table._move(self, Standing.IDLE)
+
+    def release(self) -> None:
+        """The connection is closed: give the slot back (only the first call counts)."""
+        if self.standing is not None:
+            self._table._drop(self)
+
+
+class _Bucket:
+    """The slots of one peer (or of the whole table): evictable ones in eviction order."""
+
+    __slots__ = ("count", "idle", "key", "unproven")
+
+    def __init__(self, key: Hashable = None) -> None:
+        self.key = key
+        self.count = 0
+        self.unproven: dict[Slot, None] = {}  # insertion order = admission order
+        self.idle: dict[Slot, None] = {}  # insertion order = least recently active first
+
+    def victim(self) -> Slot | None:
+        """The oldest unproven connection, else the least recently active idle one; never a
+        busy one."""
+        return next(iter(self.unproven), None) or next(iter(self.idle), None)
+
+
+class ConnectionSlots:
+    """Admission for one listener: at most ``limit`` connections, eviction instead of refusal.
+
+    Usage, from a server: ``slot = slots.admit(conn, peer_key(conn_socket_or_transport))``;
+    ``None`` means close the newcomer at once without a byte. Otherwise the connection calls
+    ``slot.busy()`` while it has work in flight, ``slot.idle()`` when it is proven and has
+    nothing in flight (and on activity while idle), and ``slot.release()`` when it closes.
+    A connection starts UNPROVEN; what "proven" means is the protocol's business (saslauthd:
+    the mandatory request fields are in; Dovecot: the VERSION/CPID handshake is done).
+
+    The rule, when a newcomer cannot get a free slot (all O(1)):
+
+    * **Eviction, cheapest first**: the oldest unproven connection (it has had the longest to
+      finish its request or handshake and has not), else the least recently active idle one.
+      A busy connection (request in flight) is never evicted. So a flood of silent or
+      half-written connections churns among itself: a real client is evicted only if
+      ``limit - reserve`` newer connections arrive before its first request or handshake is
+      in (a local client writes it right after connecting), and proven idle connections
+      (Postfix's, Dovecot's) are not touched while unproven ones remain. Only when every slot
+      is busy is the newcomer refused.
+    * **Reserve**: no single peer (a UID on a UNIX socket, an IP address on TCP; see
+      :func:`peer_key`) holds more than ``limit - reserve`` slots. A peer at its share gets a
+      slot only by evicting one of its *own* connections (same order), so one peer's flood
+      leaves ``reserve`` slots that other peers get without evicting anything.
+
+    Counters: ``active``, ``refused`` (newcomers closed), ``evicted`` (connections closed to
+    make room).
+    """
+
+    __slots__ = ("_all", "_clock", "_peers", "evicted", "limit", "refused", "reserve")
+
+    def __init__(
+        self, limit: int, *, reserve: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if limit < 1:
             raise ValueError("connection limit must be at least 1")
+        if not 0 <= reserve < limit:
+            raise ValueError("the connection reserve must be at least 0 and below the limit")
         self.limit = limit
-        self._active = 0
+        self.reserve = reserve
         self.refused = 0
+        self.evicted = 0
+        self._clock = clock
+        self._all = _Bucket()
+        self._peers: dict[Hashable, _Bucket] = {}
 
     @property
     def active(self) -> int:
-        return self._active
+        return self._all.count
 
-    def try_acquire(self) -> bool:
-        if self._active >= self.limit:
+    def standing_counts(self) -> dict[Standing, int]:
+        """How many connections are in each standing (for tests and diagnostics)."""
+        unproven, idle = len(self._all.unproven), len(self._all.idle)
+        busy = self._all.count - unproven - idle
+        return {Standing.UNPROVEN: unproven, Standing.IDLE: idle, Standing.BUSY: busy}
+
+    def admit(self, conn: Evictable, peer: Hashable = None) -> Slot | None:
+        """A slot for ``conn`` (UNPROVEN), evicting one connection if needed; None: refuse."""
+        now = self._clock()
+        bucket = self._peers.get(peer)
+        if bucket is not None and bucket.count >= self.limit - self.reserve:
+            if not self._evict(bucket.victim()):
+                return None
+        elif self._all.count >= self.limit and not self._evict(self._all.victim()):
+            return None
+        bucket = self._peers.get(peer)  # the eviction may have emptied (and dropped) it
+        if bucket is None:
+            bucket = self._peers[peer] = _Bucket(peer)
+        slot = Slot(self, conn, bucket, now)
+        for b in (self._all, bucket):
+            b.count += 1
+            b.unproven[slot] = None
+        return slot
+
+    def _evict(self, victim: Slot | None) -> bool:
+        if victim is None:
             self.refused += 1
             return False
-        self._active += 1
+        self._drop(victim)
+        self.evicted += 1
+        try:
+            victim.conn.evict()
+        except Exception:  # a bug in one connection's close must not block admission
+            log.exception("evicting a connection failed")
         return True
 
-    def release(self) -> None:
-        if self._active <= 0:
-            raise RuntimeError("ConnectionLimiter released more often than acquired")
-        self._active -= 1
+    def _unlink(self, slot: Slot) -> None:
+        standing = slot.standing
+        for b in (self._all, slot._bucket):
+            if standing is Standing.UNPROVEN:
+                del b.unproven[slot]
+            elif standing is Standing.IDLE:
+                del b.idle[slot]
+
+    def _move(self, slot: Slot, standing: Standing) -> None:
+        self._unlink(slot)
+        slot.standing = standing
+        if standing is Standing.IDLE:
+            slot.since = self._clock()
+            self._all.idle[slot] = None
+            slot._bucket.idle[slot] = None
+
+    def _drop(self, slot: Slot) -> None:
+        self._unlink(slot)
+        slot.standing = None
+        bucket = slot._bucket
+        self._all.count -= 1
+        bucket.count -= 1
+        if bucket.count == 0:
+            self._peers.pop(bucket.key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +426,15 @@ class Peer:
     pid: int | None = None
     uid: int | None = None
     gid: int | None = None
+
+    @property
+    def key(self) -> Hashable:
+        """The identity :class:`ConnectionSlots` counts per peer: UID (UNIX), IP (TCP)."""
+        if self.uid is not None:
+            return ("uid", self.uid)
+        if self.ip is not None:
+            return ("ip", self.ip)
+        return None
 
     def __str__(self) -> str:
         if self.ip is not None:
@@ -301,3 +469,37 @@ def peer_of(conn: HasExtraInfo) -> Peer:
     except (OSError, struct.error):
         pass
     return Peer()
+
+
+def peer_key(conn: HasExtraInfo) -> Hashable:
+    """Who holds a connection, for :class:`ConnectionSlots`' per-peer share: ``("uid", n)`` on
+    a UNIX socket (SO_PEERCRED), ``("ip", address)`` on TCP, None when unknown. Fairness
+    only: nothing is trusted or refused because of it (rule 9)."""
+    return peer_of(conn).key
+
+
+@runtime_checkable
+class StreamTransport(Protocol):
+    """What the protocol servers use of a stream transport. A behaviour check, not a class
+    check: uvloop's transports do all this but are not ``asyncio.Transport`` subclasses."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def stream_transport(transport: object) -> StreamTransport:
+    """``transport`` as a :class:`StreamTransport`; TypeError if it lacks one of its methods."""
+    if not isinstance(transport, StreamTransport):
+        raise TypeError(f"{type(transport).__name__} is not a stream transport")
+    return transport

@@ -3,7 +3,9 @@ dict): sockets from :mod:`idsvc.wire.listen`, one session per connection answeri
 strictly in order.
 
 What it does: listens on a UNIX socket (``SocketSettings``, when enabled) and/or loopback TCP;
-admits at most ``max_connections`` connections (the next is closed at once, without a byte); per
+admits connections through ``listen.ConnectionSlots`` (``max_connections``,
+``reserved_connections``: when full, a newcomer evicts an unproven or idle connection, never one
+with requests to answer; a connection is proven once one complete request has arrived); per
 connection, decodes frames with the protocol's pure decoder and hands them one at a time to the
 protocol's ``Session``, which writes its reply through a :class:`Reply` (and may ``drain`` while
 it streams a long one, as dict iteration does). At most ``MAX_QUEUED`` decoded requests wait per
@@ -32,7 +34,16 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from idsvc.config import LookupListenerSettings, SocketSettings
 from idsvc.wire.framing import Decoder, FramingError
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_tcp, bind_unix, peer_of
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionSlots,
+    Slot,
+    StreamTransport,
+    bind_tcp,
+    bind_unix,
+    peer_of,
+    stream_transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +87,7 @@ class Session(Protocol[R_contra]):
 class _Connection(asyncio.Protocol, Generic[R]):
     def __init__(self, server: LookupServer[R]) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.peer = "unknown"
         self.closing = False
         self.decoder: Decoder[R] = server.decoder_factory()
@@ -89,26 +100,28 @@ class _Connection(asyncio.Protocol, Generic[R]):
         self.paused = False
         self.worker: asyncio.Task[None] | None = None
         self.closing_after_queue = False  # the peer sent EOF, or the server is closing
-        self._admitted = False
+        self._slot: Slot | None = None
+        self._proven = False  # a complete request has arrived (the slot table's "proven")
         self._timer: asyncio.TimerHandle | None = None
 
     # -- transport callbacks ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = str(peer_of(transport))
-        if not self.server.limiter.try_acquire():
+        self.transport = stream_transport(transport)
+        peer = peer_of(self.transport)
+        self.peer = str(peer)
+        slot = self.server.slots.admit(self, peer.key)
+        if slot is None:
             log.warning(
-                "%s: connection limit %d reached, closing %s",
+                "%s: all %d connections have requests in progress, closing %s",
                 self.server.name,
-                self.server.limiter.limit,
+                self.server.slots.limit,
                 self.peer,
             )
             self.closing = True
-            transport.abort()
+            self.transport.abort()
             return
-        self._admitted = True
+        self._slot = slot
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._work())
         self._arm()
@@ -116,6 +129,8 @@ class _Connection(asyncio.Protocol, Generic[R]):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._proven and not self.busy and not self.queue and self._slot is not None:
+            self._slot.idle()  # activity: the least recently active idle connection goes first
         self.decoder.feed(data)
         self._take()
         self._arm()
@@ -132,9 +147,9 @@ class _Connection(asyncio.Protocol, Generic[R]):
         self.wakeup.set()
         if self._timer is not None:
             self._timer.cancel()
-        if self._admitted:
-            self._admitted = False
-            self.server.limiter.release()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
             self.server.connections.discard(self)
 
     def pause_writing(self) -> None:
@@ -161,6 +176,9 @@ class _Connection(asyncio.Protocol, Generic[R]):
         if len(self.queue) >= MAX_QUEUED:
             self._pause()
         if self.queue:
+            self._proven = True
+            if self._slot is not None:
+                self._slot.busy()  # requests to answer: never evicted meanwhile
             self.wakeup.set()
 
     def _pause(self) -> None:
@@ -197,6 +215,17 @@ class _Connection(asyncio.Protocol, Generic[R]):
         partial = self.decoder.pending
         self.abort("request not completed in time" if partial else "idle timeout", logging.INFO)
 
+    def evict(self) -> None:
+        """The slot table needs room (this connection is unproven or idle)."""
+        if not self.closing:
+            state = "idle" if self._proven else "unproven (no complete request yet)"
+            log.info("%s: %s: evicting %s connection", self.server.name, self.peer, state)
+        self.closing = True
+        self.queue.clear()
+        self.wakeup.set()
+        if self.transport is not None:
+            self.transport.abort()
+
     def abort(self, why: str, level: int) -> None:
         if not self.closing:
             log.log(level, "%s: %s: closing connection: %s", self.server.name, self.peer, why)
@@ -225,6 +254,8 @@ class _Connection(asyncio.Protocol, Generic[R]):
                 if not keep:
                     break
                 self._take()
+                if not self.queue and self._slot is not None:
+                    self._slot.idle()
                 self._maybe_resume()
                 self._arm()
         except ConnectionResetError:
@@ -255,7 +286,7 @@ class LookupServer(Generic[R]):
         self.socket = socket if socket is not None and socket.enabled else None
         self.decoder_factory = decoder_factory
         self.session_factory = session_factory
-        self.limiter = ConnectionLimiter(limits.max_connections)
+        self.slots = ConnectionSlots(limits.max_connections, reserve=limits.reserved_connections)
         self.connections: set[_Connection[R]] = set()
         self._servers: list[asyncio.Server] = []
         self._bound: list[BoundSocket] = []

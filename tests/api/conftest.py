@@ -21,6 +21,7 @@ from idsvc.api import create_app
 from idsvc.audit import LogAuditSink
 from idsvc.auth.engine import Authenticator
 from idsvc.config import ApiSettings, AuthSettings, PasswordSettings, Settings
+from idsvc.password_policy import PasswordPolicy
 from idsvc.passwords import PasswordHasher
 from idsvc.provisioning import Provisioner
 from idsvc.runtime import Runtime
@@ -43,7 +44,10 @@ async def build_runtime_over(settings: Settings, directory: Any) -> Runtime:
     audit = LogAuditSink()
     hasher = PasswordHasher(settings.passwords)
     authenticator = Authenticator(directory, hasher, settings.auth, audit=audit)
-    provisioner = Provisioner(directory, hasher, audit=audit, invalidator=authenticator)
+    policy = PasswordPolicy.from_settings(settings)
+    provisioner = Provisioner(
+        directory, hasher, audit=audit, invalidator=authenticator, policy=policy
+    )
     return Runtime(settings, directory, hasher, authenticator, provisioner, audit)
 
 

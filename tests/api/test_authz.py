@@ -59,14 +59,14 @@ async def _setup(api: Api) -> None:
             "admin",
             "POST",
             f"/api/v1/domains/{address.split('@')[1]}/users",
-            json={"address": address, "password": "pw-" + address},
+            json={"address": address, "password": "passphrase of " + address},
         )
         assert r.status_code == 201
     r = await api.call(
         "admin",
         "POST",
         "/api/v1/domains/foreign.test/users",
-        json={"address": "x@foreign.test", "password": "pw-x"},
+        json={"address": "x@foreign.test", "password": "passphrase of x"},
     )
     assert r.status_code == 201
     for domain in ("own.test", "foreign.test"):
@@ -85,7 +85,8 @@ async def _setup(api: Api) -> None:
 
 
 PATCH = {"display_name": "changed"}
-PW = {"password": "a-new-password"}
+NEW = "a new passphrase"
+PW = {"password": NEW}
 
 MATRIX: list[tuple[str, str, str, Any, int]] = [
     # domain admin: own objects
@@ -97,7 +98,7 @@ MATRIX: list[tuple[str, str, str, Any, int]] = [
     ("da", "GET", "/api/v1/domains/own.test/users", None, 200),
     ("da", "GET", "/api/v1/aliases/team@own.test", None, 200),
     ("da", "PATCH", "/api/v1/aliases/team@own.test", {"enabled": False}, 200),
-    ("da", "POST", "/api/v1/domains/own.test/users", {"address": "n1", "password": "p"}, 201),
+    ("da", "POST", "/api/v1/domains/own.test/users", {"address": "n1", "password": NEW}, 201),
     # domain admin: foreign objects look absent (404), existing or not
     ("da", "GET", "/api/v1/users/x@foreign.test", None, 404),
     ("da", "GET", "/api/v1/users/ghost@foreign.test", None, 404),
@@ -235,23 +236,6 @@ async def test_scoped_listings_hide_foreign_objects(api: Api) -> None:
     targets = {i["target"] for i in r.json()["items"]}
     assert targets
     assert all(t.endswith("own.test") for t in targets), targets
-
-
-async def test_failed_tokens_are_rate_limited_per_client(api: Api) -> None:
-    now = [1000.0]
-    ctx = api.app.state.idsvc
-    ctx.token_failures = SlidingLimiter(3, 60.0, clock=lambda: now[0])
-    bad = {"Authorization": "Bearer idsvc_0123456789abcdef_" + "1" * 64}
-    for _ in range(3):
-        r = await api.client.get("/api/v1/domains", headers=bad)
-        assert r.status_code == 401
-    r = await api.call("admin", "GET", "/api/v1/domains")
-    assert r.status_code == 429
-    assert r.headers["retry-after"] == "60"
-    assert r.headers["content-type"] == "application/problem+json"
-    now[0] += 61
-    r = await api.call("admin", "GET", "/api/v1/domains")
-    assert r.status_code == 200
 
 
 async def test_auth_test_is_rate_limited_per_token(api: Api) -> None:

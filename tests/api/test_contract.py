@@ -53,7 +53,7 @@ async def _base(api: Api) -> None:
         "admin",
         "POST",
         "/api/v1/domains/own.test/users",
-        json={"address": "kelvin@own.test", "password": "pw-kelvin"},
+        json={"address": "kelvin@own.test", "password": "kelvin passphrase"},
     )
     assert r.status_code == 201
 
@@ -80,7 +80,7 @@ async def test_hostile_strings_in_every_field(api: Api) -> None:
             "user.address",
             "POST",
             "/api/v1/domains/own.test/users",
-            json={"address": s, "password": "pw"},
+            json={"address": s, "password": "a good passphrase"},
         )
         await probe(
             "user.display_name", "PATCH", "/api/v1/users/kelvin@own.test", json={"display_name": s}
@@ -260,7 +260,7 @@ async def test_conditional_writes(api: Api) -> None:
         "admin",
         "PUT",
         "/api/v1/users/kelvin@own.test/password",
-        json={"password": "n"},
+        json={"password": "a new passphrase"},
         headers={"If-Match": tag},
     )
     assert r.status_code == 412
@@ -290,7 +290,7 @@ async def test_concurrent_create_of_one_user(api: Api) -> None:
             "admin",
             "POST",
             "/api/v1/domains/own.test/users",
-            json={"address": "race@own.test", "password": "pw-race"},
+            json={"address": "race@own.test", "password": "race passphrase"},
         )
         return r.status_code
 

@@ -16,7 +16,12 @@ async def _domain(api: Api, name: str = "example.org", **extra: object) -> None:
     assert r.status_code == 201, r.text
 
 
-async def _user(api: Api, address: str, password: str = "s3cret-pw", **extra: object) -> None:  # noqa: S107
+async def _user(
+    api: Api,
+    address: str,
+    password: str = "s3cret passphrase",  # noqa: S107
+    **extra: object,
+) -> None:
     domain = address.rpartition("@")[2]
     r = await api.call(
         "admin",
@@ -99,7 +104,7 @@ async def test_user_crud_and_no_hash_in_responses(api: Api) -> None:
         "admin",
         "POST",
         "/api/v1/domains/example.org/users",
-        json={"address": "Alice", "password": "pw-alice-1", "display_name": "Alice A."},
+        json={"address": "Alice", "password": "alice passphrase 1", "display_name": "Alice A."},
     )
     assert r.status_code == 201, r.text
     assert r.headers["location"] == "/api/v1/users/alice@example.org"
@@ -108,7 +113,7 @@ async def test_user_crud_and_no_hash_in_responses(api: Api) -> None:
     assert user["quota"] == 5000
     assert "password" not in r.text
     assert "{" not in json.dumps(user).replace("{", "", 1)[:-1]
-    assert await _login(api, "alice@example.org", "pw-alice-1") is Outcome.OK
+    assert await _login(api, "alice@example.org", "alice passphrase 1") is Outcome.OK
 
     r = await api.call("admin", "GET", "/api/v1/users/ALICE@Example.org")
     assert r.status_code == 200
@@ -128,12 +133,15 @@ async def test_user_crud_and_no_hash_in_responses(api: Api) -> None:
     assert r.json()["quota"] == 42
 
     r = await api.call(
-        "admin", "PUT", "/api/v1/users/alice@example.org/password", json={"password": "new-pw-2"}
+        "admin",
+        "PUT",
+        "/api/v1/users/alice@example.org/password",
+        json={"password": "new passphrase 2"},
     )
     assert r.status_code == 204
     assert r.headers["etag"] == '"3"'
-    assert await _login(api, "alice@example.org", "pw-alice-1") is Outcome.MISMATCH
-    assert await _login(api, "alice@example.org", "new-pw-2") is Outcome.OK
+    assert await _login(api, "alice@example.org", "alice passphrase 1") is Outcome.MISMATCH
+    assert await _login(api, "alice@example.org", "new passphrase 2") is Outcome.OK
 
     for bad in ("{NOSUCH}abc", "{SSHA512}###", "$9$nothing", "plain text"):
         r = await api.call(
@@ -166,20 +174,23 @@ async def test_user_crud_and_no_hash_in_responses(api: Api) -> None:
 
 async def test_disable_and_password_change_apply_to_auth_at_once(api: Api) -> None:
     await _domain(api)
-    await _user(api, "bob@example.org", "first-pw")
-    assert await _login(api, "bob@example.org", "first-pw") is Outcome.OK  # now cached
+    await _user(api, "bob@example.org", "first passphrase")
+    assert await _login(api, "bob@example.org", "first passphrase") is Outcome.OK  # now cached
     r = await api.call("admin", "PATCH", "/api/v1/users/bob@example.org", json={"enabled": False})
     assert r.status_code == 200
-    assert await _login(api, "bob@example.org", "first-pw") is Outcome.DISABLED
+    assert await _login(api, "bob@example.org", "first passphrase") is Outcome.DISABLED
     r = await api.call("admin", "PATCH", "/api/v1/users/bob@example.org", json={"enabled": True})
-    assert await _login(api, "bob@example.org", "first-pw") is Outcome.OK
+    assert await _login(api, "bob@example.org", "first passphrase") is Outcome.OK
     r = await api.call(
-        "admin", "PUT", "/api/v1/users/bob@example.org/password", json={"password": "second"}
+        "admin",
+        "PUT",
+        "/api/v1/users/bob@example.org/password",
+        json={"password": "second passphrase"},
     )
     assert r.status_code == 204
-    assert await _login(api, "bob@example.org", "first-pw") is Outcome.MISMATCH
+    assert await _login(api, "bob@example.org", "first passphrase") is Outcome.MISMATCH
     r = await api.call("admin", "PATCH", "/api/v1/domains/example.org", json={"enabled": False})
-    assert await _login(api, "bob@example.org", "second") is Outcome.DISABLED
+    assert await _login(api, "bob@example.org", "second passphrase") is Outcome.DISABLED
 
 
 async def test_alias_crud_catchall_and_multiple_destinations(api: Api) -> None:
@@ -310,7 +321,7 @@ async def test_tokens_create_list_revoke(api: Api) -> None:
 
 async def test_audit_trail_records_changes_and_pages(api: Api) -> None:
     await _domain(api)
-    await _user(api, "dave@example.org", "pw-dave")
+    await _user(api, "dave@example.org", "dave passphrase")
     r = await api.call("admin", "PATCH", "/api/v1/users/dave@example.org", json={"quota": 7})
     assert r.status_code == 200
     r = await api.call("admin", "GET", "/api/v1/audit", params={"target": "dave@example.org"})
@@ -318,7 +329,7 @@ async def test_audit_trail_records_changes_and_pages(api: Api) -> None:
     items = r.json()["items"]
     assert [i["action"] for i in items] == ["account.update", "account.create"]
     assert all(i["actor"] == api.infos["admin"].actor for i in items)
-    assert "pw-dave" not in r.text
+    assert "dave passphrase" not in r.text
     assert "CRYPT" not in r.text
     assert items[0]["detail"]["after"]["quota"] == 7
 
@@ -341,12 +352,12 @@ async def test_audit_trail_records_changes_and_pages(api: Api) -> None:
 
 async def test_auth_test_route(api: Api) -> None:
     await _domain(api)
-    await _user(api, "erin@example.org", "pw-erin")
+    await _user(api, "erin@example.org", "erin passphrase")
     r = await api.call(
         "admin",
         "POST",
         "/api/v1/auth/test",
-        json={"login": "Erin@example.org", "password": "pw-erin"},
+        json={"login": "Erin@example.org", "password": "erin passphrase"},
     )
     assert r.status_code == 200
     assert r.json() == {"outcome": "ok", "user": "erin@example.org"}

@@ -23,6 +23,7 @@ from schemathesis.checks import (
 
 from idsvc.api.openapi import REGENERATE, document
 from idsvc.config import EmbeddedSettings
+from idsvc.model import Secret
 from tests.api.conftest import api_settings
 from tests.api.live import LiveApi
 
@@ -86,7 +87,9 @@ def _seed(live: LiveApi) -> None:
 
     async def seed() -> None:
         await prov.create_domain("example.org", actor="test")
-        await prov.create_user("alice@example.org", actor="test", password_hash="{PLAIN}x")
+        await prov.create_user(
+            "alice@example.org", actor="test", password=Secret("a seeded passphrase")
+        )
         await prov.create_alias("team@example.org", ["alice@example.org"], actor="test")
 
     live.run(seed())

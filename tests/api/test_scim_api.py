@@ -57,7 +57,7 @@ async def test_user_lifecycle(api: Api) -> None:
         "/Users",
         _user(
             "Alice@Example.ORG",
-            password="pw-alice-1",
+            password="alice passphrase 1",
             displayName="Alice",
             externalId="okta-1",
             name={"givenName": "Alice", "familyName": "Liddell"},
@@ -78,7 +78,7 @@ async def test_user_lifecycle(api: Api) -> None:
     assert body["meta"]["location"] == "http://idsvc.test/scim/v2/Users/alice@example.org"
     assert r.headers["location"] == body["meta"]["location"]
     assert r.headers["etag"] == body["meta"]["version"]
-    assert await _login(api, "alice@example.org", "pw-alice-1") is Outcome.OK
+    assert await _login(api, "alice@example.org", "alice passphrase 1") is Outcome.OK
 
     r = await scim(api, "admin", "GET", "/Users/alice@example.org")
     assert r.status_code == 200
@@ -95,17 +95,19 @@ async def test_user_lifecycle(api: Api) -> None:
     assert r.json()["active"] is False
     assert r.json()["name"]["givenName"] == "Alicia"
     assert r.json()["displayName"] == "A."
-    assert await _login(api, "alice@example.org", "pw-alice-1") is Outcome.DISABLED
+    assert await _login(api, "alice@example.org", "alice passphrase 1") is Outcome.DISABLED
 
     r = await _patch(api, "/Users/alice@example.org", {"op": "replace", "value": {"active": True}})
     assert r.json()["active"] is True
     # password change by PATCH; never echoed
     r = await _patch(
-        api, "/Users/alice@example.org", {"op": "add", "path": "password", "value": "pw-2"}
+        api,
+        "/Users/alice@example.org",
+        {"op": "add", "path": "password", "value": "alice passphrase 2"},
     )
     assert r.status_code == 200
-    assert "pw-2" not in r.text
-    assert await _login(api, "alice@example.org", "pw-2") is Outcome.OK
+    assert "passphrase 2" not in r.text
+    assert await _login(api, "alice@example.org", "alice passphrase 2") is Outcome.OK
 
     # PUT replaces the SCIM-only attributes
     etag = r.headers["etag"]
@@ -147,9 +149,13 @@ async def test_user_lifecycle(api: Api) -> None:
 
 async def test_create_errors(api: Api) -> None:
     await _domain(api)
-    r = await scim(api, "admin", "POST", "/Users", _user("a@example.org", password="x"))
+    r = await scim(
+        api, "admin", "POST", "/Users", _user("a@example.org", password="x passphrase x")
+    )
     assert r.status_code == 201
-    r = await scim(api, "admin", "POST", "/Users", _user("A@example.org", password="x"))
+    r = await scim(
+        api, "admin", "POST", "/Users", _user("A@example.org", password="x passphrase x")
+    )
     assert r.status_code == 409
     assert r.json()["scimType"] == "uniqueness"
     r = await scim(api, "admin", "POST", "/Users", _user("b@elsewhere.example"))
@@ -182,7 +188,7 @@ async def test_auth_and_scopes(api: Api) -> None:
     await _domain(api)
     await _domain(api, "other.example")
     for name in ("a@example.org", "b@other.example"):
-        r = await scim(api, "admin", "POST", "/Users", _user(name, password="pw"))
+        r = await scim(api, "admin", "POST", "/Users", _user(name, password="a good passphrase"))
         assert r.status_code == 201
     r = await scim(api, None, "GET", "/Users")
     assert r.status_code == 401
@@ -415,7 +421,7 @@ async def test_writes_are_audited_and_stale_rows_ignored(api: Api) -> None:
         "admin",
         "POST",
         "/api/v1/domains/example.org/users",
-        json={"address": "a@example.org", "password": "pw-1"},
+        json={"address": "a@example.org", "password": "a passphrase 1"},
     )
     assert r.status_code == 201
     r = await scim(api, "admin", "GET", "/Users/a@example.org")

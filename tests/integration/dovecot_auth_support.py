@@ -110,7 +110,7 @@ def plain(authcid: str, password: str, authzid: str = "") -> str:
 
 def auth_plain(rid: int, password: str, login: str = USERS.good) -> str:
     """An ``AUTH`` line for PLAIN with the credentials as initial response, for smtp."""
-    return f"AUTH\t{rid}\tPLAIN\tservice=smtp\tresp={plain(login, password)}"
+    return f"AUTH\t{rid}\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp={plain(login, password)}"
 
 
 HANDSHAKE = [
@@ -192,6 +192,8 @@ async def doveadm_auth_test(
         "-a",
         os.fspath(socket_path),
         *(extra or ("-x", "service=smtp")),  # doveadm's default service is "doveadm"
+        "-x",
+        "rip=127.0.0.1",  # no peer named would count as remote (cleartext refused)
         user,
         password,
         stdout=asyncio.subprocess.PIPE,

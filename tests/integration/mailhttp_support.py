@@ -165,8 +165,11 @@ def nginx_request(
     client_ip: str = "192.0.2.10",
     method: str = "plain",
     extra: str = "",
+    ssl: bool = True,
 ) -> bytes:
-    """A request exactly as nginx's ngx_mail_auth_http_module writes it (HTTP/1.0, no body)."""
+    """A request exactly as nginx's ngx_mail_auth_http_module writes it (HTTP/1.0, no body);
+    ``ssl``: the client's session is TLS (nginx then sends ``Auth-SSL: on``)."""
+    tls = "Auth-SSL: on\r\n" if ssl else ""
     return (
         "GET /auth HTTP/1.0\r\n"
         "Host: localhost\r\n"
@@ -177,6 +180,7 @@ def nginx_request(
         f"Auth-Login-Attempt: {attempt}\r\n"
         f"Client-IP: {client_ip}\r\n"
         "Client-Host: [UNAVAILABLE]\r\n"
+        f"{tls}"
         f"{extra}"
         "\r\n"
     ).encode("latin-1")

@@ -30,6 +30,7 @@ from tests.fixtures.slapd import SlapdServer, find_binary
 
 IDSVC = Path(sys.executable).with_name("idsvc")
 PASSWORD = "s3cret pass phrase"
+PW_LINE = PASSWORD + "\n"
 
 
 def _toml(value: Any) -> str:
@@ -179,10 +180,10 @@ def one_clear_line(stderr: str) -> str:
 
 def test_domain_user_and_auth_test(cli: Cli) -> None:
     cli.ok("domain", "add", "Example.ORG")
-    out = cli.ok("user", "add", "Alice@Example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    out = cli.ok("user", "add", "Alice@Example.org", "--password-stdin", stdin=PW_LINE)
     assert "alice@example.org" in out
 
-    good = cli.run("auth", "test", "ALICE@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    good = cli.run("auth", "test", "ALICE@example.org", "--password-stdin", stdin=PW_LINE)
     assert good.returncode == 0, good.stderr
     assert "ok" in good.stdout
     assert "alice@example.org" in good.stdout  # the canonical name, not what was typed
@@ -201,7 +202,9 @@ def test_domain_user_and_auth_test(cli: Cli) -> None:
 def test_json_output_and_paging(cli: Cli) -> None:
     cli.ok("domain", "add", "example.org", "--default-quota", "1G")
     for i in range(5):
-        cli.ok("user", "add", f"u{i}@example.org", "--password-stdin", stdin=f"pw-{i}\n")
+        cli.ok(
+            "user", "add", f"u{i}@example.org", "--password-stdin", stdin=f"passphrase number {i}\n"
+        )
 
     domains = cli.json("domain", "list")
     assert [d["name"] for d in domains["items"]] == ["example.org"]
@@ -233,7 +236,7 @@ def test_json_output_and_paging(cli: Cli) -> None:
 
 def test_user_set_passwd_disable_enable(cli: Cli, tmp_path: Path) -> None:
     cli.ok("domain", "add", "example.org")
-    cli.ok("user", "add", "carol@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    cli.ok("user", "add", "carol@example.org", "--password-stdin", stdin=PW_LINE)
     changed = cli.json(
         "user", "set", "carol@example.org", "--quota", "500M", "--services", "smtp,imap",
         "--name", "Carol C",
@@ -244,7 +247,7 @@ def test_user_set_passwd_disable_enable(cli: Cli, tmp_path: Path) -> None:
 
     pop = cli.run(
         "auth", "test", "carol@example.org", "--service", "pop3", "--password-stdin",
-        stdin=PASSWORD + "\n",
+        stdin=PW_LINE,
     )  # fmt: skip
     assert pop.returncode == 1
     assert "disabled" in pop.stdout  # not enabled for pop3
@@ -252,7 +255,7 @@ def test_user_set_passwd_disable_enable(cli: Cli, tmp_path: Path) -> None:
     new_pw = tmp_path / "new.pw"
     new_pw.write_text("another secret\n", encoding="utf-8")
     cli.ok("user", "passwd", "carol@example.org", "--password-file", str(new_pw))
-    old = cli.run("auth", "test", "carol@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    old = cli.run("auth", "test", "carol@example.org", "--password-stdin", stdin=PW_LINE)
     assert old.returncode == 1
     cli.ok("auth", "test", "carol@example.org", "--password-file", str(new_pw))
 
@@ -266,7 +269,7 @@ def test_user_set_passwd_disable_enable(cli: Cli, tmp_path: Path) -> None:
 
 def test_aliases_and_domain_deletion(cli: Cli) -> None:
     cli.ok("domain", "add", "example.org")
-    cli.ok("user", "add", "dave@example.org", "--password-stdin", stdin=PASSWORD + "\n")
+    cli.ok("user", "add", "dave@example.org", "--password-stdin", stdin=PW_LINE)
     cli.ok("alias", "add", "Info@Example.org", "dave@example.org", "team@other.example")
     cli.ok("alias", "add", "@example.org", "dave@example.org")
     aliases = cli.json("alias", "list", "example.org")
@@ -306,6 +309,59 @@ def test_import_of_an_existing_hash(cli: Cli) -> None:
     one_clear_line(corrupt.stderr)
 
 
+MD5_OF_PASSWORD = "{MD5}X03MO1qnZdYdgyfeuILPmQ=="  # base64 MD5 of "password", OpenLDAP style
+
+
+def test_cli_password_policy(cli: Cli, tmp_path: Path) -> None:
+    """Hardening item 4 at the CLI: ``user add``/``user passwd`` refuse what the policy refuses
+    (exit 2, one line naming the rule, never the password); cleartext and unsalted imports are
+    refused until the migration switch is on; an allowed {PLAIN} import is hashed."""
+    cli.ok("domain", "add", "example.org")
+    for password, rule in (
+        ("short", "min_length"),
+        ("password1234", "blocklist"),
+        ("tab\tinside the password", "control_characters"),
+        ("kim@example.org", "context"),
+    ):
+        result = cli.run(
+            "user", "add", "kim@example.org", "--password-stdin", stdin=password + "\n"
+        )
+        assert result.returncode == 2, (password, result.stderr)
+        line = one_clear_line(result.stderr)
+        assert f"password policy ({rule})" in line
+        assert password not in line
+    cli.ok("user", "add", "kim@example.org", "--password-stdin", stdin=PW_LINE)
+    bad = tmp_path / "bad.pw"
+    bad.write_text("x" * 11 + "\n", encoding="utf-8")
+    result = cli.run("user", "passwd", "kim@example.org", "--password-file", str(bad))
+    assert result.returncode == 2
+    assert "password policy (min_length)" in one_clear_line(result.stderr)
+    cli.ok("auth", "test", "kim@example.org", "--password-stdin", stdin=PW_LINE)
+
+    for weak in (MD5_OF_PASSWORD, "{PLAIN}legacy secret"):
+        for args in (
+            ("user", "add", "lee@example.org", "--password-hash-stdin"),
+            ("user", "passwd", "kim@example.org", "--password-hash-stdin"),
+        ):
+            result = cli.run(*args, stdin=weak + "\n")
+            assert result.returncode == 2, (args, result.stderr)
+            line = one_clear_line(result.stderr)
+            assert "password policy (hash_scheme)" in line
+            assert "allow_weak_imports" in line
+            assert weak.partition("}")[2] not in line
+    cli.ok("auth", "test", "kim@example.org", "--password-stdin", stdin=PW_LINE)
+
+    cli.config["passwords"]["allow_weak_imports"] = True  # the migration switch
+    cli.ok(
+        "user", "passwd", "kim@example.org", "--password-hash-stdin", stdin=MD5_OF_PASSWORD + "\n"
+    )
+    cli.ok("auth", "test", "kim@example.org", "--password-stdin", stdin="password\n")
+    cli.ok(
+        "user", "add", "lee@example.org", "--password-hash-stdin", stdin="{PLAIN}legacy secret\n"
+    )
+    cli.ok("auth", "test", "lee@example.org", "--password-stdin", stdin="legacy secret\n")
+
+
 # -- errors and exit codes ----------------------------------------------------------------------
 
 
@@ -314,7 +370,7 @@ def test_import_of_an_existing_hash(cli: Cli) -> None:
 )
 def test_invalid_address_is_exit_2_with_one_line(embedded_cli: Cli, address: str) -> None:
     embedded_cli.ok("domain", "add", "example.org")
-    result = embedded_cli.run("user", "add", address, "--password-stdin", stdin="pw\n")
+    result = embedded_cli.run("user", "add", address, "--password-stdin", stdin=PW_LINE)
     assert result.returncode == 2
     one_clear_line(result.stderr)
 
@@ -326,7 +382,7 @@ def test_invalid_inputs_are_exit_2(cli: Cli) -> None:
         ("user", "list", "--limit", "0"),
         ("pw", "-s", "NO-SUCH-SCHEME", "--password-stdin"),
     ):
-        result = cli.run(*args, stdin="pw\n")
+        result = cli.run(*args, stdin=PW_LINE)
         assert result.returncode == 2, (args, result.stderr)
         one_clear_line(result.stderr)
 
@@ -336,8 +392,8 @@ def test_duplicates_are_exit_3(cli: Cli) -> None:
     again = cli.run("domain", "add", "EXAMPLE.org")
     assert again.returncode == 3
     one_clear_line(again.stderr)
-    cli.ok("user", "add", "gina@example.org", "--password-stdin", stdin="pw\n")
-    dup = cli.run("user", "add", "Gina@example.org", "--password-stdin", stdin="pw\n")
+    cli.ok("user", "add", "gina@example.org", "--password-stdin", stdin=PW_LINE)
+    dup = cli.run("user", "add", "Gina@example.org", "--password-stdin", stdin=PW_LINE)
     assert dup.returncode == 3
     one_clear_line(dup.stderr)
 
@@ -351,7 +407,7 @@ def test_missing_objects_are_exit_1(cli: Cli) -> None:
         result = cli.run(*args)
         assert result.returncode == 1, (args, result.stderr)
         one_clear_line(result.stderr)
-    no_domain = cli.run("user", "add", "x@nowhere.example", "--password-stdin", stdin="pw\n")
+    no_domain = cli.run("user", "add", "x@nowhere.example", "--password-stdin", stdin=PW_LINE)
     assert no_domain.returncode == 1
 
 
@@ -412,22 +468,22 @@ def test_directory_down_is_exit_75(tmp_path: Path) -> None:
         config["directory.ldap"] = ldap_config(server, base, tmp_path)
         cli = Cli(tmp_path, config, "ldap")
         cli.ok("domain", "add", "example.org")
-        cli.ok("user", "add", "ivy@example.org", "--password-stdin", stdin="pw\n")
+        cli.ok("user", "add", "ivy@example.org", "--password-stdin", stdin=PW_LINE)
         server.stop()
         for args, stdin in (
             (("domain", "list"), None),
             (("domain", "add", "other.example"), None),
-            (("user", "add", "jo@example.org", "--password-stdin"), "pw\n"),
+            (("user", "add", "jo@example.org", "--password-stdin"), PASSWORD + "\n"),
             (("healthcheck",), None),
         ):
             result = cli.run(*args, stdin=stdin)
             assert result.returncode == 75, (args, result.stderr)
             one_clear_line(result.stderr)
-        tempfail = cli.run("auth", "test", "ivy@example.org", "--password-stdin", stdin="pw\n")
+        tempfail = cli.run("auth", "test", "ivy@example.org", "--password-stdin", stdin=PW_LINE)
         assert tempfail.returncode == 75
         assert "tempfail" in tempfail.stdout
         server.start()  # and it recovers without anything else being restarted
-        cli.ok("auth", "test", "ivy@example.org", "--password-stdin", stdin="pw\n")
+        cli.ok("auth", "test", "ivy@example.org", "--password-stdin", stdin=PW_LINE)
     finally:
         server.cleanup()
 
@@ -465,6 +521,26 @@ def test_invalid_config_is_exit_2_with_the_dotted_key(embedded_cli: Cli) -> None
     result = embedded_cli.run("domain", "list")
     assert result.returncode == 2
     assert "directory.backend" in one_clear_line(result.stderr)
+
+
+def test_password_policy_settings_are_checked(embedded_cli: Cli, tmp_path: Path) -> None:
+    passwords = embedded_cli.config["passwords"]
+    passwords["import_schemes_admin"] = ["SSHA512", "LDAP-MD5"]
+    for args in (("config", "check"), ("domain", "list")):
+        result = embedded_cli.run(*args)
+        assert result.returncode == 2, result.stderr
+        line = one_clear_line(result.stderr)
+        assert "import_schemes_admin" in line
+        assert "unsalted" in line
+    del passwords["import_schemes_admin"]
+    passwords["blocklist_file"] = str(tmp_path / "absent.txt")
+    result = embedded_cli.run("config", "check")
+    assert result.returncode == 2
+    assert "blocklist" in one_clear_line(result.stderr)
+    passwords["min_length"] = 4
+    result = embedded_cli.run("config", "check")
+    assert result.returncode == 2
+    assert "passwords.min_length" in one_clear_line(result.stderr)
 
 
 def _unprivileged_runner() -> dict[str, Any] | None:

@@ -85,6 +85,8 @@ def test_serve_runs_the_mail_http_listeners(
         "Auth-Login-Attempt: 1",
         "-H",
         "Client-IP: 192.0.2.1",
+        "-H",
+        "Auth-SSL: on",
     ]
     status, headers, _ = curl(*nginx, "-H", f"Auth-Pass: {PASSWORD}", "-H", "X-Idsvc-Secret: ngx")
     assert status.startswith("HTTP/1.0 200")

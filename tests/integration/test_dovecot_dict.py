@@ -17,6 +17,7 @@ from idsvc.directory.base import Directory
 from idsvc.model import Account, Address
 from idsvc.wire.dovecot_dict.server import DovecotDictServer
 from tests.fixtures.dovecot import DovecotServer
+from tests.fixtures.slapd import SlapdServer
 from tests.integration.lookup_support import Client, serving, short_dir
 from tests.integration.mail_support import (
     ALICE,
@@ -216,3 +217,66 @@ async def test_real_dovecot_iterates_many_users_in_pages(ldap_directory: Directo
                 code, out = await asyncio.to_thread(dovecot.doveadm, "user", "*")
     assert code == 0, out
     assert sorted(out.split()) == sorted([*ALL_USERS, *extra])
+
+
+async def test_a_client_that_stops_reading_an_iteration_stalls_only_itself(
+    embedded_directory: Directory,
+) -> None:
+    await populate(embedded_directory)
+    extra = [f"u{i:05d}@example.org" for i in range(3000)]
+    for address in extra:
+        await embedded_directory.add_account(Account(Address.parse(address), HASH))
+    with short_dir() as tmp:
+        conf = settings(tmp / "dict", iterate_page=100)
+        async with serving(DovecotDictServer(conf, lookups(embedded_directory))) as srv:
+            assert srv.path is not None
+            slow = await Client.open(srv.path)
+            await hello(slow)
+            await slow.send(b"I1\t0\tshared/userdb/\t\n")  # ~600 kB of rows, with values
+            await asyncio.sleep(0.5)  # ... which it does not read for a while
+            other = await Client.open(srv.path)
+            await hello(other)
+            await other.send(f"Lshared/userdb/{BOB}\t\n".encode())
+            assert (await line(other)).startswith(b"O{")
+            rows = []
+            while (row := await line(slow)) != b"":
+                rows.append(row)
+            assert len(rows) == len(ALL_USERS) + len(extra)
+            assert all(json.loads(r.split(b"\t", 1)[1])["uid"] == "5000" for r in rows)
+            await slow.close()
+            await other.close()
+
+
+@pytest.mark.slapd
+async def test_directory_outage_is_a_dict_failure(own_slapd: SlapdServer) -> None:
+    from idsvc.directory.ldap import LdapDirectory
+
+    base = own_slapd.new_subtree("dict")
+    directory = await LdapDirectory.open(own_slapd.settings(base, timeout=1.0, retry_after=0.1))
+    try:
+        await populate(directory)
+        mail = lookups(directory, cache_ttl=0, timeout=3.0)
+        with short_dir() as tmp:
+            async with serving(DovecotDictServer(settings(tmp / "dict"), mail)) as srv:
+                assert srv.path is not None
+                client = await Client.open(srv.path)
+                await hello(client)
+                own_slapd.pause()
+                try:
+                    await client.send(f"Lshared/passdb/{ALICE}\t\n".encode())
+                    assert await line(client) == b"Ftemporary directory failure"
+                    await client.send(b"I8\t0\tshared/userdb/\t\n")
+                    assert await line(client) == b"Ftemporary directory failure"
+                finally:
+                    own_slapd.resume()
+                deadline = asyncio.get_running_loop().time() + 15
+                while True:
+                    await client.send(f"Lshared/passdb/{ALICE}\t\n".encode())
+                    reply = await line(client)
+                    if reply.startswith(b"O") or asyncio.get_running_loop().time() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert json.loads(reply[1:])["user"] == ALICE
+                await client.close()
+    finally:
+        await directory.close()

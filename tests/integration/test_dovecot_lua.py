@@ -73,7 +73,15 @@ async def _doveadm(stack: Stack, *args: str) -> tuple[int, str]:
 
 async def test_doveadm_auth_test_through_the_lua_passdb(stack: Stack) -> None:
     rc, out = await _doveadm(
-        stack, "auth", "test", "-x", "service=imap", "Bob@Example.ORG", USERS.good_pw
+        stack,
+        "auth",
+        "test",
+        "-x",
+        "service=imap",
+        "-x",
+        "rip=127.0.0.1",
+        "Bob@Example.ORG",
+        USERS.good_pw,
     )
     assert rc == 0, out + stack.dovecot.tail(50_000)
     assert "auth succeeded" in out
@@ -83,7 +91,9 @@ async def test_doveadm_auth_test_through_the_lua_passdb(stack: Stack) -> None:
         (USERS.unknown, "wrong"),
         (USERS.disabled, USERS.disabled_pw),
     ]:
-        rc, out = await _doveadm(stack, "auth", "test", "-x", "service=pop3", user, password)
+        rc, out = await _doveadm(
+            stack, "auth", "test", "-x", "service=pop3", "-x", "rip=127.0.0.1", user, password
+        )
         assert rc != 0
         assert "auth failed" in out
         assert "temp_fail" not in out
@@ -149,7 +159,17 @@ async def test_real_imap_and_pop3_logins(stack: Stack) -> None:
 
 async def test_idsvc_unreachable_is_a_temporary_failure(stack: Stack) -> None:
     await stack.idsvc.close()  # the socket goes away
-    rc, out = await _doveadm(stack, "auth", "test", "-x", "service=imap", USERS.good, USERS.good_pw)
+    rc, out = await _doveadm(
+        stack,
+        "auth",
+        "test",
+        "-x",
+        "service=imap",
+        "-x",
+        "rip=127.0.0.1",
+        USERS.good,
+        USERS.good_pw,
+    )
     assert rc != 0
     assert "code=temp_fail" in out
 
@@ -171,6 +191,16 @@ async def test_directory_failure_is_a_temporary_failure(
     stack: Stack, embedded_directory: SqliteDirectory
 ) -> None:
     await embedded_directory.close()
-    rc, out = await _doveadm(stack, "auth", "test", "-x", "service=imap", USERS.good, USERS.good_pw)
+    rc, out = await _doveadm(
+        stack,
+        "auth",
+        "test",
+        "-x",
+        "service=imap",
+        "-x",
+        "rip=127.0.0.1",
+        USERS.good,
+        USERS.good_pw,
+    )
     assert rc != 0
     assert "code=temp_fail" in out

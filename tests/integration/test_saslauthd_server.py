@@ -2,7 +2,7 @@
 
 Clients: the real ``testsaslauthd`` (sasl2-bin) for the happy and unhappy paths, and raw bytes on
 the socket for what no well-behaved client sends (over-long, truncated, empty, NUL, 5 fields,
-slow-loris, garbage, too many connections).
+slow-loris, garbage, connection squatting).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from idsvc.wire.listen import Standing
 from idsvc.wire.saslauthd.protocol import SaslauthdRequest, encode_reply, encode_request
 from idsvc.wire.saslauthd.server import NO_GENERIC, NO_MALFORMED
+from tests.integration.conftest import BOTH_LOOPS
 from tests.integration.saslauthd_support import (
     USERS,
     authenticator,
@@ -29,8 +31,10 @@ from tests.integration.saslauthd_support import (
     run_testsaslauthd,
     running,
 )
+from tests.integration.squat_support import squatting
 
 OK = encode_reply("OK")
+EVENT_LOOPS = BOTH_LOOPS  # every test here runs on asyncio's loop and on uvloop
 
 
 def req(login: str, password: str, realm: str = "", addr: str | None = None) -> bytes:
@@ -83,6 +87,7 @@ async def test_failures_are_byte_identical(mux: Path) -> None:
 
 
 async def test_five_field_request(mux: Path) -> None:
+    # a remote client address is fine under the default cleartext policy: the peer is the MTA
     assert await exchange(mux, req(USERS.good, USERS.good_pw, addr="192.0.2.7;49152")) == OK
     assert await exchange(mux, req("alice", USERS.good_pw, "example.org", "[bad];x")) == OK
     assert await exchange(mux, req(USERS.good, "bad", addr="192.0.2.7;1")) == NO_GENERIC
@@ -186,18 +191,47 @@ async def test_slow_loris_is_cut_off_and_others_are_served(populated: Any, tmp_p
             writer.close()
 
 
-async def test_connection_limit(populated: Any, tmp_path: Path) -> None:
-    async with running(tmp_path / "lim", authenticator(populated), max_connections=2) as server:
-        idle = [await asyncio.open_unix_connection(os.fspath(server.path)) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        assert server.limiter.active == 2
-        # over the limit: closed without a reply (libsasl: SASL_FAIL → Postfix 454)
+async def test_squatters_cannot_lock_real_logins_out(populated: Any, tmp_path: Path) -> None:
+    """Hardening item 2: more half-written connections than slots, renewed as fast as the
+    server closes them; the real client (testsaslauthd) still gets its answers, because a
+    newcomer evicts the oldest connection without a complete request."""
+    require_testsaslauthd()
+    auth = authenticator(populated)
+    async with running(
+        tmp_path / "squat", auth, max_connections=64, reserved_connections=4
+    ) as server:
+        partial = req(USERS.good, USERS.good_pw)[:9]  # a login, then nothing
+        async with squatting(server.path, 80, partial) as flood:
+            # every slot one peer (this UID) may hold is taken: 64 minus the reserve of 4
+            assert server.slots.active == 60
+            for _ in range(5):
+                out = await run_testsaslauthd(server.path, USERS.good, USERS.good_pw)
+                assert out.startswith("0: OK"), out
+            assert await exchange(server.path, req(USERS.good, "Wr0ng-Pa55")) == NO_GENERIC
+            assert flood.opened > 80  # the flood was renewed meanwhile
+        assert server.slots.evicted > 20
+        assert server.slots.refused == 0
+
+
+async def test_requests_in_flight_are_never_evicted(populated: Any, tmp_path: Path) -> None:
+    # the 1 s failure delay keeps two wrong-password requests in flight: a third client finds
+    # no connection it may evict and is closed without a reply (libsasl: SASL_FAIL → 454)
+    auth = authenticator(populated, failure_delay=1.0)
+    async with running(
+        tmp_path / "busy", auth, max_connections=2, reserved_connections=0
+    ) as server:
+        deciding = [
+            asyncio.create_task(exchange(server.path, req(USERS.good, "Wr0ng-Pa55")))
+            for _ in range(2)
+        ]
+        for _ in range(100):
+            if server.slots.standing_counts()[Standing.BUSY] == 2:
+                break
+            await asyncio.sleep(0.01)
         assert await exchange(server.path, req(USERS.good, USERS.good_pw), timeout=3) == b""
-        for _reader, writer in idle:
-            writer.close()
-        await asyncio.sleep(0.1)
+        assert await asyncio.gather(*deciding) == [NO_GENERIC, NO_GENERIC]
+        assert (server.slots.refused, server.slots.evicted) == (1, 0)
         assert await exchange(server.path, req(USERS.good, USERS.good_pw)) == OK
-        assert server.limiter.refused == 1
 
 
 async def test_garbage_never_stops_the_server(mux: Path) -> None:
@@ -267,12 +301,12 @@ async def test_close_lets_a_request_being_decided_answer(populated: Any, tmp_pat
             writer.write(req(USERS.good, "Wr0ng-Pa55"))
             await writer.drain()
             await asyncio.sleep(0.1)
-            assert server.limiter.active == 1
+            assert server.slots.active == 1
             t0 = time.monotonic()
             await server.close()
             assert time.monotonic() - t0 < 3.0
             assert await asyncio.wait_for(reader.read(), 5) == NO_GENERIC
-            assert server.limiter.active == 0
+            assert server.slots.active == 0
             assert not server.path.exists()
         finally:
             writer.close()
@@ -280,7 +314,9 @@ async def test_close_lets_a_request_being_decided_answer(populated: Any, tmp_pat
 
 async def test_clients_that_vanish_give_their_slot_back(populated: Any, tmp_path: Path) -> None:
     auth = authenticator(populated, failure_delay=0.3)
-    async with running(tmp_path / "vanish", auth, max_connections=2) as server:
+    async with running(
+        tmp_path / "vanish", auth, max_connections=2, reserved_connections=0
+    ) as server:
         path = os.fspath(server.path)
         # one hangs up mid-request, one right after sending a request that is being decided
         _r1, w1 = await asyncio.open_unix_connection(path)
@@ -289,13 +325,13 @@ async def test_clients_that_vanish_give_their_slot_back(populated: Any, tmp_path
         w2.write(req(USERS.good, "Wr0ng-Pa55"))
         await asyncio.gather(w1.drain(), w2.drain())
         await asyncio.sleep(0.1)
-        assert server.limiter.active == 2
+        assert server.slots.active == 2
         w1.close()
         w2.close()
         await asyncio.sleep(0.6)  # the failure delay runs out; nobody is there to answer
-        assert server.limiter.active == 0
+        assert server.slots.active == 0
         assert await exchange(server.path, req(USERS.good, USERS.good_pw)) == OK
-        assert server.limiter.refused == 0
+        assert server.slots.refused == 0
 
 
 async def test_bursts_of_clients_are_all_answered_and_leak_nothing(
@@ -313,7 +349,7 @@ async def test_bursts_of_clients_are_all_answered_and_leak_nothing(
             replies = await asyncio.gather(*good, *bad)
             assert replies == [OK] * 75 + [NO_GENERIC] * 25
         await asyncio.sleep(0.05)
-        assert server.limiter.active == 0
+        assert server.slots.active == 0
         assert not server.connections
         # 300 client sockets came and went; only pools (LDAP connections, SQLite readers) may
         # have grown a little meanwhile

@@ -116,21 +116,42 @@ async def test_an_answer_then_garbage_answers_first(server: SocketmapServer) -> 
     await client.close()
 
 
-async def test_connection_limit_and_timeouts(directory: Directory) -> None:
+async def test_a_full_listener_evicts_a_silent_connection_not_a_working_one(
+    directory: Directory,
+) -> None:
     await populate(directory)
     with short_dir() as tmp:
-        conf = settings(tmp / "sm", max_connections=2, idle_timeout=0.5, request_timeout=0.3)
+        conf = settings(tmp / "sm", max_connections=2, reserved_connections=0)
         async with serving(SocketmapServer(conf, lookups(directory))) as srv:
+            assert srv.path is not None
+            a = await Client.open(srv.path)
+            assert await ask(a, b"domain example.org") == b"OK example.org"  # proven, idle
+            b = await Client.open(srv.path)
+            await b.send(b"20:domain exa")  # never completes its request
+            await asyncio.sleep(0.1)
+            c = await Client.open(srv.path)  # full: the silent one makes room
+            assert await b.eof(5)
+            assert await ask(c, b"domain example.org") == b"OK example.org"
+            assert await ask(a, b"domain example.org") == b"OK example.org"  # untouched
+            assert srv.slots.evicted == 1
+            for client in (a, b, c):
+                await client.close()
+
+
+async def test_request_and_idle_timeouts(directory: Directory) -> None:
+    await populate(directory)
+    with short_dir() as tmp:
+        conf = settings(tmp / "sm", idle_timeout=0.5, request_timeout=0.3)
+        async with serving(SocketmapServer(conf, lookups(directory))) as srv:
+            assert srv.path is not None
             a, b = await Client.open(srv.path), await Client.open(srv.path)
             assert await ask(a, b"domain example.org") == b"OK example.org"
-            c = await Client.open(srv.path)
-            assert await c.eof(5)  # over the limit: closed without a byte
             await b.send(b"20:domain exa")  # a partial request
             assert await b.eof(5)  # request timeout
             assert await a.eof(5)  # idle timeout
-            d = await Client.open(srv.path)  # slots are free again
+            d = await Client.open(srv.path)
             assert await ask(d, b"domain example.org") == b"OK example.org"
-            for client in (a, b, c, d):
+            for client in (a, b, d):
                 await client.close()
 
 

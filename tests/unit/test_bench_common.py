@@ -27,8 +27,8 @@ from bench.common import (
     stat_fields,
     summarise,
 )
-from bench.daemons import idsvc_config, kill_tree
-from idsvc.config import Settings
+from bench.daemons import Daemon, _merge, idsvc_config, interleaved, kill_tree, summarize
+from idsvc.config import LdapSettings, Settings
 
 
 def test_markdown_lines() -> None:
@@ -98,8 +98,9 @@ def test_process_tree_cpu_and_kill_tree() -> None:
     assert math.isnan(rss_mib(proc.pid))
 
 
+@pytest.mark.parametrize("profile", ["default", "tuned"])
 @pytest.mark.parametrize("listener", ["saslauthd", "dovecot_auth"])
-def test_idsvc_config_is_valid_settings(listener: Any, tmp_path: Path) -> None:
+def test_idsvc_config_is_valid_settings(listener: Any, profile: Any, tmp_path: Path) -> None:
     slapd = SimpleNamespace(
         uri="ldap://127.0.0.1:3890", reader_dn="cn=reader,dc=idsvc,dc=test", reader_pw="r-pw"
     )
@@ -110,8 +111,8 @@ def test_idsvc_config_is_valid_settings(listener: Any, tmp_path: Path) -> None:
         sock,
         listener=listener,
         auth_method="bind",
-        cache=True,
-        cache_size=1234,
+        cache=False,
+        profile=profile,
     )
     settings = Settings.model_validate(tomllib.loads(text))
     ours = getattr(settings, listener)
@@ -120,8 +121,62 @@ def test_idsvc_config_is_valid_settings(listener: Any, tmp_path: Path) -> None:
     assert ours.socket.enabled
     assert not other.socket.enabled
     assert settings.control.socket.path == sock.parent / "control"
-    assert settings.auth.cache_size == 1234
+    assert not settings.auth.cache
     assert settings.auth.failure_delay == 0.0
     assert settings.directory.ldap is not None
     assert settings.directory.ldap.auth_method == "bind"
     assert not settings.api.enabled
+    defaults = Settings()
+    if profile == "default":  # what a user runs: only the cache and the delay differ
+        assert settings.auth.penalty == defaults.auth.penalty
+        assert settings.logging.level == defaults.logging.level
+        assert settings.directory.ldap.pool_size == LdapSettings.model_fields["pool_size"].default
+    else:
+        assert not settings.auth.penalty
+        assert settings.logging.level == "WARNING"
+
+
+def _client_result(attempts: int, wall: float, cpu: float) -> dict[str, Any]:
+    return {
+        "protocol": "dovecot", "concurrency": 4, "attempts": attempts, "good": attempts,
+        "bad": 0, "verdicts": {"ok": attempts, "no": 0, "fail": 1}, "wrong_ok": 0,
+        "wrong_no": 0, "wall_s": wall, "auths_per_s": attempts / wall, "p50_ms": 0.0,
+        "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "client_cpu_s": cpu,
+    }  # fmt: skip
+
+
+def test_merge_sums_counts_and_takes_percentiles_over_all_latencies() -> None:
+    latencies = sorted([0.001] * 98 + [0.050, 0.100])
+    merged = _merge([_client_result(60, 2.0, 0.5), _client_result(40, 2.5, 0.25)], latencies)
+    assert merged["attempts"] == 100
+    assert merged["concurrency"] == 8
+    assert merged["verdicts"] == {"ok": 100, "no": 0, "fail": 2}
+    assert merged["wall_s"] == 2.5
+    assert merged["auths_per_s"] == 40.0
+    assert merged["client_cpu_s"] == 0.75
+    assert merged["client_processes"] == 2
+    assert merged["p50_ms"] == 1.0
+    assert merged["p99_ms"] == 100.0
+    assert merged["max_ms"] == 100.0
+
+
+def test_interleaved_rotates_and_summarize_takes_medians() -> None:
+    daemons = [Daemon(name, Path("/nonexistent"), 0) for name in ("a", "b")]
+    order: list[str] = []
+    rates = iter([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+
+    def measure(daemon: Daemon) -> dict[str, Any]:
+        order.append(daemon.name)
+        result = _client_result(1, 1.0, 0.1)
+        result.update(server=daemon.name, auths_per_s=next(rates), server_cpu_per_1k=1.0)
+        result["slapd_cpu_per_1k"] = 2.0
+        return result
+
+    results = interleaved(daemons, 3, measure)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    rows = {row["server"]: row for row in summarize(results, ("concurrency",))}
+    assert rows["a"]["auths_per_s"] == 40.0  # median of 10, 40, 50
+    assert rows["b"]["auths_per_s"] == 30.0  # median of 20, 30, 60
+    assert rows["b"]["spread"] == (20.0, 60.0)
+    assert rows["a"]["rounds"] == 3
+    assert rows["a"]["attempts"] == 3

@@ -26,7 +26,7 @@ from idsvc.api.common import (
 from idsvc.api.context import context_of
 from idsvc.api.problems import error_responses
 from idsvc.api.schemas import ListOf, PasswordHashIn, PasswordIn, UserCreate, UserOut, UserPatch
-from idsvc.api.security import Principal, authenticate, ensure_not_outranked
+from idsvc.api.security import Principal, authenticate, ensure_not_outranked, import_role
 from idsvc.errors import InvalidInput
 from idsvc.model import Account, Address, Secret, canonical_domain
 from idsvc.provisioning import account_view
@@ -61,7 +61,9 @@ async def list_users(
 async def create_user(
     request: Request, response: Response, domain: str, body: UserCreate, caller: Caller
 ) -> dict[str, Any]:
-    """Create an account in ``domain``. 201 with ``Location`` and ``ETag``."""
+    """Create an account in ``domain``. 201 with ``Location`` and ``ETag``. ``password`` and
+    ``password_hash`` follow the password policy (see the password routes): 422
+    ``password-policy`` with the broken rule in ``detail``."""
     name = canonical_domain(domain)
     caller.writable(name, f"domain {name} does not exist")
     address = Address.parse(body.address, default_domain=name)
@@ -73,6 +75,7 @@ async def create_user(
         actor=caller.actor,
         password=None if body.password is None else Secret(body.password),
         password_hash=body.password_hash,
+        role=import_role(caller),
         display_name=body.display_name,
         enabled=body.enabled,
         quota=body.quota,
@@ -152,7 +155,10 @@ async def delete_user(request: Request, address: str, caller: Caller) -> Respons
 async def set_password(
     request: Request, address: str, body: PasswordIn, caller: Caller
 ) -> Response:
-    """Set a new password (plaintext in, hashed with the configured scheme). 204 + new ETag."""
+    """Set a new password (plaintext in, hashed with the configured scheme). 204 + new ETag.
+    422 ``password-policy`` (the detail names the rule) unless the password has 12 to 1024
+    characters (defaults of ``passwords.min_length``/``max_length``), no control characters,
+    is not the address and not a common password."""
     current = await _writable(request, caller, address)
     prov = context_of(request).provisioner
     revision = if_match(request, current.revision)
@@ -176,8 +182,13 @@ async def set_password(
 async def import_password_hash(
     request: Request, address: str, body: PasswordHashIn, caller: Caller
 ) -> Response:
-    """Import an existing ``{SCHEME}`` hash (migration); refused (422) unless the scheme is one
-    ``validate_hash`` accepts. 204 + new ETag."""
+    """Import an existing ``{SCHEME}`` hash (migration). 204 + new ETag. 422 ``password-policy``
+    unless the caller's role may import the scheme: domain admins only slow salted schemes
+    (ARGON2ID/ARGON2I, BLF-CRYPT, SHA512/SHA256-CRYPT, passlib PBKDF2-SHA256/512 and
+    bcrypt-sha256); global admins also salted fast ones (SSHA*, SMD5, MD5-CRYPT, PBKDF2, SCRAM);
+    unsalted and cleartext schemes never, unless ``passwords.allow_weak_imports`` lets a global
+    admin migrate them (a ``{PLAIN}`` value is then hashed, never stored). 422
+    ``invalid-password-hash`` when the hash is unusable."""
     current = await _writable(request, caller, address)
     prov = context_of(request).provisioner
     revision = if_match(request, current.revision)
@@ -188,7 +199,11 @@ async def import_password_hash(
 
     updated = await conditional(
         lambda: prov.import_password_hash(
-            key, body.password_hash, actor=caller.actor, if_revision=revision
+            key,
+            body.password_hash,
+            actor=caller.actor,
+            if_revision=revision,
+            role=import_role(caller),
         ),
         revision,
         now,

@@ -180,8 +180,12 @@ class AioPool:
         size: int,
         *,
         per_conn: int,
+        controls: list[tuple[str, bool, bytes | None]] | None = None,
     ) -> None:
+        """``controls``: server controls sent with every search, as the C layer's
+        ``(oid, criticality, value)`` tuples (e.g. AD's domain-scope control)."""
         self.identity = identity
+        self._controls = controls
         self._settings = settings
         self._servers = servers
         self._size = size
@@ -208,7 +212,9 @@ class AioPool:
         timeout = self._timeout
 
         def send(conn: AioConn) -> int:
-            return conn.search(base, SCOPE_SUBTREE, filt, attrs, 0, None, None, timeout, 2)
+            return conn.search(
+                base, SCOPE_SUBTREE, filt, attrs, 0, self._controls, None, timeout, 2
+            )
 
         req = await self._submit(send, limit=2)
         if req.referral:
@@ -222,8 +228,8 @@ class AioPool:
         timeout = self._timeout
 
         def send(conn: AioConn) -> int:
-            return conn.search(base, SCOPE_BASE, "(objectClass=*)", NO_ATTRS, 0, None, None,
-                               timeout, 1)  # fmt: skip
+            return conn.search(base, SCOPE_BASE, "(objectClass=*)", NO_ATTRS, 0, self._controls,
+                               None, timeout, 1)  # fmt: skip
 
         req = await self._submit(send, limit=1)
         if req.referral:

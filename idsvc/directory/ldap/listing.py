@@ -9,7 +9,7 @@ A continuation reference raises ``ReferralSeen``; other python-ldap errors propa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import ldap
@@ -35,13 +35,15 @@ def paged(
     *,
     page_size: int,
     timeout: float,
+    controls: Sequence[Any] = (),
 ) -> Iterator[Entry]:
-    """Yield entries of a search, RFC 2696 page by page (blocking)."""
+    """Yield entries of a search, RFC 2696 page by page (blocking); ``controls`` are sent
+    with every page (python-ldap ``RequestControl`` objects)."""
     page = ldap.controls.SimplePagedResultsControl(True, size=page_size, cookie=b"")
     scanned = 0
     while True:
         msgid = ldo.search_ext(
-            base, scope, filt, attrlist=attrs, serverctrls=[page], timeout=timeout
+            base, scope, filt, attrlist=attrs, serverctrls=[page, *controls], timeout=timeout
         )
         _, data, _, ctrls = ldo.result3(msgid, all=1, timeout=timeout)
         for dn, values in data:

@@ -9,6 +9,7 @@ the pool can still fail over). Call these only from a pool thread: they block.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ldap
@@ -30,11 +31,13 @@ def search(
     attrs: list[str],
     timeout: float,
     sizelimit: int = 0,
+    controls: Sequence[Any] = (),
 ) -> list[Entry]:
-    """All entries of one search (blocking)."""
+    """All entries of one search (blocking); ``controls``: python-ldap request controls."""
     results = ldo.search_ext_s(
-        base, scope, filt, attrlist=attrs, timeout=timeout, sizelimit=sizelimit
-    )
+        base, scope, filt, attrlist=attrs, timeout=timeout, sizelimit=sizelimit,
+        serverctrls=list(controls) or None,
+    )  # fmt: skip
     entries = []
     for dn, data in results:
         if dn is None:  # continuation reference (RFC 4511 §4.5.3)

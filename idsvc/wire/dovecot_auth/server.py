@@ -4,8 +4,15 @@ own login processes, ``doveadm auth test``, mailsvc) connect to.
 What it does: listens on a UNIX socket (``settings.socket``) and optionally on TCP
 (``settings.tcp``, port 0 allowed), sends the whole handshake at connect, then serves any number
 of requests per connection, up to ``max_requests_per_connection`` in flight at once, each
-verified in its own task — so one request's failure delay never stalls another. Mechanisms come
-from :mod:`idsvc.sasl`; credentials go to the one ``Authenticator``. Replies, by outcome:
+verified in its own task — so one request's failure delay never stalls another. With
+``max_requests_per_connection`` in flight, the connection is simply not read from until one of
+them completes (back-pressure: Dovecot's login processes multiplex many logins on one connection,
+and a spray of failing logins must not cost the honest ones their answers); the input held
+meanwhile is at most one read plus one line (:data:`MAX_BUFFERED`). Admission is
+``idsvc.wire.listen.ConnectionSlots``: when ``max_connections`` are open, a newcomer evicts a
+connection that has not finished its handshake (oldest first), else the least recently active
+idle one; one with a request being verified is never evicted. Mechanisms come from
+:mod:`idsvc.sasl`; credentials go to the one ``Authenticator``. Replies, by outcome:
 
 ======================  =========================================================================
 ``OK``                  ``OK <id> user=<canonical>`` (Postfix's ``sasl_username``)
@@ -21,11 +28,13 @@ failure gets the same reply, the same failure delay and the same per-IP penalty.
 
 What it does not do: decide anything about credentials, or log passwords or ``resp=`` data.
 
-How it fails: a protocol violation (bad VERSION, no CPID, unknown command, duplicate id, too many
-requests in flight, parameters after ``resp=``, a line over 16384 bytes, CONT for a request being
-verified) or an idle connection (``idle_timeout`` with nothing in flight) closes the connection
-with a log line; so does a connection beyond ``max_connections`` (closed before the handshake).
-A client that stops reading its replies is not read from until it does. Start-up problems raise
+How it fails: a protocol violation (bad VERSION, no CPID, unknown command, duplicate id,
+parameters after ``resp=``, a line over 16384 bytes, CONT for a request being verified), no
+handshake within ``handshake_timeout`` or an idle connection (``idle_timeout`` with nothing in
+flight) closes the connection with a log line; so does eviction, and a newcomer when every
+connection has a request in flight (closed before the handshake). A client that stops reading
+its replies is not read from until it does. The transport is used by behaviour
+(``listen.stream_transport``), so uvloop's transports work too. Start-up problems raise
 ``ListenError`` / ``ConfigError``.
 """
 
@@ -51,7 +60,16 @@ from idsvc.errors import ConfigError
 from idsvc.model import Secret
 from idsvc.sasl import MECHANISMS, Continue, Fail, Mechanism, Step, Verify
 from idsvc.wire.dovecot_auth import protocol as proto
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, bind_tcp, bind_unix, peer_of
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionSlots,
+    Slot,
+    StreamTransport,
+    bind_tcp,
+    bind_unix,
+    peer_of,
+    stream_transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +77,10 @@ PROTOCOL_NAME = "dovecot"  # AuthRequest.protocol, for the audit trail
 UNSUPPORTED_MECH_REASON = "Unsupported authentication mechanism"
 UNKNOWN_ID_REASON = "Authentication request timed out"  # Dovecot's answer to CONT for no request
 CLOSE_TIMEOUT = 5.0  # close() waits this long for connections to wind down
+# Input held while reading is paused: at most what one read returned (asyncio and uvloop read
+# at most 256 KiB at a time) plus one partial line. More than this is a transport that kept
+# delivering after pause_reading(): treated as a protocol error rather than buffered.
+MAX_BUFFERED = 256 * 1024 + proto.MAX_LINE + 1
 
 FAIL_CODES: dict[Outcome, proto.FailCode | None] = {
     Outcome.MISMATCH: None,
@@ -94,15 +116,20 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: DovecotAuthServer) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.peer = "unknown"
         self.requests: dict[int, _Request] = {}
         self.state = _State.AWAIT_VERSION
-        self.last_input = time.monotonic()
+        self.started = self.last_input = time.monotonic()
         self.closing = False
         self.finished = asyncio.Event()
         self._buffer = bytearray()
-        self._admitted = False
+        self._slot: Slot | None = None
+        self._verifying = 0  # requests whose task runs (the auth core has them)
+        self._held = False  # an AUTH line waits in the buffer: too many requests in flight
+        self._write_paused = False  # the transport's buffer is full: the client does not read
+        self._reading = True
+        self._processing = False
         self._idle_handle: asyncio.TimerHandle | None = None
         # the commands a READY connection accepts
         self._handlers: dict[type[proto.Message], Callable[[Any], None]] = {
@@ -111,40 +138,71 @@ class _Connection(asyncio.Protocol):
             proto.Cancel: self._on_cancel,
         }
 
+    @property
+    def buffered(self) -> int:
+        """Input bytes held (a partial line, or lines held back by back-pressure)."""
+        return len(self._buffer)
+
+    @property
+    def reading(self) -> bool:
+        """False while reading is paused (back-pressure or a client not reading its replies)."""
+        return self._reading
+
     # --- transport callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = str(peer_of(transport))
-        if not self.server.limiter.try_acquire():
+        self.transport = stream_transport(transport)
+        peer = peer_of(self.transport)
+        self.peer = str(peer)
+        slot = self.server.slots.admit(self, peer.key)
+        if slot is None:
             log.warning(
-                "%s: connection limit %d reached, closing %s",
+                "%s: all %d connections have requests in flight, closing %s",
                 self.server.name,
-                self.server.limiter.limit,
+                self.server.slots.limit,
                 self.peer,
             )
             self.closing = True
-            transport.abort()
+            self.transport.abort()
             return
-        self._admitted = True
+        self._slot = slot
         self.server.connections.add(self)
-        transport.write(self.server.handshake())
-        self._arm_idle(self.server.settings.idle_timeout)
+        self.transport.write(self.server.handshake())
+        self._arm_idle(self.server.settings.handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
         self.last_input = time.monotonic()
+        self._buffer += data
+        if len(self._buffer) > MAX_BUFFERED:
+            log.warning("%s: %s: input buffer overrun; disconnecting", self.server.name, self.peer)
+            self.abort(None)
+            return
+        if self._verifying == 0 and self._slot is not None and self.state is _State.READY:
+            self._slot.idle()  # activity: the least recently active idle connection goes first
+        self._process()
+
+    def _process(self) -> None:
+        """Handle the complete lines in the buffer. An AUTH line while
+        ``max_requests_per_connection`` requests are in flight stays in the buffer, and reading
+        pauses, until one of them completes (back-pressure: no accepted request is dropped)."""
+        if self._processing or self.closing:
+            return
+        self._processing = True
         buffer = self._buffer
-        buffer += data
+        limit = self.server.settings.max_requests_per_connection
         start = 0
+        self._held = False
         try:
             while not self.closing:
                 end = buffer.find(b"\n", start)
                 if end < 0:
                     if len(buffer) - start > proto.MAX_LINE:
                         raise proto.LineTooLong
+                    break
+                if len(self.requests) >= limit and buffer.startswith(b"AUTH\t", start):
+                    self._held = True
                     break
                 line = bytes(buffer[start:end])
                 start = end + 1
@@ -159,6 +217,26 @@ class _Connection(asyncio.Protocol):
             self.abort(None)
         finally:
             del buffer[:start]
+            self._processing = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read while neither the write buffer is full nor an AUTH line is held."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        want = not self._write_paused and not self._held
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _request_done(self) -> None:
+        """A request left ``self.requests``: a held AUTH line may go now."""
+        if self._held and not self._processing:
+            self._process()
 
     def eof_received(self) -> bool:
         return False  # close our side too; replies still pending are dropped
@@ -171,9 +249,9 @@ class _Connection(asyncio.Protocol):
         self.requests.clear()
         for task in tasks:
             task.cancel()
-        if self._admitted:
-            self._admitted = False
-            self.server.limiter.release()
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
             self.server.connections.discard(self)
         if tasks:
             done = asyncio.gather(*tasks, return_exceptions=True)
@@ -183,14 +261,28 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # the client does not read its replies: stop reading its requests until it does
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
+        self._write_paused = False
+        self._update_reading()
 
     # --- lifecycle -----------------------------------------------------------------------------
+
+    def evict(self) -> None:
+        """The slot table needs room: this connection is unproven or idle (never one with a
+        request being verified)."""
+        if not self.closing:
+            log.info(
+                "%s: %s: evicting %s connection to admit a new one",
+                self.server.name,
+                self.peer,
+                "idle" if self.state is _State.READY else "unproven (no handshake yet)",
+            )
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def abort(self, why: str | None) -> None:
         """Close without another byte (TEMPFAIL semantics for Postfix)."""
@@ -206,6 +298,9 @@ class _Connection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         if self.closing:
+            return
+        if self.state is not _State.READY:
+            self.abort("no handshake within handshake_timeout")
             return
         timeout = self.server.settings.idle_timeout
         busy = any(r.task is not None for r in self.requests.values())
@@ -231,6 +326,11 @@ class _Connection(asyncio.Protocol):
             self.state = _State.AWAIT_CPID
         elif isinstance(msg, proto.Cpid):
             self.state = _State.READY
+            if self._idle_handle is not None:
+                self._idle_handle.cancel()
+            self._arm_idle(self.server.settings.idle_timeout)
+            if self._slot is not None:
+                self._slot.idle()  # proven: from now on only evicted when idle
         else:
             raise proto.MalformedLine("expected CPID after VERSION")
 
@@ -238,8 +338,6 @@ class _Connection(asyncio.Protocol):
         rid = msg.request_id
         if rid in self.requests:
             raise proto.DuplicateId(rid)
-        if len(self.requests) >= self.server.settings.max_requests_per_connection:
-            raise proto.ProtocolError("too many requests in flight on one connection")
         if not msg.service:
             raise proto.MalformedLine("AUTH without service=")
         mech_cls = self.server.mechanisms.get(msg.mechanism.upper())
@@ -275,7 +373,7 @@ class _Connection(asyncio.Protocol):
     def _on_cancel(self, msg: proto.Cancel) -> None:
         req = self.requests.pop(msg.request_id, None)
         if req is not None and req.task is not None:
-            req.task.cancel()
+            req.task.cancel()  # its _verify ends the in-flight count
 
     def _advance(self, req: _Request, answer: Step) -> None:
         if isinstance(answer, Continue):
@@ -307,8 +405,22 @@ class _Connection(asyncio.Protocol):
             protocol=PROTOCOL_NAME,
         )
         req.task = asyncio.get_running_loop().create_task(self._verify(req, request))
+        self._verifying += 1
+        if self._verifying == 1 and self._slot is not None:
+            self._slot.busy()
 
     async def _verify(self, req: _Request, request: AuthRequest) -> None:
+        try:
+            await self._verify_one(req, request)
+        finally:
+            self._verifying -= 1
+            if self._verifying == 0 and self._slot is not None and not self.closing:
+                self._slot.idle()
+            if self.requests.get(req.request_id) is req:
+                del self.requests[req.request_id]
+            self._request_done()
+
+    async def _verify_one(self, req: _Request, request: AuthRequest) -> None:
         try:
             result = await self.server.authenticator.authenticate(request)
         except asyncio.CancelledError:
@@ -376,7 +488,10 @@ class DovecotAuthServer:
         ]
         self._spid = str(os.getpid())
         self._cuid = itertools.count(1)
-        self.limiter = ConnectionLimiter(settings.max_connections)
+        self.slots = ConnectionSlots(
+            settings.max_connections,
+            reserve=settings.reserved_connections,
+        )
         self.connections: set[_Connection] = set()
         self._bound: list[BoundSocket] = []
         self._servers: list[asyncio.Server] = []

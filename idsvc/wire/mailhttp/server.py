@@ -1,8 +1,11 @@
 """An asyncio HTTP/1.x listener for local mail daemons, started by ``idsvc serve``.
 
 What it does: listens on ``settings.listen`` (``unix:/path`` with mode/owner/group applied before
-``listen()``, or ``host:port``; both via ``idsvc.wire.listen``), admits at most
-``max_connections`` connections (more are closed at once without a byte), reads one request head
+``listen()``, or ``host:port``; both via ``idsvc.wire.listen``), admits connections through
+``ConnectionSlots`` (at ``max_connections`` a newcomer evicts the oldest connection that has not
+sent a complete request, else the least recently active kept-alive one — never one whose request
+is being decided; no peer holds more than ``max_connections - reserved_connections``), reads one
+request head
 of at most ``MAX_HEAD`` bytes and a ``Content-Length`` body of at most ``max_body`` bytes within
 ``read_timeout``, checks the shared-secret header when a secret is configured (constant-time
 compare; 403 otherwise), and hands the request to the route's handler. Connections are kept alive
@@ -28,7 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from idsvc.config import MailHttpSettings, SocketSettings
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, Peer, bind_tcp, bind_unix, peer_of
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionSlots,
+    Peer,
+    Slot,
+    bind_tcp,
+    bind_unix,
+    peer_key,
+    peer_of,
+)
 from idsvc.wire.mailhttp.protocol import (
     MAX_HEAD,
     HttpError,
@@ -52,6 +64,22 @@ class HttpResponse:
 
 
 Handler = Callable[[HttpRequest, Peer], Awaitable[HttpResponse]]
+
+
+class _Evictable:
+    """What ``ConnectionSlots`` closes to make room for a newcomer."""
+
+    __slots__ = ("name", "writer")
+
+    def __init__(self, name: str, writer: asyncio.StreamWriter) -> None:
+        self.name = name
+        self.writer = writer
+
+    def evict(self) -> None:
+        log.info("%s: evicting a connection to admit a new one", self.name)
+        self.writer.transport.abort()
+
+
 Routes = Mapping[str, Mapping[str, Handler]]  # path -> method -> handler
 
 
@@ -66,7 +94,9 @@ class MailHttpServer:
         self.name = name
         self.settings = settings
         self.routes = routes
-        self.limiter = ConnectionLimiter(settings.max_connections)
+        self.slots = ConnectionSlots(
+            settings.max_connections, reserve=settings.reserved_connections
+        )
         self._secret = (
             None if settings.secret is None else settings.secret.get_secret_value().encode("utf-8")
         )
@@ -131,27 +161,29 @@ class MailHttpServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if not self.limiter.try_acquire():
-            log.warning("%s: connection limit %d reached", self.name, self.limiter.limit)
+        conn = _Evictable(self.name, writer)
+        slot = self.slots.admit(conn, peer_key(writer))
+        if slot is None:  # every slot has a request in flight
+            log.warning("%s: %d connections busy, refusing one", self.name, self.slots.limit)
             writer.transport.abort()
             return
         if task is not None:
             self._tasks.add(task)
         peer = peer_of(writer)
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, peer, slot)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("%s: unexpected error on a connection from %s", self.name, peer)
         finally:
-            self.limiter.release()
+            slot.release()
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer, slot: Slot
     ) -> None:
         for served in range(MAX_REQUESTS_PER_CONNECTION):
             if self._server is None or not self._server.is_serving():
@@ -181,11 +213,13 @@ class MailHttpServer:
                 log.info("%s: request not read within %.0f s (from %s)", self.name, timeout, peer)
                 await self._send(writer, HttpResponse(408), close=True)
                 return
+            slot.busy()  # a complete request: never evicted while it is decided
             response = await self._dispatch(request, peer)
             keep = request.keep_alive and not response.close
             await self._send(writer, response, close=not keep, version=request.version)
             if not keep:
                 return
+            slot.idle()  # proven, waiting for the next request: evictable, least recent first
 
     async def _read_request(self, first: bytes, reader: asyncio.StreamReader) -> HttpRequest:
         async with asyncio.timeout(self.settings.read_timeout):

@@ -2,11 +2,16 @@
 
 What it does: listens on ``settings.socket`` (a UNIX stream socket, see ``idsvc.wire.listen``),
 driving each accepted socket straight from event-loop reader callbacks (no asyncio transport: see
-:class:`_Connection`; at most ``max_connections`` open, more are closed at once without a byte),
-reads exactly one request per connection (protocols.md §1), asks the shared ``Authenticator`` and
-answers with one counted string, then ``shutdown(SHUT_WR)``, a short bounded drain when bytes may
-still be unread, and close:
+:class:`_Connection`), reads exactly one request per connection (protocols.md §1), asks the
+shared ``Authenticator`` and answers with one counted string, then ``shutdown(SHUT_WR)``, a short
+bounded drain when bytes may still be unread, and close:
 
+* admission is ``idsvc.wire.listen.ConnectionSlots``: at most ``max_connections`` open; when
+  they are all taken, a newcomer evicts the oldest connection that has not sent its four
+  mandatory fields, so idle or half-written connections can never lock real logins out; a
+  connection whose request is in hand is never evicted, and a newcomer is closed without a byte
+  only when every slot has a request in flight. One peer UID holds at most
+  ``max_connections - reserved_connections`` slots;
 * the 4 mandatory fields must arrive within ``settings.read_timeout``; after the 4th, a 5th
   (``client_addr``, cyrus-sasl master only) is awaited at most ``settings.fifth_field_grace``
   (stock 2.1.28 clients send 4 fields and wait for the reply, so a strict 5-field reader would
@@ -52,7 +57,15 @@ from idsvc.auth.inputs import sanitize
 from idsvc.auth.request import Authenticating, AuthRequest, Outcome
 from idsvc.config import SaslauthdSettings
 from idsvc.model import Secret
-from idsvc.wire.listen import BoundSocket, ConnectionLimiter, HasExtraInfo, bind_unix, peer_of
+from idsvc.wire.listen import (
+    BoundSocket,
+    ConnectionSlots,
+    HasExtraInfo,
+    Slot,
+    bind_unix,
+    peer_key,
+    peer_of,
+)
 from idsvc.wire.saslauthd.protocol import (
     MIN_FIELDS,
     RequestDecoder,
@@ -149,6 +162,7 @@ class _Connection:
         "_phase",
         "_reading",
         "_server",
+        "_slot",
         "_sock",
         "_timer",
         "_writing",
@@ -173,6 +187,7 @@ class _Connection:
         self._pending = b""
         self._drain_after = False
         self._peer = _LazyPeer(self)
+        self._slot: Slot | None = None  # set by the server when admitted
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # set by close(), resolved by _finish
 
@@ -189,9 +204,10 @@ class _Connection:
 
     # -- events -----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, slot: Slot) -> None:
         """Arm the read deadline and read at once: a libsasl client writes its request right
         after connecting, so it is usually there already."""
+        self._slot = slot
         loop = self._loop
         self._timer = loop.call_at(loop.time() + self._server.settings.read_timeout, self._expire)
         self._on_readable()
@@ -273,6 +289,8 @@ class _Connection:
 
     def _four_fields_in(self) -> None:
         """Fields 1-4 are complete: decide now, or wait a short grace for a 5th field."""
+        if self._slot is not None:
+            self._slot.busy()  # a complete request: never evicted from here on
         decoder = self._decoder
         clean = self._chunks == 1 and not decoder.partial and not decoder.ignored
         grace = self._server.settings.fifth_field_grace
@@ -390,11 +408,22 @@ class _Connection:
             self._writing = False
             self._loop.remove_writer(self._fd)
         self._sock.close()
-        server = self._server
-        server.limiter.release()
-        server.connections.discard(self)
+        if self._slot is not None:
+            self._slot.release()
+        self._server.connections.discard(self)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    def evict(self) -> None:
+        """The slot table needs room: this connection has not sent a complete request."""
+        log.info(
+            "%s: evicting %s connection from %s (%d fields) to admit a new one",
+            self._server.name,
+            self._phase.value,
+            self._peer,
+            self._decoder.fields,
+        )
+        self._finish()
 
     def abort(self) -> None:
         """Server shutdown: drop the connection now, cancelling a decision still running."""
@@ -411,7 +440,10 @@ class SaslauthdServer:
     def __init__(self, settings: SaslauthdSettings, authenticator: Authenticating) -> None:
         self.settings = settings
         self._auth = authenticator
-        self._limiter = ConnectionLimiter(settings.max_connections)
+        self._slots = ConnectionSlots(
+            settings.max_connections,
+            reserve=settings.reserved_connections,
+        )
         self._bound: BoundSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accept_retry: asyncio.TimerHandle | None = None
@@ -422,8 +454,8 @@ class SaslauthdServer:
         return Path(self.settings.socket.path)
 
     @property
-    def limiter(self) -> ConnectionLimiter:
-        return self._limiter
+    def slots(self) -> ConnectionSlots:
+        return self._slots
 
     async def start(self) -> None:
         if self._bound is not None:
@@ -461,17 +493,18 @@ class SaslauthdServer:
                 return
             sock.setblocking(False)
             conn = _Connection(self, sock, loop)
-            if not self._limiter.try_acquire():
+            slot = self._slots.admit(conn, peer_key(conn))
+            if slot is None:
                 log.warning(
-                    "%s: connection limit %d reached, closing %s",
+                    "%s: all %d connections have a request in flight, closing %s",
                     self.name,
-                    self._limiter.limit,
+                    self._slots.limit,
                     conn._peer,
                 )
                 sock.close()
                 continue
             self.connections.add(conn)
-            conn.start()
+            conn.start(slot)
 
     def _resume_accepting(self) -> None:
         self._accept_retry = None
