@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.postfix",
     "tests.fixtures.ci",
     "tests.fixtures.samba_ad",
+    "tests.fixtures.mtastack",  # last: it imports the plugins above
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
