@@ -183,3 +183,63 @@ def test_verify_if_cheap_agrees_with_is_cheap_and_verify(scheme: str) -> None:
             assert verdict is None
     with pytest.raises(PasswordError):
         hasher.verify_if_cheap("s3cret", "{SSHA}!!not-base64!!")
+    with pytest.raises(PasswordError):  # an unusable value is never kept: it fails every time
+        hasher.verify_if_cheap("s3cret", "{SSHA}!!not-base64!!")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{SSHA}",  # filled in below per scheme
+        "{SMD5}",
+        "{SHA256}",
+        "{SHA}",
+        "{PLAIN-MD5}",
+        "{LDAP-MD5}",
+        "{PLAIN.b64}czNjcmV0",
+        "{CRYPT}abJnggxhB/yWI",  # DES crypt of "test"
+    ],
+)
+def test_parsed_cache_verdicts_match_a_fresh_parse(stored: str) -> None:
+    import base64
+    import hashlib
+
+    salt = b"saltsalt"
+    algo = {"SSHA": "sha1", "SMD5": "md5", "SHA256": "sha256", "SHA": "sha1"}
+    name = stored[1:-1]
+    if name in algo:
+        salted = name.startswith("S") and name != "SHA256" and name != "SHA"
+        digest = hashlib.new(algo[name], b"s3cret" + (salt if salted else b"")).digest()
+        stored += base64.b64encode(digest + (salt if salted else b"")).decode()
+    elif name == "PLAIN-MD5":
+        stored += hashlib.md5(b"s3cret").hexdigest()
+    elif name == "LDAP-MD5":
+        stored += base64.b64encode(hashlib.md5(b"s3cret").digest()).decode()
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    for password in ("s3cret", "test", "wrong", "", "s3\x00cret", "s3cret" * 50):
+        expected = hasher.verify(password, stored)
+        for _ in range(2):  # the second call is answered from the parsed form
+            assert hasher.verify_if_cheap(password, stored) is expected
+    assert hasher.verify_if_cheap("s3cret", stored) is (stored.startswith("{CRYPT}") is False)
+
+
+def test_parsed_cache_is_bounded_and_keyed_by_the_exact_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from idsvc import passwords
+
+    monkeypatch.setattr(passwords, "PARSED_CACHE_SIZE", 8)
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    stored = [hasher.hash(f"pw-{i}", "SSHA") for i in range(20)]
+    for i, value in enumerate(stored):
+        assert hasher.verify_if_cheap(f"pw-{i}", value) is True
+        assert hasher.verify_if_cheap(f"pw-{i + 1}", value) is False
+    assert len(hasher._parsed) == 8
+    # a changed password is a different stored value: the old parsed form never answers for it
+    changed = hasher.hash("new-pw", "SSHA")
+    assert hasher.verify_if_cheap("pw-19", changed) is False
+    assert hasher.verify_if_cheap("new-pw", changed) is True
+    # slow schemes are remembered as slow (no re-parse) and still answer None
+    slow = hasher.hash("pw", "SHA512-CRYPT")
+    assert hasher.verify_if_cheap("pw", slow) is None
+    assert hasher.verify_if_cheap("pw", slow) is None
