@@ -84,6 +84,34 @@ def test_account_from_entry_values() -> None:
     assert hidden.password_hash is None
 
 
+def test_account_from_entry_reuses_the_searched_address_only_when_it_is_the_stored_one() -> None:
+    searched = Address("bob", "example.org")
+    canonical = _entry(idsvcAddress=[b"bob@example.org"])
+    reused = IDSVC.account_from_entry(
+        canonical, with_hash=True, searched=(searched, "bob@example.org")
+    )
+    assert reused.address is searched
+    assert reused == IDSVC.account_from_entry(canonical, with_hash=True)
+    # a stored value that differs from the searched text (here: not canonical) is parsed
+    parsed = IDSVC.account_from_entry(
+        _entry(), with_hash=True, searched=(searched, "bob@example.org")
+    )
+    assert parsed.address == searched
+    assert parsed.address is not searched
+    other = IDSVC.account_from_entry(
+        _entry(idsvcAddress=[b"alice@example.org"]),
+        with_hash=False,
+        searched=(searched, "bob@example.org"),
+    )
+    assert other.address == Address("alice", "example.org")
+    with pytest.raises(TemporaryFailure, match="invalid idsvcAddress"):
+        IDSVC.account_from_entry(
+            _entry(idsvcAddress=[b"no-at-sign"]),
+            with_hash=False,
+            searched=(searched, "bob@example.org"),
+        )
+
+
 def test_an_empty_timestamp_falls_back_to_the_operational_one() -> None:
     account = IDSVC.account_from_entry(
         _entry(idsvcCreated=[b""], createTimestamp=[b"20250505050505Z"]), with_hash=False
