@@ -29,7 +29,9 @@ Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) b
    delayed, so an attacker cannot slow a user down by failing on their account; ``elapsed``
    excludes the pad. TEMPFAIL is not delayed.
 8. **Audit**: one ``AuditEvent`` per attempt, never with the password (not even built when the
-   sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO).
+   sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO, nor when no
+   sink records that outcome: ``audit.wants_auth``, e.g. a success under the failures-only
+   default).
 
 How it fails: any directory error (``TemporaryFailure``, ``AmbiguousEntry``, anything
 unexpected), a corrupt stored hash (``PasswordError``, logged loudly), an overall timeout, more
@@ -49,7 +51,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
-from idsvc.audit import AuditEvent, AuditSink
+from idsvc.audit import AuditEvent, AuditSink, wants_auth
 from idsvc.auth.app_password import AppCheck, AppPassword
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
 from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
@@ -558,6 +560,8 @@ class Authenticator:
     def _emit(self, request: AuthRequest, decision: _Decision, elapsed: float) -> None:
         if getattr(self._audit, "enabled", True) is False:
             return  # the sink would drop the event (e.g. its logger is above INFO): skip it
+        if not wants_auth(self._audit, decision.outcome.value):
+            return  # nobody records this outcome (failures-only default: a success)
         event = AuditEvent(
             action="auth",
             outcome=decision.outcome.value,

@@ -187,6 +187,36 @@ async def test_audit_events_are_built_only_for_a_sink_that_keeps_them(
         await auth.close()
 
 
+class FailuresOnlySink(CountingSink):
+    """Records failures only, as ``LogAuditSink(auth="failures")`` (the default) does."""
+
+    def wants_auth(self, outcome: str) -> bool:
+        return outcome != Outcome.OK.value
+
+
+async def test_no_event_is_built_for_an_outcome_no_sink_records(store: SqliteDirectory) -> None:
+    sink = FailuresOnlySink(True)
+    auth = Authenticator(
+        store,
+        PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+        AuthSettings(failure_delay=0, penalty=False),
+        audit=sink,
+    )
+    try:
+        ok = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("s3cret-Bob"), "imap", secured=True)
+        )
+        assert ok.outcome is Outcome.OK
+        assert sink.events == []
+        bad = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("wrong-Bob"), "imap", secured=True)
+        )
+        assert bad.outcome is Outcome.MISMATCH
+        assert [e.outcome for e in sink.events] == [Outcome.MISMATCH.value]
+    finally:
+        await auth.close()
+
+
 def test_log_audit_sink_enabled_follows_the_logger_level() -> None:
     logger = logging.getLogger("idsvc.audit.test-hotpath")
     sink = LogAuditSink(logger)
