@@ -4,7 +4,9 @@ with its memos, and skipping audit events a sink would drop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,3 +303,91 @@ def test_parsed_cache_is_bounded_and_keyed_by_the_exact_value(
     slow = hasher.hash("pw", "SHA512-CRYPT")
     assert hasher.verify_if_cheap("pw", slow) is None
     assert hasher.verify_if_cheap("pw", slow) is None
+
+
+# -- no per-request timer where the directory owns the read deadlines ---------------------------
+
+
+class BoundedReads:
+    """The store, declaring (as ``LdapDirectory`` does) that its reads end by themselves."""
+
+    bounds_reads = True
+
+    def __init__(self, inner: SqliteDirectory) -> None:
+        self._inner = inner
+
+    async def find_account(self, address: Address) -> Account | None:
+        return await self._inner.find_account(address)
+
+    async def find_domain(self, name: str) -> Domain | None:
+        return await self._inner.find_domain(name)
+
+
+class StuckHasher(PasswordHasher):
+    """Slow-scheme verifies that take far longer than the test's overall timeout."""
+
+    def verify(self, password: str, stored: str) -> bool:
+        time.sleep(0.6)
+        return super().verify(password, stored)
+
+
+def _count_timers(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    made: list[float | None] = []
+    real = asyncio.timeout
+
+    def counting(delay: float | None) -> asyncio.Timeout:
+        made.append(delay)
+        return real(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", counting)
+    return made
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+async def test_a_cheap_auth_sets_a_timer_only_when_the_directory_does_not_bound_its_reads(
+    store: SqliteDirectory, monkeypatch: pytest.MonkeyPatch, bounded: bool
+) -> None:
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    await store.add_account(
+        Account(address=Address.parse("carol@example.org"), password_hash=hasher.hash("c", "SSHA"))
+    )
+    directory = BoundedReads(store) if bounded else store
+    auth = Authenticator(
+        directory, hasher, AuthSettings(failure_delay=0, penalty=False), audit=CountingSink(False)
+    )
+    made = _count_timers(monkeypatch)
+    try:
+        for password, outcome in (("c", Outcome.OK), ("x", Outcome.MISMATCH)):
+            result = await auth.authenticate(
+                AuthRequest("carol@example.org", Secret(password), "imap", secured=True)
+            )
+            assert result.outcome is outcome
+        unknown = await auth.authenticate(
+            AuthRequest("nobody@example.org", Secret("c"), "imap", secured=True)
+        )
+        assert unknown.outcome is Outcome.UNKNOWN_USER
+        # the unknown user's dummy verify imitates SSHA (inline): no timer for it either
+        assert len(made) == (0 if bounded else 3)
+    finally:
+        await auth.close()
+
+
+async def test_work_no_lower_layer_bounds_still_times_out(store: SqliteDirectory) -> None:
+    """The hashing pool is not the directory's: a stuck slow verify is still a TEMPFAIL."""
+    auth = Authenticator(
+        BoundedReads(store),
+        StuckHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+        AuthSettings(failure_delay=0, penalty=False),
+        audit=CountingSink(False),
+        timeout=0.1,
+    )
+    try:
+        started = time.monotonic()
+        result = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("s3cret-Bob"), "imap", secured=True)
+        )
+        assert result.outcome is Outcome.TEMPFAIL
+        assert result.detail == "timeout"
+        assert time.monotonic() - started < 0.5
+    finally:
+        await auth.close()

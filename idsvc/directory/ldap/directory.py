@@ -102,6 +102,11 @@ READER_PIPELINE = 128  # requests in flight on one reader connection (slapd allo
 class LdapDirectory:
     """OpenLDAP with our schema (read-write), through an ``AttributeProfile``."""
 
+    # Every read (lookup, bind check) ends within ``timeout`` of its start, retries included
+    # (``read_with_retry``), and more than ``max_pending`` waiting reads fail at once: the auth
+    # engine sets no per-request timer of its own around them.
+    bounds_reads = True
+
     def __init__(self, settings: LdapSettings, profile: AttributeProfile = IDSVC) -> None:
         try:
             self._base = filters.parse_dn(settings.base_dn)
