@@ -243,6 +243,12 @@ class OverlayStore:
 
     # -- the auth core's question --------------------------------------------------------------
 
+    @staticmethod
+    def may_be_app_password(presented: str) -> bool:
+        """Whether ``presented`` has the shape of an app password (no I/O): the auth engine
+        awaits :meth:`check`, a read in a thread, only then."""
+        return normalise(presented) is not None
+
     async def check(
         self, subject: str, presented: str, service: Service | None, remote_ip: str | None
     ) -> tuple[AppCheck, AppPassword | None]:

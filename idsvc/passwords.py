@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -146,6 +147,17 @@ _ARGON2_RE = re.compile(
 _PBKDF2_RE = re.compile(r"\$1\$([^$]{1,64})\$([0-9]{1,9})\$([0-9a-fA-F]{40})")
 _SCRAM_RE = re.compile(r"([0-9]{1,9}),([A-Za-z0-9+/=]{1,200}),([A-Za-z0-9+/=]+),([A-Za-z0-9+/=]+)")
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# hashlib's named constructors: ``hashlib.new(name)`` goes through a Python wrapper per call
+_HASHLIB: dict[str, Callable[[bytes], Any]] = {
+    "md5": hashlib.md5,
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
+}
+# The hot path parses a stored hash once: its cheap-verify form is kept here, keyed by the
+# stored string itself (an entry is only ever found under the exact value that produced it, so
+# a password change is a different key). Bounded; the oldest entries go first.
+PARSED_CACHE_SIZE = 32768
 _HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
@@ -160,6 +172,48 @@ class _Parsed:
 
 def _bad(scheme: str, defect: str) -> PasswordError:
     return PasswordError(f"unusable {scheme} password hash: {defect}")
+
+
+# a stored hash's cheap-verify form: (digest constructor, digest size, digest+salt) for the
+# digest schemes, (None, 0, b"") for the other cheap ones (verified by ``_verify``), None when slow
+_CheapForm = tuple[Callable[[bytes], Any] | None, int, bytes, _Parsed] | None
+
+
+def _cheap_form(parsed: _Parsed) -> _CheapForm:
+    if parsed.scheme not in _CHEAP:
+        return None
+    spec = _DIGESTS.get(parsed.scheme)
+    if spec is None:
+        return (None, 0, b"", parsed)
+    return (_HASHLIB[spec.algo], spec.size, parsed.raw, parsed)
+
+
+class _ParsedCache:
+    """Stored hash -> ``_CheapForm``, at most ``size`` entries (FIFO). Reads take no lock (a
+    dict lookup is atomic); inserts and evictions do, as hashing threads may share it."""
+
+    __slots__ = ("_forms", "_lock", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._forms: dict[str, _CheapForm] = {}
+        self._lock = threading.Lock()
+        self._size = size
+
+    def get(self, stored: str) -> _CheapForm:
+        try:
+            return self._forms[stored]
+        except KeyError:
+            pass
+        form = _cheap_form(_parse(stored))  # PasswordError for an unusable value: not kept
+        with self._lock:
+            forms = self._forms
+            if len(forms) >= self._size:
+                del forms[next(iter(forms))]
+            forms[stored] = form
+        return form
+
+    def __len__(self) -> int:
+        return len(self._forms)
 
 
 def _b64decode(data: str | bytes, scheme: str) -> bytes:
@@ -469,6 +523,7 @@ class PasswordHasher:
         self.scheme = scheme
         self._dummy: str | None = None
         self._dummy_lock = threading.Lock()
+        self._parsed = _ParsedCache(PARSED_CACHE_SIZE)
         if scheme.endswith("-CRYPT"):
             try:
                 _crypt.gensalt(b"$2y$" if scheme == "BLF-CRYPT" else b"$6$", 0)
@@ -498,7 +553,7 @@ class PasswordHasher:
         if name in _DIGESTS:
             spec = _DIGESTS[name]
             salt = os.urandom(8)
-            digest = hashlib.new(spec.algo, pw + salt).digest()
+            digest = _HASHLIB[spec.algo](pw + salt).digest()
             return "{" + name + "}" + base64.b64encode(digest + salt).decode("ascii")
         if name == "BLF-CRYPT":
             if len(pw) > BCRYPT_MAX_BYTES:
@@ -526,14 +581,20 @@ class PasswordHasher:
         return pw is not None and _verify(parsed, pw)
 
     def verify_if_cheap(self, password: str, stored: str) -> bool | None:
-        """:meth:`verify` for µs-cost schemes, parsing ``stored`` once; None when it is a slow
-        scheme (the caller verifies those off the event loop). An unusable ``stored`` raises
-        PasswordError, as ``verify`` does."""
-        parsed = _parse(stored)
-        if parsed.scheme not in _CHEAP:
+        """:meth:`verify` for µs-cost schemes; None when it is a slow scheme (the caller
+        verifies those off the event loop). An unusable ``stored`` raises PasswordError, as
+        ``verify`` does. ``stored`` is parsed once and its parsed form kept (bounded cache), so
+        a repeat costs a dict lookup and one digest."""
+        form = self._parsed.get(stored)
+        if form is None:
             return None
         pw = _verifiable(password)
-        return pw is not None and _verify(parsed, pw)
+        if pw is None:
+            return False
+        new, size, raw, parsed = form
+        if new is None:
+            return _verify(parsed, pw)
+        return hmac.compare_digest(new(pw + raw[size:]).digest(), raw[:size])
 
     def dummy_verify(self, password: str) -> None:
         """Spend what verifying a configured-scheme hash costs (unknown users look alike)."""
@@ -582,7 +643,7 @@ def _verify(parsed: _Parsed, pw: bytes) -> bool:
     if scheme in _DIGESTS:
         spec = _DIGESTS[scheme]
         salt = raw[spec.size :]
-        return hmac.compare_digest(hashlib.new(spec.algo, pw + salt).digest(), raw[: spec.size])
+        return hmac.compare_digest(_HASHLIB[spec.algo](pw + salt).digest(), raw[: spec.size])
     if scheme in ("ARGON2ID", "ARGON2I"):
         kind = argon2.Type.ID if scheme == "ARGON2ID" else argon2.Type.I
         try:

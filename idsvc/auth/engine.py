@@ -29,7 +29,9 @@ Every protocol adapter (saslauthd, Dovecot auth, HTTP, our own SMTP/IMAP/POP3) b
    delayed, so an attacker cannot slow a user down by failing on their account; ``elapsed``
    excludes the pad. TEMPFAIL is not delayed.
 8. **Audit**: one ``AuditEvent`` per attempt, never with the password (not even built when the
-   sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO).
+   sink's ``enabled`` is False, e.g. ``LogAuditSink`` with its logger above INFO, nor when no
+   sink records that outcome: ``audit.wants_auth``, e.g. a success under the failures-only
+   default).
 
 How it fails: any directory error (``TemporaryFailure``, ``AmbiguousEntry``, anything
 unexpected), a corrupt stored hash (``PasswordError``, logged loudly), an overall timeout, more
@@ -49,7 +51,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
-from idsvc.audit import AuditEvent, AuditSink
+from idsvc.audit import AuditEvent, AuditSink, wants_auth
 from idsvc.auth.app_password import AppCheck, AppPassword
 from idsvc.auth.cache import AuthCache, CachedDecision, TtlCache
 from idsvc.auth.inputs import MAX_SERVICE_LENGTH, request_problem, sanitize
@@ -77,6 +79,8 @@ CHEAP = "cheap"  # the kind of every µs-cost stored hash ({SSHA} …): verified
 WORK_WINDOW = 128  # failures: the failure deadline follows the slowest work among this many
 WORK_CEILING = 10.0  # seconds: how far beyond failure_delay slow failure work may push the deadline
 
+_NO_TIMER = contextlib.nullcontext()  # reusable: ``async with`` on it does nothing
+
 _BIND_OUTCOMES = {
     BindResult.OK: Outcome.OK,
     BindResult.INVALID_CREDENTIALS: Outcome.MISMATCH,
@@ -100,6 +104,11 @@ class Hasher(RehashHasher, Protocol):
 
 class AppPasswordCheck(Protocol):
     """What the engine asks the local overlay (``idsvc.overlay.OverlayStore``)."""
+
+    def may_be_app_password(self, presented: str) -> bool:
+        """Whether ``presented`` has the shape of an app password (no I/O): only then is
+        :meth:`check` (a database read in a thread) awaited."""
+        ...
 
     async def check(
         self, subject: str, presented: str, service: Service | None, remote_ip: str | None
@@ -211,6 +220,9 @@ class Authenticator:
         self._apps = app_passwords
         self._app_required = app_required if app_passwords is not None else frozenset()
         self._binder = directory if isinstance(directory, BindVerifier) else None
+        # A directory whose every read ends within its own deadline (``bounds_reads``) needs no
+        # per-request timer around its lookups: only the awaits it does not own are timed.
+        self._reads_bounded = getattr(directory, "bounds_reads", False) is True
         self._default_domain = (
             canonical_domain(settings.default_domain) if settings.default_domain else None
         )
@@ -401,10 +413,20 @@ class Authenticator:
                     cached=True,
                     detail="cached",
                 )
+        if self._reads_bounded:  # the directory owns the deadline of every read
+            return await self._fetch_and_verify(
+                address, login, service, password, key, request.remote_ip
+            )
         async with asyncio.timeout(self._timeout):
             return await self._fetch_and_verify(
                 address, login, service, password, key, request.remote_ip
             )
+
+    def _timer(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The overall timeout for an await no lower layer bounds (the hashing pool, the
+        overlay): a timer of its own when the directory owns the read deadlines (no outer
+        timer runs then), else nothing (the outer one covers it)."""
+        return asyncio.timeout(self._timeout) if self._reads_bounded else _NO_TIMER
 
     async def _fetch_and_verify(
         self,
@@ -430,8 +452,11 @@ class Authenticator:
         if not found:
             domain = await self._domain(account.address.domain)
         app = AppCheck.NO_MATCH
-        if self._apps is not None:
-            app, app_info = await self._apps.check(account.subject, password, service, remote_ip)
+        if self._apps is not None and self._apps.may_be_app_password(password):
+            async with self._timer():
+                app, app_info = await self._apps.check(
+                    account.subject, password, service, remote_ip
+                )
         if app is AppCheck.OK:
             verdict = Outcome.OK
             if app_info is not None and (app_info.networks or app_info.expires is not None):
@@ -525,7 +550,8 @@ class Authenticator:
             await self._dummy_verify(password)
             return Outcome.MISMATCH  # no password and no way to check one: it cannot match
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
+        async with self._timer():
+            ok = await loop.run_in_executor(self._executor, self._hasher.verify, password, stored)
         self._mix.note(self._hasher.scheme_of(stored), stored)  # parsed fine: verify did not raise
         return Outcome.OK if ok else Outcome.MISMATCH
 
@@ -539,13 +565,14 @@ class Authenticator:
             self._hasher.verify_if_cheap(password or "-", self._cheap_dummy)
             return
         loop = asyncio.get_running_loop()
-        if kind is None or kind[1] is None:
-            await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
-            return
-        with contextlib.suppress(PasswordError):  # it verified before; never fail the request
-            await loop.run_in_executor(
-                self._executor, self._hasher.verify, password or "-", kind[1]
-            )
+        async with self._timer():
+            if kind is None or kind[1] is None:
+                await loop.run_in_executor(self._executor, self._hasher.dummy_verify, password)
+                return
+            with contextlib.suppress(PasswordError):  # it verified before; never fail a request
+                await loop.run_in_executor(
+                    self._executor, self._hasher.verify, password or "-", kind[1]
+                )
 
     def _remember(
         self, key: bytes | None, outcome: Outcome, user: str | None, names: tuple[str, ...]
@@ -558,6 +585,8 @@ class Authenticator:
     def _emit(self, request: AuthRequest, decision: _Decision, elapsed: float) -> None:
         if getattr(self._audit, "enabled", True) is False:
             return  # the sink would drop the event (e.g. its logger is above INFO): skip it
+        if not wants_auth(self._audit, decision.outcome.value):
+            return  # nobody records this outcome (failures-only default: a success)
         event = AuditEvent(
             action="auth",
             outcome=decision.outcome.value,

@@ -1,14 +1,16 @@
 """What an authentication asks and what it answers: ``AuthRequest`` in, ``AuthResult`` out.
 
+Both are named tuples (immutable, built once per request: a tuple costs a third of a frozen
+dataclass, whose ``__init__`` sets each field through ``object.__setattr__``).
+
 Outcomes are an enum, not a bool: a backend outage (``TEMPFAIL``) must never look like a wrong
 password, and every protocol adapter keeps one table mapping ``Outcome`` to its own reply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from idsvc.model import Secret
 
@@ -28,8 +30,7 @@ class Outcome(Enum):
         return self not in (Outcome.OK, Outcome.TEMPFAIL)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthRequest:
+class AuthRequest(NamedTuple):
     """One credential check, as a protocol adapter received it (not yet canonicalised).
 
     ``login`` is what the client typed (authcid); ``realm`` is a saslauthd-style realm joined as
@@ -49,8 +50,7 @@ class AuthRequest:
     protocol: str = ""  # the socket it came through, for the audit trail (saslauthd, dovecot …)
 
 
-@dataclass(frozen=True, slots=True)
-class AuthResult:
+class AuthResult(NamedTuple):
     """The decision. ``user`` is the canonical account name on OK (and when known on failure —
     adapters must not reveal it to clients on failure). ``elapsed`` excludes the failure delay."""
 

@@ -234,8 +234,9 @@ class AttributeProfile:
             filters.or_(filters.eq(self.domain_name, name), filters.eq(self.alias_domain, name)),
         )
 
-    def account_filter(self, address: Address) -> Filter:
-        key = filters.eq(self.address, str(address))
+    def account_filter(self, address: Address, text: str | None = None) -> Filter:
+        """The search for one account; ``text`` is ``str(address)`` when the caller has it."""
+        key = filters.eq(self.address, str(address) if text is None else text)
         return filters.and_(_class_filter(self.account_class), key)
 
     def alias_filter(self, source: str) -> Filter:
@@ -359,11 +360,20 @@ class AttributeProfile:
             **self._meta(entry),
         )
 
-    def account_from_entry(self, entry: Entry, *, with_hash: bool) -> Account:
-        try:
-            address = Address.parse(self._key(entry, self.address))
-        except InvalidInput as exc:
-            raise TemporaryFailure(f"entry {entry.dn!r}: invalid {self.address}") from exc
+    def account_from_entry(
+        self, entry: Entry, *, with_hash: bool, searched: tuple[Address, str] | None = None
+    ) -> Account:
+        """The Account of ``entry``. ``searched`` is the canonical address the entry was found
+        by and its string form: when the stored value is exactly that string, it is already
+        canonical and the Address is reused instead of parsed again (the hot path)."""
+        text = self._key(entry, self.address)
+        if searched is not None and text == searched[1]:
+            address = searched[0]
+        else:
+            try:
+                address = Address.parse(text)
+            except InvalidInput as exc:
+                raise TemporaryFailure(f"entry {entry.dn!r}: invalid {self.address}") from exc
         return Account(
             address=address,
             password_hash=entry.first(self.password) if with_hash else None,

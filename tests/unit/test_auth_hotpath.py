@@ -4,7 +4,9 @@ with its memos, and skipping audit events a sink would drop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +86,34 @@ def test_account_from_entry_values() -> None:
     assert hidden.password_hash is None
 
 
+def test_account_from_entry_reuses_the_searched_address_only_when_it_is_the_stored_one() -> None:
+    searched = Address("bob", "example.org")
+    canonical = _entry(idsvcAddress=[b"bob@example.org"])
+    reused = IDSVC.account_from_entry(
+        canonical, with_hash=True, searched=(searched, "bob@example.org")
+    )
+    assert reused.address is searched
+    assert reused == IDSVC.account_from_entry(canonical, with_hash=True)
+    # a stored value that differs from the searched text (here: not canonical) is parsed
+    parsed = IDSVC.account_from_entry(
+        _entry(), with_hash=True, searched=(searched, "bob@example.org")
+    )
+    assert parsed.address == searched
+    assert parsed.address is not searched
+    other = IDSVC.account_from_entry(
+        _entry(idsvcAddress=[b"alice@example.org"]),
+        with_hash=False,
+        searched=(searched, "bob@example.org"),
+    )
+    assert other.address == Address("alice", "example.org")
+    with pytest.raises(TemporaryFailure, match="invalid idsvcAddress"):
+        IDSVC.account_from_entry(
+            _entry(idsvcAddress=[b"no-at-sign"]),
+            with_hash=False,
+            searched=(searched, "bob@example.org"),
+        )
+
+
 def test_an_empty_timestamp_falls_back_to_the_operational_one() -> None:
     account = IDSVC.account_from_entry(
         _entry(idsvcCreated=[b""], createTimestamp=[b"20250505050505Z"]), with_hash=False
@@ -159,6 +189,36 @@ async def test_audit_events_are_built_only_for_a_sink_that_keeps_them(
         await auth.close()
 
 
+class FailuresOnlySink(CountingSink):
+    """Records failures only, as ``LogAuditSink(auth="failures")`` (the default) does."""
+
+    def wants_auth(self, outcome: str) -> bool:
+        return outcome != Outcome.OK.value
+
+
+async def test_no_event_is_built_for_an_outcome_no_sink_records(store: SqliteDirectory) -> None:
+    sink = FailuresOnlySink(True)
+    auth = Authenticator(
+        store,
+        PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+        AuthSettings(failure_delay=0, penalty=False),
+        audit=sink,
+    )
+    try:
+        ok = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("s3cret-Bob"), "imap", secured=True)
+        )
+        assert ok.outcome is Outcome.OK
+        assert sink.events == []
+        bad = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("wrong-Bob"), "imap", secured=True)
+        )
+        assert bad.outcome is Outcome.MISMATCH
+        assert [e.outcome for e in sink.events] == [Outcome.MISMATCH.value]
+    finally:
+        await auth.close()
+
+
 def test_log_audit_sink_enabled_follows_the_logger_level() -> None:
     logger = logging.getLogger("idsvc.audit.test-hotpath")
     sink = LogAuditSink(logger)
@@ -183,3 +243,151 @@ def test_verify_if_cheap_agrees_with_is_cheap_and_verify(scheme: str) -> None:
             assert verdict is None
     with pytest.raises(PasswordError):
         hasher.verify_if_cheap("s3cret", "{SSHA}!!not-base64!!")
+    with pytest.raises(PasswordError):  # an unusable value is never kept: it fails every time
+        hasher.verify_if_cheap("s3cret", "{SSHA}!!not-base64!!")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "{SSHA}",  # filled in below per scheme
+        "{SMD5}",
+        "{SHA256}",
+        "{SHA}",
+        "{PLAIN-MD5}",
+        "{LDAP-MD5}",
+        "{PLAIN.b64}czNjcmV0",
+        "{CRYPT}abJnggxhB/yWI",  # DES crypt of "test"
+    ],
+)
+def test_parsed_cache_verdicts_match_a_fresh_parse(stored: str) -> None:
+    import base64
+    import hashlib
+
+    salt = b"saltsalt"
+    algo = {"SSHA": "sha1", "SMD5": "md5", "SHA256": "sha256", "SHA": "sha1"}
+    name = stored[1:-1]
+    if name in algo:
+        salted = name.startswith("S") and name != "SHA256" and name != "SHA"
+        digest = hashlib.new(algo[name], b"s3cret" + (salt if salted else b"")).digest()
+        stored += base64.b64encode(digest + (salt if salted else b"")).decode()
+    elif name == "PLAIN-MD5":
+        stored += hashlib.md5(b"s3cret").hexdigest()
+    elif name == "LDAP-MD5":
+        stored += base64.b64encode(hashlib.md5(b"s3cret").digest()).decode()
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    for password in ("s3cret", "test", "wrong", "", "s3\x00cret", "s3cret" * 50):
+        expected = hasher.verify(password, stored)
+        for _ in range(2):  # the second call is answered from the parsed form
+            assert hasher.verify_if_cheap(password, stored) is expected
+    assert hasher.verify_if_cheap("s3cret", stored) is (stored.startswith("{CRYPT}") is False)
+
+
+def test_parsed_cache_is_bounded_and_keyed_by_the_exact_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from idsvc import passwords
+
+    monkeypatch.setattr(passwords, "PARSED_CACHE_SIZE", 8)
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    stored = [hasher.hash(f"pw-{i}", "SSHA") for i in range(20)]
+    for i, value in enumerate(stored):
+        assert hasher.verify_if_cheap(f"pw-{i}", value) is True
+        assert hasher.verify_if_cheap(f"pw-{i + 1}", value) is False
+    assert len(hasher._parsed) == 8
+    # a changed password is a different stored value: the old parsed form never answers for it
+    changed = hasher.hash("new-pw", "SSHA")
+    assert hasher.verify_if_cheap("pw-19", changed) is False
+    assert hasher.verify_if_cheap("new-pw", changed) is True
+    # slow schemes are remembered as slow (no re-parse) and still answer None
+    slow = hasher.hash("pw", "SHA512-CRYPT")
+    assert hasher.verify_if_cheap("pw", slow) is None
+    assert hasher.verify_if_cheap("pw", slow) is None
+
+
+# -- no per-request timer where the directory owns the read deadlines ---------------------------
+
+
+class BoundedReads:
+    """The store, declaring (as ``LdapDirectory`` does) that its reads end by themselves."""
+
+    bounds_reads = True
+
+    def __init__(self, inner: SqliteDirectory) -> None:
+        self._inner = inner
+
+    async def find_account(self, address: Address) -> Account | None:
+        return await self._inner.find_account(address)
+
+    async def find_domain(self, name: str) -> Domain | None:
+        return await self._inner.find_domain(name)
+
+
+class StuckHasher(PasswordHasher):
+    """Slow-scheme verifies that take far longer than the test's overall timeout."""
+
+    def verify(self, password: str, stored: str) -> bool:
+        time.sleep(0.6)
+        return super().verify(password, stored)
+
+
+def _count_timers(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    made: list[float | None] = []
+    real = asyncio.timeout
+
+    def counting(delay: float | None) -> asyncio.Timeout:
+        made.append(delay)
+        return real(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", counting)
+    return made
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+async def test_a_cheap_auth_sets_a_timer_only_when_the_directory_does_not_bound_its_reads(
+    store: SqliteDirectory, monkeypatch: pytest.MonkeyPatch, bounded: bool
+) -> None:
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    await store.add_account(
+        Account(address=Address.parse("carol@example.org"), password_hash=hasher.hash("c", "SSHA"))
+    )
+    directory = BoundedReads(store) if bounded else store
+    auth = Authenticator(
+        directory, hasher, AuthSettings(failure_delay=0, penalty=False), audit=CountingSink(False)
+    )
+    made = _count_timers(monkeypatch)
+    try:
+        for password, outcome in (("c", Outcome.OK), ("x", Outcome.MISMATCH)):
+            result = await auth.authenticate(
+                AuthRequest("carol@example.org", Secret(password), "imap", secured=True)
+            )
+            assert result.outcome is outcome
+        unknown = await auth.authenticate(
+            AuthRequest("nobody@example.org", Secret("c"), "imap", secured=True)
+        )
+        assert unknown.outcome is Outcome.UNKNOWN_USER
+        # the unknown user's dummy verify imitates SSHA (inline): no timer for it either
+        assert len(made) == (0 if bounded else 3)
+    finally:
+        await auth.close()
+
+
+async def test_work_no_lower_layer_bounds_still_times_out(store: SqliteDirectory) -> None:
+    """The hashing pool is not the directory's: a stuck slow verify is still a TEMPFAIL."""
+    auth = Authenticator(
+        BoundedReads(store),
+        StuckHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+        AuthSettings(failure_delay=0, penalty=False),
+        audit=CountingSink(False),
+        timeout=0.1,
+    )
+    try:
+        started = time.monotonic()
+        result = await auth.authenticate(
+            AuthRequest("bob@example.org", Secret("s3cret-Bob"), "imap", secured=True)
+        )
+        assert result.outcome is Outcome.TEMPFAIL
+        assert result.detail == "timeout"
+        assert time.monotonic() - started < 0.5
+    finally:
+        await auth.close()

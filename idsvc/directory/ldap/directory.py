@@ -102,6 +102,11 @@ READER_PIPELINE = 128  # requests in flight on one reader connection (slapd allo
 class LdapDirectory:
     """OpenLDAP with our schema (read-write), through an ``AttributeProfile``."""
 
+    # Every read (lookup, bind check) ends within ``timeout`` of its start, retries included
+    # (``read_with_retry``), and more than ``max_pending`` waiting reads fail at once: the auth
+    # engine sets no per-request timer of its own around them.
+    bounds_reads = True
+
     def __init__(self, settings: LdapSettings, profile: AttributeProfile = IDSVC) -> None:
         try:
             self._base = filters.parse_dn(settings.base_dn)
@@ -263,7 +268,8 @@ class LdapDirectory:
         return None if entry is None else self._profile.domain_from_entry(entry)
 
     async def find_account(self, address: Address) -> Account | None:
-        filt = self._profile.account_filter(address)
+        text = str(address)
+        filt = self._profile.account_filter(address, text)
         attrs = self._profile.account_attrs(with_hash=self._with_hash)
         entry = await self._read(
             lambda end, avoid: self._reader.point(
@@ -272,7 +278,9 @@ class LdapDirectory:
         )
         if entry is None:
             return None
-        account = self._profile.account_from_entry(entry, with_hash=self._with_hash)
+        account = self._profile.account_from_entry(
+            entry, with_hash=self._with_hash, searched=(address, text)
+        )
         if self._recent is not None:  # auth_method = "bind": a bind check usually follows
             self._recent.put(account.address, entry.dn)
         return account
