@@ -152,12 +152,20 @@ class _VerifyMix:
         return kind, self._samples.get(kind)
 
 
-def _refusal(account: Account, domain: Domain | None, service: Service | None) -> str | None:
-    """Why an account that proved its password may still not log in (DISABLED), or None."""
+WEB_SERVICE = "web"  # the web pages' own login (idsvc.web): no mail service, no app passwords
+
+
+def _refusal(
+    account: Account, domain: Domain | None, service: Service | None, *, web: bool = False
+) -> str | None:
+    """Why an account that proved its password may still not log in (DISABLED), or None.
+    The web login (``web``) needs the account and domain enabled, no mail service."""
     if not account.enabled:
         return "account disabled"
     if domain is None or not domain.enabled:
         return "domain disabled"
+    if web:
+        return None
     if service is None or service not in account.services:
         return "service not enabled"
     return None
@@ -376,8 +384,9 @@ class Authenticator:
                 )
         async with asyncio.timeout(self._timeout):
             return await self._fetch_and_verify(
-                address, login, service, password, key, request.remote_ip
-            )
+                address, login, service, password, key, request.remote_ip,
+                web=request.service == WEB_SERVICE,
+            )  # fmt: skip
 
     async def _fetch_and_verify(
         self,
@@ -387,6 +396,8 @@ class Authenticator:
         password: str,
         key: bytes | None,
         remote_ip: str | None = None,
+        *,
+        web: bool = False,
     ) -> _Decision:
         account, names = await self._resolve(address, login)
         if account is None:
@@ -403,13 +414,13 @@ class Authenticator:
         if not found:
             domain = await self._domain(account.address.domain)
         app = AppCheck.NO_MATCH
-        if self._apps is not None:
+        if self._apps is not None and not web:  # an app password never opens the web pages
             app, app_info = await self._apps.check(account.subject, password, service, remote_ip)
         if app is AppCheck.OK:
             verdict = Outcome.OK
             if app_info is not None and (app_info.networks or app_info.expires is not None):
                 key = None  # valid only from some networks or until a time: never cached
-        elif app is AppCheck.REFUSED or (service in self._app_required):
+        elif app is AppCheck.REFUSED or (not web and service in self._app_required):
             # an app password used where it may not be, or the account's own password where
             # only app passwords may log in: a plain failure (nothing is said about why)
             verdict = Outcome.MISMATCH
@@ -425,7 +436,7 @@ class Authenticator:
             if verdict is Outcome.MISMATCH:
                 self._remember(key, Outcome.MISMATCH, user, names)
             return _Decision(verdict, user=user, names=names, detail=verdict.value)
-        refusal = _refusal(account, domain, service)
+        refusal = _refusal(account, domain, service, web=web)
         if refusal is not None:
             return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
         self._remember(key, Outcome.OK, user, names)
