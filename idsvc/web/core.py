@@ -11,7 +11,7 @@ Rules (docs/web.md):
   else is a 403 before the handler does any work.
 * Every page answers with ``Content-Security-Policy: default-src 'none'`` plus what the pages use
   (scripts, styles and images from this origin only, forms to this origin), ``frame-ancestors
-  'none'``, ``nosniff``, ``no-referrer`` and ``Cache-Control: no-store``.
+  'none'``, ``nosniff``, ``Referrer-Policy: same-origin`` and ``Cache-Control: no-store``.
 * Values a browser sends are never put into a header: redirects go to fixed paths or to paths
   built from canonical names (percent-encoded).
 """
@@ -53,7 +53,7 @@ PAGE_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
     (b"cross-origin-opener-policy", b"same-origin"),
 )
 NO_STORE = (b"cache-control", b"no-store")
