@@ -331,13 +331,33 @@ class ConnectionSlots:
       leaves ``reserve`` slots that other peers get without evicting anything.
 
     Counters: ``active``, ``refused`` (newcomers closed), ``evicted`` (connections closed to
-    make room).
+    make room). Under a flood, evictions and refusals are logged as one WARNING per
+    ``REPORT_INTERVAL`` with the counts (``name`` says which listener), never one line per
+    connection: a flood must not turn into a log flood.
     """
 
-    __slots__ = ("_all", "_clock", "_peers", "evicted", "limit", "refused", "reserve")
+    __slots__ = (
+        "_all",
+        "_clock",
+        "_peers",
+        "_reported",
+        "_since_report",
+        "evicted",
+        "limit",
+        "name",
+        "refused",
+        "reserve",
+    )
+
+    REPORT_INTERVAL = 10.0
 
     def __init__(
-        self, limit: int, *, reserve: int = 0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        *,
+        reserve: int = 0,
+        name: str = "listener",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1:
             raise ValueError("connection limit must be at least 1")
@@ -345,9 +365,12 @@ class ConnectionSlots:
             raise ValueError("the connection reserve must be at least 0 and below the limit")
         self.limit = limit
         self.reserve = reserve
+        self.name = name
         self.refused = 0
         self.evicted = 0
         self._clock = clock
+        self._reported = -self.REPORT_INTERVAL  # the first eviction or refusal is logged at once
+        self._since_report = (0, 0)  # (evicted, refused) counts at the last report
         self._all = _Bucket()
         self._peers: dict[Hashable, _Bucket] = {}
 
@@ -382,14 +405,34 @@ class ConnectionSlots:
     def _evict(self, victim: Slot | None) -> bool:
         if victim is None:
             self.refused += 1
-            return False
-        self._drop(victim)
-        self.evicted += 1
-        try:
-            victim.conn.evict()
-        except Exception:  # a bug in one connection's close must not block admission
-            log.exception("evicting a connection failed")
-        return True
+        else:
+            self._drop(victim)
+            self.evicted += 1
+            try:
+                victim.conn.evict()
+            except Exception:  # a bug in one connection's close must not block admission
+                log.exception("%s: evicting a connection failed", self.name)
+        self._report()
+        return victim is not None
+
+    def _report(self) -> None:
+        now = self._clock()
+        if now - self._reported < self.REPORT_INTERVAL:
+            return
+        evicted = self.evicted - self._since_report[0]
+        refused = self.refused - self._since_report[1]
+        log.warning(
+            "%s: all %d connection slots taken (reserve %d per other peer): %d idle or "
+            "incomplete connection(s) evicted, %d newcomer(s) refused (every slot busy) "
+            "since the last report",
+            self.name,
+            self.limit,
+            self.reserve,
+            evicted,
+            refused,
+        )
+        self._reported = now
+        self._since_report = (self.evicted, self.refused)
 
     def _unlink(self, slot: Slot) -> None:
         standing = slot.standing

@@ -286,7 +286,9 @@ class LookupServer(Generic[R]):
         self.socket = socket if socket is not None and socket.enabled else None
         self.decoder_factory = decoder_factory
         self.session_factory = session_factory
-        self.slots = ConnectionSlots(limits.max_connections, reserve=limits.reserved_connections)
+        self.slots = ConnectionSlots(
+            limits.max_connections, reserve=limits.reserved_connections, name=name
+        )
         self.connections: set[_Connection[R]] = set()
         self._servers: list[asyncio.Server] = []
         self._bound: list[BoundSocket] = []

@@ -137,6 +137,20 @@ async def test_2000_pipelined_requests_30_percent_failing(directory: Any) -> Non
         await conn.close()
 
 
+async def test_a_request_cancelled_at_once_leaves_the_connection_idle(directory: Any) -> None:
+    # AUTH and CANCEL in one write: the verification is cancelled before it ever runs; the
+    # connection must still count as idle (evictable), not busy for ever
+    await populate(directory)
+    async with _listening(authenticator(directory, failure_delay=0.5)) as srv:
+        conn = await _session(srv)
+        await conn.send(f"{auth_plain(1, 'bad')}\nCANCEL\t1")
+        await _until(lambda: srv.slots.standing_counts()[Standing.IDLE] == 1)
+        await conn.send(auth_plain(2, USERS.good_pw))
+        assert await conn.line() == "OK\t2\tuser=bob@example.org"
+        await _until(lambda: srv.slots.standing_counts()[Standing.IDLE] == 1)
+        await conn.close()
+
+
 async def test_pre_handshake_connections_go_first_idle_next_busy_never(directory: Any) -> None:
     await populate(directory)
     auth = authenticator(directory, failure_delay=1.0)

@@ -4,6 +4,7 @@ table's admission rules (eviction order, per-peer reserve) table-driven and with
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import stat
@@ -282,6 +283,30 @@ def test_a_peer_whose_share_is_busy_is_refused() -> None:
     assert table.admit(_Conn("new"), "p") is None
     assert table.refused == 1
     assert table.admit(_Conn("other"), "q") is not None  # the reserve is there for others
+
+
+def test_evictions_are_reported_in_summaries_not_per_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="idsvc.wire.listen")
+    clock = _Clock()
+    table = ConnectionSlots(1, name="mux", clock=clock)
+    _admit(table, "first")
+    for i in range(50):  # a flood: every newcomer evicts the previous one
+        _admit(table, f"n{i}")
+        clock.now += 0.1
+    busy = _admit(table, "busy")[1]
+    busy.busy()
+    assert table.admit(_Conn("refused"), None) is None
+    clock.now += ConnectionSlots.REPORT_INTERVAL
+    assert table.admit(_Conn("refused again"), None) is None
+    reports = [r.getMessage() for r in caplog.records]
+    # the first eviction is reported at once, the next 50 evictions and 2 refusals once the
+    # interval has passed: two lines for 53 events
+    assert len(reports) == 2
+    assert reports[0].startswith("mux: all 1 connection slots taken")
+    assert "1 idle or incomplete connection(s) evicted, 0 newcomer(s) refused" in reports[0]
+    assert "50 idle or incomplete connection(s) evicted, 2 newcomer(s) refused" in reports[1]
 
 
 def test_limits_are_validated() -> None:

@@ -120,7 +120,7 @@ class _Connection(asyncio.Protocol):
         self.peer = "unknown"
         self.requests: dict[int, _Request] = {}
         self.state = _State.AWAIT_VERSION
-        self.started = self.last_input = time.monotonic()
+        self.last_input = time.monotonic()
         self.closing = False
         self.finished = asyncio.Event()
         self._buffer = bytearray()
@@ -156,7 +156,7 @@ class _Connection(asyncio.Protocol):
         self.peer = str(peer)
         slot = self.server.slots.admit(self, peer.key)
         if slot is None:
-            log.warning(
+            log.debug(  # counted and reported by the slot table
                 "%s: all %d connections have requests in flight, closing %s",
                 self.server.name,
                 self.server.slots.limit,
@@ -274,7 +274,7 @@ class _Connection(asyncio.Protocol):
         """The slot table needs room: this connection is unproven or idle (never one with a
         request being verified)."""
         if not self.closing:
-            log.info(
+            log.debug(  # counted and reported by the slot table, not logged one by one
                 "%s: %s: evicting %s connection to admit a new one",
                 self.server.name,
                 self.peer,
@@ -404,23 +404,25 @@ class _Connection(asyncio.Protocol):
             authzid=authzid,
             protocol=PROTOCOL_NAME,
         )
-        req.task = asyncio.get_running_loop().create_task(self._verify(req, request))
+        task = asyncio.get_running_loop().create_task(self._verify(req, request))
+        req.task = task
         self._verifying += 1
         if self._verifying == 1 and self._slot is not None:
             self._slot.busy()
+        # a callback, not a finally: a task cancelled before it ran never runs its body
+        task.add_done_callback(functools.partial(self._verified, req))
+
+    def _verified(self, req: _Request, _task: asyncio.Task[None]) -> None:
+        """A verification ended (answered, cancelled or failed): count it out of the in-flight
+        requests and let a held AUTH line go."""
+        self._verifying -= 1
+        if self._verifying == 0 and self._slot is not None and not self.closing:
+            self._slot.idle()
+        if self.requests.get(req.request_id) is req:
+            del self.requests[req.request_id]
+        self._request_done()
 
     async def _verify(self, req: _Request, request: AuthRequest) -> None:
-        try:
-            await self._verify_one(req, request)
-        finally:
-            self._verifying -= 1
-            if self._verifying == 0 and self._slot is not None and not self.closing:
-                self._slot.idle()
-            if self.requests.get(req.request_id) is req:
-                del self.requests[req.request_id]
-            self._request_done()
-
-    async def _verify_one(self, req: _Request, request: AuthRequest) -> None:
         try:
             result = await self.server.authenticator.authenticate(request)
         except asyncio.CancelledError:
@@ -491,6 +493,7 @@ class DovecotAuthServer:
         self.slots = ConnectionSlots(
             settings.max_connections,
             reserve=settings.reserved_connections,
+            name=self.name,
         )
         self.connections: set[_Connection] = set()
         self._bound: list[BoundSocket] = []

@@ -416,7 +416,7 @@ class _Connection:
 
     def evict(self) -> None:
         """The slot table needs room: this connection has not sent a complete request."""
-        log.info(
+        log.debug(  # counted and reported by the slot table, not logged one by one
             "%s: evicting %s connection from %s (%d fields) to admit a new one",
             self._server.name,
             self._phase.value,
@@ -443,6 +443,7 @@ class SaslauthdServer:
         self._slots = ConnectionSlots(
             settings.max_connections,
             reserve=settings.reserved_connections,
+            name=self.name,
         )
         self._bound: BoundSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -495,7 +496,7 @@ class SaslauthdServer:
             conn = _Connection(self, sock, loop)
             slot = self._slots.admit(conn, peer_key(conn))
             if slot is None:
-                log.warning(
+                log.debug(  # counted and reported by the slot table
                     "%s: all %d connections have a request in flight, closing %s",
                     self.name,
                     self._slots.limit,
