@@ -43,14 +43,12 @@ PAGE_CSP = (
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 BODY_CSP = (
-    "default-src 'none'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; base-uri 'none'; "
+    "form-action 'none'; "
     "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
 INLINE_IMAGES = {"image/png", "image/gif", "image/jpeg", "image/webp"}
-FRAME_PAGE = (
-    '<!doctype html><meta charset="utf-8"><style>body{font:15px/1.45 sans-serif;margin:.5rem;'
-    "word-wrap:break-word}img{max-width:100%;height:auto}</style>"
-)
+FRAME_PAGE = '<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="/static/frame.css">'
 
 
 class Fail(Exception):

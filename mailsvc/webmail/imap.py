@@ -199,3 +199,6 @@ async def session(settings: WebmailSettings, user: str, password: str) -> AsyncI
     finally:
         with contextlib.suppress(Exception):
             await client.logout()
+        transport = getattr(getattr(client, "protocol", None), "transport", None)
+        if transport is not None and not transport.is_closing():
+            transport.close()  # a failed LOGOUT must not leave the socket to the collector

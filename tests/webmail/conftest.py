@@ -6,6 +6,7 @@ plus the webmail app over httpx (``https://webmail.test``: the session cookie is
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import re
@@ -47,7 +48,7 @@ class MailStack:
         await c.wait_hello_from_server()
         assert (await c.login(user, password)).result == "OK"
         assert (await c.append(raw, mailbox=folder)).result == "OK"
-        await c.logout()
+        await _logout(c)
 
     async def subjects(self, user: str, password: str, folder: str = "INBOX") -> list[str]:
         c = aioimaplib.IMAP4(host="127.0.0.1", port=self.imap_port, timeout=20)
@@ -55,12 +56,21 @@ class MailStack:
         assert (await c.login(user, password)).result == "OK"
         await c.select(f'"{folder}"')
         got = await c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        await c.logout()
+        await _logout(c)
         return [
             bytes(line).decode().strip().removeprefix("Subject: ").strip()
             for line in got.lines
             if isinstance(line, bytearray)
         ]
+
+
+async def _logout(c: aioimaplib.IMAP4) -> None:
+    """LOGOUT, then close the socket now (not when the collector finds it after the loop)."""
+    await c.logout()
+    transport = c.protocol.transport
+    if transport is not None and not transport.is_closing():
+        transport.close()
+    await asyncio.sleep(0)  # let the close callbacks run on this loop
 
 
 def _dovecot(root: Path, imap_port: int, lmtp_port: int) -> DovecotServer:
