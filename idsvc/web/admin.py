@@ -84,6 +84,11 @@ def _int(fields: dict[str, str], name: str, default: int | None = None) -> int:
     return int(text)
 
 
+def _words(text: str) -> list[str]:
+    """A comma- or space-separated list from a text field."""
+    return [w for w in text.replace(",", " ").split() if w]
+
+
 def _revision(fields: dict[str, str]) -> int:
     return _int(fields, "revision")
 
@@ -291,6 +296,7 @@ async def update_domain(request: Request, domain: str) -> Response:
             enabled="enabled" in fields,
             default_quota=_int(fields, "default_quota", 0),
             description=fields.get("description", ""),
+            alias_domains=_words(fields.get("alias_domains", "")) if who.is_admin else None,
         )
     )
     return redirect(path_of("admin", "domains", name))
@@ -443,7 +449,7 @@ async def create_alias(request: Request, domain: str) -> Response:
     source = canonical_alias_source(f"{local}@{name}" if "@" not in local else local)
     if _alias_domain(source) != name:
         raise InvalidInput("the alias must be in this domain")
-    destinations = [d for d in fields.get("destinations", "").replace(",", " ").split() if d]
+    destinations = _words(fields.get("destinations", ""))
     await api_context(request).provisioner.create_alias(source, destinations, actor=who.actor)
     return redirect(path_of("admin", "domains", name, "aliases"))
 
@@ -490,7 +496,7 @@ async def create_token_page(request: Request) -> Response:
     session, who = await _principal(request)
     fields = await checked_form(request, session)
     who.require_writer()
-    domains = [d for d in fields.get("domains", "").replace(",", " ").split() if d]
+    domains = _words(fields.get("domains", ""))
     scope, canonical = check_scope(fields.get("scope", ""), domains)
     wanted = TokenInfo("0" * 16, "wanted", scope, canonical, None, who.token.created, "")
     if not who.covers(wanted):

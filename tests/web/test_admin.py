@@ -232,3 +232,28 @@ async def test_tokens_shown_once_and_audit_lists_changes(web: WebEnv) -> None:
     assert "ops" in again.text
     trail = await b.get("/admin/audit")
     assert "token.create" in trail.text
+
+
+async def test_aliases_catch_all_and_alias_domains(web: WebEnv) -> None:
+    await web.user("ivy@mine.test")
+    b = web.browser()
+    await admin_login(b, web.admin_token)
+    page = "/admin/domains/mine.test/aliases"
+    made = await b.submit(page, page, {"source": "sales", "destinations": "ivy@mine.test"})
+    assert made.status_code == 303
+    catch = await b.submit(page, page, {"source": "", "destinations": "ivy@mine.test"})
+    assert catch.status_code == 303
+    listing = await b.get(page)
+    assert "sales@mine.test" in listing.text
+    assert "(catch-all)" in listing.text
+    domain = await web.runtime.provisioner.get_domain("mine.test")
+    saved = await b.submit("/admin/domains/mine.test", "/admin/domains/mine.test",
+                           {"revision": str(domain.revision), "enabled": "on",
+                            "default_quota": "0", "alias_domains": "mine.example"})  # fmt: skip
+    assert saved.status_code == 303
+    assert (await web.runtime.provisioner.get_domain("mine.test")).alias_domains == (
+        "mine.example",
+    )
+    gone = await b.submit(page, "/admin/aliases/sales@mine.test/delete", {})
+    assert gone.status_code == 303
+    assert "sales@mine.test" not in (await b.get(page)).text
