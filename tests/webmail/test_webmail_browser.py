@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page
 from mailsvc.webmail.app import create_app
 from tests.fixtures.postfix import free_port
 from tests.web.live import chromium, new_context
+from tests.web.test_browser import unlabelled
 from tests.webmail.conftest import ALICE, BOB, BOB_PASSWORD, PASSWORD, MailStack, mail
 
 T = TypeVar("T")
@@ -94,6 +95,7 @@ def test_read_and_reply_in_the_browser(browser: Browser, mail_stack: MailStack) 
             page = context.new_page()
             suffix = "phone" if phone else "desktop"
             login(page, live.url)
+            assert unlabelled(page) == []
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"webmail-inbox-{suffix}.png"), full_page=True)
             page.get_by_role("link", name="Dinner on Friday?").click()
@@ -101,9 +103,11 @@ def test_read_and_reply_in_the_browser(browser: Browser, mail_stack: MailStack) 
             frame = page.frame_locator("iframe.html")
             assert frame.locator("b").inner_text() == "eight"
             page.screenshot(path=str(SHOTS / f"webmail-read-{suffix}.png"), full_page=True)
+            assert unlabelled(page) == []
             if not phone:
                 page.get_by_role("link", name="Reply").click()
                 assert page.get_by_label("Subject").input_value() == "Re: Dinner on Friday?"
+                assert unlabelled(page) == []
                 page.get_by_label("Message").fill("Eight is fine.")
                 page.get_by_role("button", name="Send").click()
                 page.wait_for_url(re.compile(r"/mail$"))
