@@ -446,6 +446,32 @@ class WebSettings(_Section):
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+    # which authentications make an audit log line: failures (Dovecot's default), all
+    # (Dovecot's auth_verbose) or none; provisioning changes always do
+    auth_log: Literal["all", "failures", "none"] = "failures"
+    audit_queue: int = Field(10_000, ge=1, le=1_000_000)  # events waiting before drops
+
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """The number of cores this process may run on, capped at ``MAX_DEFAULT_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+class ServeSettings(_Section):
+    """``idsvc serve``: worker processes and the event loop."""
+
+    workers: int | None = Field(None, ge=1, le=64)  # None: the number of cores, capped at 4
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when it is installed
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else default_workers()
 
 
 class Settings(_Section):
@@ -462,6 +488,7 @@ class Settings(_Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     dovecot_dict: DovecotDictSettings = Field(default_factory=DovecotDictSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     app_passwords: AppPasswordSettings = Field(default_factory=AppPasswordSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 

@@ -73,18 +73,25 @@ class ControlServer:
 
     name = "control"
 
-    def __init__(self, settings: SocketSettings, invalidator: Invalidator) -> None:
+    def __init__(
+        self,
+        settings: SocketSettings,
+        invalidator: Invalidator,
+        prebound: BoundSocket | None = None,
+    ) -> None:
         self._settings = settings
         self._invalidator = invalidator
         self._server: asyncio.Server | None = None
         self._bound: BoundSocket | None = None
+        self.prebound = prebound  # e.g. passed by systemd socket activation
 
     @property
     def path(self) -> Path:
         return Path(self._settings.path)
 
     async def start(self) -> None:
-        bound = bind_unix(self._settings)
+        bound = self.prebound or bind_unix(self._settings)
+        self.prebound = None
         self._bound = bound
         self._server = await asyncio.start_unix_server(self._handle, sock=bound.sock)
 

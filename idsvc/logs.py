@@ -52,7 +52,12 @@ class SecretMaskFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (+ audit event, exception)."""
+    """One JSON object per line: time, level, logger, message (+ audit event, exception), and
+    ``worker`` (e.g. ``w1``) in a worker process of ``idsvc serve --workers N``."""
+
+    def __init__(self, tag: str | None = None) -> None:
+        super().__init__()
+        self._tag = tag
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -60,6 +65,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
+        if self._tag:
+            data["worker"] = self._tag
         message = record.getMessage()
         if record.name == AUDIT_LOGGER:
             try:
@@ -76,10 +83,20 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def text_format(tag: str | None = None) -> str:
+    """The text line format; ``tag`` (a worker, ``w1``) goes before the logger name."""
+    return TEXT_FORMAT if not tag else TEXT_FORMAT.replace("%(name)s", f"[{tag}] %(name)s")
+
+
 def setup_logging(
-    settings: LoggingSettings, *, level: str | None = None, stream: TextIO | None = None
+    settings: LoggingSettings,
+    *,
+    level: str | None = None,
+    stream: TextIO | None = None,
+    tag: str | None = None,
 ) -> logging.Handler:
-    """Log to ``stream`` (stderr) at ``level`` (default: settings.level). Returns the handler."""
+    """Log to ``stream`` (stderr) at ``level`` (default: settings.level). Returns the handler.
+    ``tag`` names the worker process on every line."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
@@ -88,9 +105,9 @@ def setup_logging(
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(SecretMaskFilter())
     if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(tag))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(logging.Formatter(text_format(tag)))
     root.addHandler(handler)
     root.setLevel(level or settings.level)
     return handler

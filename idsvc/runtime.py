@@ -9,12 +9,14 @@ alike.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from idsvc.app_passwords import AppPasswords
-from idsvc.audit import AuditSink, LogAuditSink
+from idsvc.audit import AuditSink, LogAuditSink, QueuedAuditSink
 from idsvc.auth.engine import Authenticator
 from idsvc.config import DirectorySettings, Settings
 from idsvc.control import FanoutInvalidator, RemoteInvalidator
@@ -64,6 +66,15 @@ class Runtime:
     listeners: list[Listener] = field(default_factory=list)
     app_passwords: AppPasswords | None = None  # None: [app_passwords] enabled = false
     overlay: OverlayStore | None = None
+    # every process's count under ``serve --workers N`` (set by idsvc.serve), else this one's
+    dropped_counter: Callable[[], int] | None = None
+
+    @property
+    def audit_dropped(self) -> int:
+        """Audit events dropped because the queue was full (0 when the sink is not queued)."""
+        if self.dropped_counter is not None:
+            return self.dropped_counter()
+        return self.audit.dropped if isinstance(self.audit, QueuedAuditSink) else 0
 
     @property
     def mail(self) -> MailLookups:
@@ -87,6 +98,14 @@ class Runtime:
         if self.overlay is not None:
             await self.overlay.close()
         await self.directory.close()
+        if isinstance(self.audit, QueuedAuditSink):
+            # after the listeners and the core: every event of the run is queued by now
+            await asyncio.get_running_loop().run_in_executor(None, self.audit.close)
+
+
+def log_sink(settings: Settings) -> LogAuditSink:
+    """The audit log-line sink with the configured choice of authentication lines."""
+    return LogAuditSink(auth=settings.logging.auth_log)
 
 
 def overlay_path(settings: Settings) -> Path:
@@ -97,15 +116,30 @@ def overlay_path(settings: Settings) -> Path:
 
 
 async def build_runtime(
-    settings: Settings, *, audit: AuditSink | None = None, notify_server: bool = False
+    settings: Settings,
+    *,
+    audit: AuditSink | None = None,
+    notify_server: bool = False,
+    queued: bool = False,
+    peers: Invalidator | None = None,
+    publish_dropped: Callable[[int], None] | None = None,
 ) -> Runtime:
     """Open the directory and build the core objects (no listeners are started here).
 
     ``notify_server``: this process (the CLI) is not the server; its provisioning changes are
     also sent to the running server's control socket so its auth cache drops them at once.
+    ``queued`` (``idsvc serve``): the sinks sit behind a bounded :class:`QueuedAuditSink`
+    drained by one writer thread, so auditing costs an authentication one queue append.
+    ``peers``: the other worker processes of ``idsvc serve --workers N``; provisioning changes
+    made here are forwarded to them as well; ``publish_dropped`` receives this process's count
+    of dropped audit events (the workers' shared counters).
     """
-    audit = audit or LogAuditSink()
+    audit = audit or log_sink(settings)
     directory = await open_directory(settings.directory)
+    if queued:
+        audit = QueuedAuditSink(
+            audit, max_queue=settings.logging.audit_queue, publish=publish_dropped
+        )
     hasher = PasswordHasher(settings.passwords)
     rehash = settings.auth.rehash_on_login
     if rehash is None:  # default: rehash where we own the store, not in a shared LDAP
@@ -127,6 +161,8 @@ async def build_runtime(
     if notify_server:
         remote = RemoteInvalidator(settings.control.socket.path)
         invalidator = FanoutInvalidator((authenticator, lookups, remote))
+    elif peers is not None:
+        invalidator = FanoutInvalidator((authenticator, lookups, peers))
     policy = PasswordPolicy.from_settings(settings)
     policy.load()  # a missing blocklist file fails here, not on the first password change
     provisioner = Provisioner(

@@ -9,7 +9,12 @@ What it does:
 * on SIGTERM/SIGINT closes the listeners (each stops accepting and finishes its in-flight
   requests) and the runtime within ``SHUTDOWN_GRACE`` seconds; a second signal stops waiting;
 * on SIGHUP reopens log files; configuration reload is not supported yet and it says so;
-* tells systemd ``READY=1`` / ``STOPPING=1`` when ``NOTIFY_SOCKET`` is set (Type=notify).
+* tells systemd ``READY=1`` / ``STOPPING=1`` when ``NOTIFY_SOCKET`` is set (Type=notify);
+* with ``serve.workers`` > 1 (default: the cores, capped) :func:`run` hands over to the
+  supervisor of ``idsvc.workers``, which forks N workers that each run a :class:`Server` in
+  worker mode (inherited sockets, no control socket, the API in worker 0 only);
+* runs on the loop ``serve.loop`` chooses (``idsvc.loops``) and uses sockets passed by systemd
+  socket activation (``idsvc.activation``).
 
 How it fails: a listener that cannot bind (address in use, live socket, permissions) or any other
 start-up error stops the listeners already started and returns a non-zero exit code with one
@@ -30,12 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from idsvc import loops
 from idsvc.config import Settings
 from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
 from idsvc.logs import reopen_logs, setup_logging
 
 if TYPE_CHECKING:
+    from idsvc.activation import Activated
     from idsvc.runtime import Listener, Runtime
+    from idsvc.workers import WorkerContext
 
 log = logging.getLogger("idsvc.serve")
 
@@ -191,9 +199,17 @@ def sd_notify(state: str) -> None:
 class Server:
     """One ``idsvc serve`` run: start, wait for a signal, stop."""
 
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        worker: WorkerContext | None = None,
+        activated: Activated | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.worker = worker
+        self.activated = activated  # sockets passed by systemd (one process; workers: none)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self.runtime: Runtime | None = None
@@ -231,28 +247,64 @@ class Server:
         from idsvc.runtime import build_runtime
 
         source = self.config_path or "none, defaults and environment"
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info(
-            "idsvc starting (config: %s; directory: %s)", source, self.settings.directory.describe()
+            "idsvc starting (config: %s; directory: %s; event loop: %s)",
+            source,
+            self.settings.directory.describe(),
+            "uvloop" if loop == "uvloop" else "asyncio",
         )
+        from idsvc.runtime import log_sink
+
         audit = None
         if self.settings.api.enabled:
             # the API's state store also receives every audit event (auth and provisioning)
             from idsvc.state import StateStore, runtime_audit
 
             self.state = await StateStore.open_for(self.settings)
-            audit = runtime_audit(self.state)
+            audit = runtime_audit(self.state, log_sink(self.settings))
+        channel = None
+        if self.worker is not None:
+            from idsvc.workers import WorkerChannel
+
+            self.worker.inherited.adopt()
+            channel = WorkerChannel(self.worker.channel, self.request_stop)
+        elif self.activated:
+            from idsvc.workers import Inherited
+
+            Inherited.from_activation(self.settings, self.activated).adopt()
         try:
-            runtime = await build_runtime(self.settings, audit=audit)
+            runtime = await build_runtime(
+                self.settings,
+                audit=audit,
+                queued=True,
+                peers=channel,
+                publish_dropped=None if self.worker is None else self.worker.publish_dropped,
+            )
         except BaseException:
             await self._close_state()
             raise
         self.runtime = runtime
         try:
+            if self.worker is not None and channel is not None:
+                if self.worker.penalties is not None:
+                    runtime.authenticator.penalties.share(self.worker.penalties)
+                runtime.dropped_counter = self.worker.audit_dropped.total
+                channel.attach(runtime.invalidator)
+                await channel.start()  # first: flushes sent while starting are applied first
+                runtime.listeners.append(channel)
             for spec in LISTENERS:
                 if not spec.enabled(self.settings):
                     log.info("%s: disabled in the configuration", spec.name)
                     continue
+                if self.worker is not None and not self._worker_runs(spec.name):
+                    continue
                 listener = spec.build(self.settings, runtime, self.state)
+                if spec.name == "control" and self.activated:
+                    from idsvc.control import ControlServer
+
+                    assert isinstance(listener, ControlServer)
+                    listener.prebound = self.activated.take_unix(self.settings.control.socket.path)
                 try:
                     await listener.start()
                 except IdsvcError as exc:
@@ -264,12 +316,29 @@ class Server:
         except BaseException:
             await self.stop()
             raise
-        if runtime.listeners:
+        if self.activated:
+            self.activated.report_unused()
+        if channel is not None:
+            served = [x.name for x in runtime.listeners if x is not channel]
+            log.info("serving: %s", ", ".join(served))
+            channel.ready(served)
+        elif runtime.listeners:
             names = ", ".join(listener.name for listener in runtime.listeners)
             log.info("ready: %d listener(s): %s", len(runtime.listeners), names)
         else:
             log.warning("ready: no listener is running (none enabled); idle")
         return runtime
+
+    def _worker_runs(self, name: str) -> bool:
+        """In worker mode: the supervisor owns the control socket; the API and the policy
+        service (its rate limits are per process) run in worker 0 only."""
+        from idsvc.workers import WORKER0_ONLY
+
+        if name == "control":
+            return False
+        if name in WORKER0_ONLY:
+            return self.worker is not None and self.worker.index == 0
+        return True
 
     async def _close_state(self) -> None:
         state, self.state = self.state, None
@@ -310,9 +379,11 @@ class Server:
         self._install_signals()
         try:
             await self.start()
-            sd_notify("READY=1")
+            if self.worker is None:
+                sd_notify("READY=1")  # workers: the supervisor tells systemd
             await self._stop.wait()
-            sd_notify("STOPPING=1")
+            if self.worker is None:
+                sd_notify("STOPPING=1")
             clean = await self.stop()
             log.info("stopped")
             return EXIT_OK if clean else EXIT_SOFTWARE
@@ -324,11 +395,40 @@ class StartError(IdsvcError):
     """A listener could not be started (the message names it and the reason)."""
 
 
+def worker_count(settings: Settings) -> int:
+    """How many processes serve: ``serve.workers`` (default: cores, capped), but 1 when no
+    listener that workers share (saslauthd, Dovecot auth, the lookup tables) is enabled."""
+    from idsvc.workers import wire_sockets
+
+    shared = any(name != "policy" for name, _unix, _tcp in wire_sockets(settings))
+    return settings.serve.worker_count() if shared else 1
+
+
 def run(settings: Settings, config_path: Path | None = None) -> int:
-    """Run ``idsvc serve`` in this process; returns the exit code."""
+    """Run ``idsvc serve``: in this process (one worker), or as the supervisor of N worker
+    processes (``idsvc.workers``); returns the exit code."""
+    from idsvc.activation import Activated
+
     setup_logging(settings.logging)
+    activated = Activated.from_environment()
+    count = worker_count(settings)
+    if count == 1:
+        server = Server(settings, config_path, activated=activated)
+        return _guarded(lambda: loops.run(server.run, settings.serve.loop))
+    from idsvc.workers import Supervisor
+
+    def worker_main(context: WorkerContext) -> int:
+        setup_logging(settings.logging, tag=f"w{context.index}")
+        server = Server(settings, config_path, worker=context)
+        return _guarded(lambda: loops.run(server.run, settings.serve.loop))
+
+    return _guarded(Supervisor(settings, count, worker_main, activated).run)
+
+
+def _guarded(main: Callable[[], int]) -> int:
+    """``main()``'s exit code, with every start-up error mapped to its exit code and logged."""
     try:
-        return asyncio.run(Server(settings, config_path).run())
+        return main()
     except StartError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_START

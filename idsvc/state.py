@@ -645,14 +645,15 @@ class PersistentAuditSink:
         return events
 
 
-def runtime_audit(state: StateStore) -> AuditSink:
-    """The audit sink for ``build_runtime`` in the API process: log lines plus persistence.
+def runtime_audit(state: StateStore, log_sink: AuditSink | None = None) -> AuditSink:
+    """The audit sink for ``build_runtime`` in the API process: log lines (``log_sink``,
+    default every event) plus persistence.
 
     ``build_runtime(settings, audit=runtime_audit(state))`` makes authentications and every
     provisioning change land in the state store; ``create_app`` then does not add it again.
     """
     state.audit_sink.attached = True
-    return FanoutAuditSink(LogAuditSink(), state.audit_sink)
+    return FanoutAuditSink(log_sink or LogAuditSink(), state.audit_sink)
 
 
 async def create_token(

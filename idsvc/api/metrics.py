@@ -36,6 +36,11 @@ class ApiMetrics:
         self.audit_dropped = Gauge(
             "idsvc_api_audit_dropped", "audit events dropped (queue full)", registry=self.registry
         )
+        self.auth_audit_dropped = Gauge(
+            "idsvc_audit_dropped",
+            "audit events dropped because the audit queue was full (every worker process)",
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

@@ -40,6 +40,7 @@ password and never a success. This module imports no database, LDAP or hashing l
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -73,6 +74,8 @@ DOMAIN_CACHE_TTL = 30.0  # a domain change made outside idsvc shows within 30 s
 DEFAULT_TIMEOUT = 30.0  # a request that takes longer than this is a TEMPFAIL
 MIX_WINDOW = 1024  # real verifies after which the scheme counts are halved (recent mix wins)
 CHEAP = "cheap"  # the kind of every µs-cost stored hash ({SSHA} …): verified inline
+WORK_WINDOW = 128  # failures: the failure deadline follows the slowest work among this many
+WORK_CEILING = 10.0  # seconds: how far beyond failure_delay slow failure work may push the deadline
 
 _BIND_OUTCOMES = {
     BindResult.OK: Outcome.OK,
@@ -150,6 +153,24 @@ class _VerifyMix:
             return None
         kind = max(self._counts, key=self._counts.__getitem__)
         return kind, self._samples.get(kind)
+
+
+class _FailureWork:
+    """The slowest work among the last ``WORK_WINDOW`` failures. Under load — the hashing
+    threads queued, a slow directory — some failures' work outlasts ``failure_delay``; padding
+    every failure to this figure keeps the classes alike while the load lasts, and it falls
+    back within ``WORK_WINDOW`` failures of the load ending (the failures themselves move it,
+    so a probe cannot lower it without sending failures that are padded alike)."""
+
+    __slots__ = ("_recent",)
+
+    def __init__(self) -> None:
+        self._recent: collections.deque[float] = collections.deque(maxlen=WORK_WINDOW)
+
+    def note(self, seconds: float) -> float:
+        """Record one failure's work; returns the slowest of the window."""
+        self._recent.append(seconds)
+        return max(self._recent)
 
 
 WEB_SERVICE = "web"  # the web pages' own login (idsvc.web): no mail service, no app passwords
@@ -231,6 +252,7 @@ class Authenticator:
             clock=clock,
         )
         self._mix = _VerifyMix()
+        self._work = _FailureWork()
         # a µs-cost hash to imitate cheap stored hashes with (SSHA: the usual legacy scheme)
         self._cheap_dummy = hasher.hash(os.urandom(12).hex(), "SSHA")
         self._pending = 0
@@ -289,8 +311,13 @@ class Authenticator:
         self._emit(request, decision, elapsed)
         if outcome.is_failure:
             # pad to a deadline counted from the start: the work is inside the delay, not
-            # before it, so what the work cost never shows (unless it outlasts the deadline)
-            pad = started + self._settings.failure_delay + delay - time.perf_counter()
+            # before it, so what the work cost never shows. When work outlasts failure_delay
+            # (queued hashing threads, a slow directory) the deadline follows the slowest recent
+            # failure work instead, so the classes stay alike under load too (docs/auth.md).
+            floor = self._settings.failure_delay
+            if floor > 0:
+                floor = max(floor, min(self._work.note(elapsed), floor + WORK_CEILING))
+            pad = started + floor + delay - time.perf_counter()
             if pad > 0:
                 await self._sleep(pad)
         return AuthResult(

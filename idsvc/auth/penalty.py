@@ -8,21 +8,40 @@ does: no extra delay for the first failure, then 2 → 4 → 8 → 15 s (doublin
 success clears the account's count, so nobody is ever locked out for good: the worst case is a
 bounded delay.
 
-What it does not do: sleep (the engine awaits the delay per request, so concurrent requests never
-stall one another), persist across restarts, or share state between processes.
+One brain across worker processes: ``idsvc serve --workers N`` creates one
+:class:`SharedFailureTable` (a fixed-size hash table in shared memory, ``memfd`` + ``mmap``) before
+it forks, and each worker's tracker switches to it (:meth:`PenaltyTracker.share`), so an attacker
+who reconnects until another worker answers meets the same counts and the same escalating delay.
+Keys are stored as 64-bit keyed BLAKE2b fingerprints (the key is random per run, so nobody can
+aim collisions); each slot is 24 bytes; a key probes ``PROBE`` slots from its bucket, and when all
+are taken by live records the one with the oldest failure is overwritten (which, as with the LRU,
+only ever shortens a delay). Updates hold a POSIX record lock (``fcntl.lockf``) on the table, which
+the kernel releases when a worker dies holding it, so a crash never wedges the others.
 
-How it fails: it cannot. Tables are bounded LRUs (``max_entries`` per kind of key); when an
-attacker sprays more keys than that, the least recently failed keys are forgotten first, which only
-ever shortens a delay. Time comes from an injected monotonic clock.
+What it does not do: sleep (the engine awaits the delay per request, so concurrent requests never
+stall one another) or persist across restarts.
+
+How it fails: it cannot. Tables are bounded (``max_entries`` per kind of key); when an attacker
+sprays more keys than that, the least recently failed keys are forgotten first, which only ever
+shortens a delay. Time comes from an injected monotonic clock (CLOCK_MONOTONIC is one clock for
+every process of the host, so shared records compare across workers).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import ipaddress
+import mmap
+import os
+import secrets
+import struct
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 PENALTY_INITIAL = 2.0  # seconds after the second failure (Dovecot AUTH_PENALTY_INIT_SECS)
 MAX_KEY_LENGTH = 256  # unparsable addresses are keyed by at most this many characters
@@ -105,6 +124,179 @@ class _Table:
             del self._data[key]
 
 
+class FailureTable(Protocol):
+    """What the tracker needs from a table of failure records (local LRU or shared memory)."""
+
+    def __len__(self) -> int: ...
+
+    def count(self, key: str, now: float, window: float) -> int: ...
+
+    def add(self, key: str, now: float, window: float) -> int: ...
+
+    def clear(self, key: str) -> None: ...
+
+    def prune(self, now: float, window: float) -> None: ...
+
+
+_SLOT = struct.Struct("<QdIB3x")  # fingerprint (0 = empty), last failure, failures, kind
+PROBE = 16  # slots a key may occupy, from its bucket on
+NETWORKS, ACCOUNTS = 1, 2  # kinds of key in a shared table
+
+
+class SharedFailureTable:
+    """A fixed-size table of failure records in shared memory, for processes forked after it is
+    created. Two kinds of key (networks, accounts) share it, told apart inside the fingerprint.
+
+    ``slots`` is rounded up to a power of two; memory is ``24 * slots`` bytes.
+    """
+
+    def __init__(self, slots: int = 2 * DEFAULT_MAX_ENTRIES) -> None:
+        if slots < PROBE:
+            raise ValueError(f"a shared penalty table needs at least {PROBE} slots")
+        size = 1 << (slots - 1).bit_length()
+        self.slots = size
+        self._mask = size - 1
+        self._key = secrets.token_bytes(16)
+        self._fd = os.memfd_create("idsvc-penalty")
+        try:
+            os.ftruncate(self._fd, size * _SLOT.size)
+            self._map = mmap.mmap(self._fd, size * _SLOT.size, mmap.MAP_SHARED)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._thread_lock = threading.Lock()  # lockf does not exclude threads of one process
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    def view(self, kind: int) -> SharedTableView:
+        """The records of one kind of key (1..255)."""
+        if not 0 < kind < 256:
+            raise ValueError("kind must be 1..255")
+        return SharedTableView(self, kind)
+
+    # -- one record, under the lock ------------------------------------------------------------
+
+    def _fingerprint(self, kind: int, key: str) -> int:
+        digest = hashlib.blake2b(
+            key.encode("utf-8", "surrogateescape"),
+            digest_size=8,
+            key=self._key,
+            person=kind.to_bytes(1, "little"),
+        ).digest()
+        return int.from_bytes(digest, "little") or 1
+
+    def _lock(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def _unlock(self) -> None:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def _find(self, fp: int) -> int:
+        """Offset of ``fp``'s slot, or -1 (a C-speed search of the probe window)."""
+        size, mm = _SLOT.size, self._map
+        needle = fp.to_bytes(8, "little")
+        start = (fp & self._mask) * size
+        end = start + PROBE * size
+        ranges = [(start, min(end, len(mm)))]
+        if end > len(mm):  # the window wraps around the end of the table
+            ranges.append((0, end - len(mm)))
+        for low, high in ranges:
+            at = mm.find(needle, low, high)
+            while at >= 0:
+                if at % size == 0:
+                    return at
+                at = mm.find(needle, at + 1, high)
+        return -1
+
+    def count(self, kind: int, key: str, now: float, window: float) -> int:
+        fp = self._fingerprint(kind, key)
+        self._lock()
+        try:
+            offset = self._find(fp)
+            if offset < 0:
+                return 0
+            _fp, last, failures, _kind = _SLOT.unpack_from(self._map, offset)
+            if now - last >= window:
+                _SLOT.pack_into(self._map, offset, 0, 0.0, 0, 0)
+                return 0
+            return int(failures)
+        finally:
+            self._unlock()
+
+    def add(self, kind: int, key: str, now: float, window: float) -> int:
+        fp = self._fingerprint(kind, key)
+        mm, size, base = self._map, _SLOT.size, fp & self._mask
+        self._lock()
+        try:
+            target, victim, oldest = -1, -1, float("inf")
+            for i in range(PROBE):
+                offset = ((base + i) & self._mask) * size
+                found, last, failures, _kind = _SLOT.unpack_from(mm, offset)
+                if found == fp:
+                    count = 1 if now - last >= window else failures + 1
+                    _SLOT.pack_into(mm, offset, fp, now, count, kind)
+                    return int(count)
+                if target < 0 and (found == 0 or now - last >= window):
+                    target = offset  # free or expired: usable unless the key sits further on
+                elif found != 0 and last < oldest:
+                    victim, oldest = offset, last
+            _SLOT.pack_into(mm, target if target >= 0 else victim, fp, now, 1, kind)
+            return 1
+        finally:
+            self._unlock()
+
+    def clear(self, kind: int, key: str) -> None:
+        fp = self._fingerprint(kind, key)
+        if self._find(fp) < 0:
+            return  # the common case (a success with no failure on record): no lock taken
+        self._lock()
+        try:
+            offset = self._find(fp)
+            if offset >= 0:
+                _SLOT.pack_into(self._map, offset, 0, 0.0, 0, 0)
+        finally:
+            self._unlock()
+
+    def used(self, kind: int) -> int:
+        """Slots holding a record of ``kind``, expired or not (a full scan: for tests)."""
+        return sum(
+            1 for fp, _last, _failures, k in _SLOT.iter_unpack(self._map) if fp and k == kind
+        )
+
+
+class SharedTableView:
+    """One kind of key of a :class:`SharedFailureTable`, as a :class:`FailureTable`."""
+
+    def __init__(self, table: SharedFailureTable, kind: int) -> None:
+        self._table = table
+        self._kind = kind
+
+    def __len__(self) -> int:
+        return self._table.used(self._kind)
+
+    def count(self, key: str, now: float, window: float) -> int:
+        return self._table.count(self._kind, key, now, window)
+
+    def add(self, key: str, now: float, window: float) -> int:
+        return self._table.add(self._kind, key, now, window)
+
+    def clear(self, key: str) -> None:
+        self._table.clear(self._kind, key)
+
+    def prune(self, now: float, window: float) -> None:
+        """Nothing to do: expired slots are reused in place."""
+
+
 class PenaltyTracker:
     """Failure counts per network and per account, and the delay they earn.
 
@@ -128,12 +320,20 @@ class PenaltyTracker:
         self._max = maximum
         self._window = window
         self._clock = clock
-        self._networks = _Table(max_entries)
-        self._accounts = _Table(max_entries)
+        self._networks: FailureTable = _Table(max_entries)
+        self._accounts: FailureTable = _Table(max_entries)
+        self.shared = False
 
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    def share(self, table: SharedFailureTable) -> None:
+        """Keep the counts in ``table`` from now on (one brain for every worker process).
+        Counts already held in this process are not carried over (call it before serving)."""
+        self._networks = table.view(NETWORKS)
+        self._accounts = table.view(ACCOUNTS)
+        self.shared = True
 
     def delay(self, remote_ip: str | None, accounts: tuple[str, ...] = ()) -> float:
         """The penalty earned so far by this network or any of these accounts (the larger one)."""

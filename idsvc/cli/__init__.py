@@ -224,7 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmd(config, "check", "validate and print the effective configuration (secrets redacted)")
 
-    cmd(sub, "serve", "run the listeners (control, saslauthd, dovecot-auth, api) until SIGTERM")
+    p = cmd(sub, "serve", "run the listeners (control, saslauthd, dovecot-auth, api) until SIGTERM")
+    p.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the sockets (default: serve.workers, else the number "
+        "of cores capped at 4; 1: one process, no supervisor)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="event loop (default: serve.loop, auto = uvloop when installed)",
+    )
     cmd(sub, "healthcheck", "exit 0 if the directory answers")
     return parser
 
@@ -309,6 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from idsvc.serve import run
 
+        overrides: dict[str, object] = {}
+        if args.workers is not None:
+            if not 1 <= args.workers <= 64:
+                _error("--workers must be between 1 and 64")
+                return EXIT_USAGE
+            overrides["workers"] = args.workers
+        if args.loop is not None:
+            overrides["loop"] = args.loop
+        if overrides:
+            serve = settings.serve.model_copy(update=overrides)
+            settings = settings.model_copy(update={"serve": serve})
         return run(settings, path)
 
     from idsvc.logs import setup_logging

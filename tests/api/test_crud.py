@@ -385,3 +385,6 @@ async def test_ops_routes(api: Api) -> None:
     ]
     assert any('status="201"' in line and 'method="POST"' in line for line in created)
     assert "example.org" not in r.text
+    api.runtime.dropped_counter = lambda: 7  # e.g. the sum over the workers' shared counters
+    r = await api.call("admin", "GET", "/metrics")
+    assert "\nidsvc_audit_dropped 7.0\n" in r.text

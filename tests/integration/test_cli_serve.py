@@ -30,14 +30,15 @@ STOP_TIMEOUT = 20.0
 class Served:
     """A running ``idsvc serve`` with its stderr collected line by line (bounded wait)."""
 
-    def __init__(self, cli: Cli) -> None:
+    def __init__(self, cli: Cli, *, prefix: tuple[str, ...] = (), pass_fds: tuple[int, ...] = ()):
         self.proc = subprocess.Popen(
-            [str(IDSVC), "serve"],
+            [*prefix, str(IDSVC), "serve"],
             env=cli.env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -169,12 +170,14 @@ def run_testsaslauthd(path: Path, user: str, password: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
-    cli: Cli, sockdir: Path, serving: list[Served]
+    cli: Cli, sockdir: Path, serving: list[Served], workers: int
 ) -> None:
     cli.ok("domain", "add", "example.org")
     cli.ok("user", "add", "alice@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     port = with_listeners(cli, sockdir)
+    cli.config["serve"] = {"workers": workers}
     served = Served(cli)
     serving.append(served)
     served.wait_for(r"ready: 4 listener\(s\)")
@@ -214,14 +217,16 @@ def test_serve_answers_on_its_sockets_and_stops_on_sigterm(
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_cli_changes_reach_the_running_servers_cache_at_once(
-    cli: Cli, sockdir: Path, serving: list[Served]
+    cli: Cli, sockdir: Path, serving: list[Served], workers: int
 ) -> None:
     """The auth cache of ``idsvc serve`` is dropped through its control socket when the CLI (a
     separate process) changes a password or disables an account: no 5-minute window."""
     cli.ok("domain", "add", "example.org")
     cli.ok("user", "add", "dora@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     with_listeners(cli, sockdir)
+    cli.config["serve"] = {"workers": workers}
     cli.config["api"]["enabled"] = False
     cli.config["auth"] = {"failure_delay": 0, "cache_ttl": 3600}
     served = Served(cli)
@@ -290,7 +295,7 @@ def test_serve_logs_json_lines(embedded_cli: Cli, sockdir: Path, serving: list[S
     cli.ok("user", "add", "carl@example.org", "--password-stdin", stdin=PASSWORD + "\n")
     with_listeners(cli, sockdir)
     cli.config["api"]["enabled"] = False
-    cli.config["logging"] = {"format": "json", "level": "DEBUG"}
+    cli.config["logging"] = {"format": "json", "level": "DEBUG", "auth_log": "all"}
     served = Served(cli)
     serving.append(served)
     served.wait_for("ready:")

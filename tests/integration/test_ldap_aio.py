@@ -318,10 +318,10 @@ async def test_bind_check_after_a_lookup_reuses_its_dn(filled: tuple[SlapdServer
     searches = 0
     point = directory._reader.point
 
-    async def counting(*args: Any) -> Any:
+    async def counting(*args: Any, **kw: Any) -> Any:
         nonlocal searches
         searches += 1
-        return await point(*args)
+        return await point(*args, **kw)
 
     directory._reader.point = counting  # type: ignore[method-assign]
     try:

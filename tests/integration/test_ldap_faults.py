@@ -1,5 +1,6 @@
 """Fault injection against real slapd processes of this module's own: a server down at start,
-killed mid-use, SIGSTOPped (black-holed), failover to a second URI, and the pending bound.
+killed mid-use, SIGSTOPped (black-holed: a slow directory costs one timeout, not two), failover
+to a second URI (also when the first is slow rather than dead), and the pending bound.
 
 Each test starts its own ``SlapdServer`` (the ``own_slapd`` fixture: no TLS, ~0.1 s) so the
 shared session server stays healthy. ``pause()`` returns only once slapd is really stopped, so a
@@ -131,16 +132,107 @@ async def test_sigstopped_server_fails_within_the_timeout(own_slapd: SlapdServer
         assert await eventually(lambda: directory.find_account(ALICE)) is not None
 
 
-async def test_failover_to_a_second_uri(own_slapd: SlapdServer) -> None:
+async def _several_connections(directory: LdapDirectory) -> None:
+    """Open more than one reader connection (a burst makes the pool grow in the background),
+    so a retry would find another already-open connection to the same server."""
+    for _ in range(20):
+        found = await asyncio.gather(*(directory.find_account(ALICE) for _ in range(30)))
+        assert all(entry is not None for entry in found)
+        if directory._reader.connections >= 2:
+            return
+    raise AssertionError("the reader pool never opened a second connection")
+
+
+async def test_a_slow_directory_costs_one_timeout_not_two(own_slapd: SlapdServer) -> None:
+    """Every operation unanswered (SIGSTOP) with several connections open: the lookup, and a
+    whole authentication over it, fail as temporary within ~1x ``timeout``. Before, the read
+    timed out, was retried on another open connection to the same stopped server and timed
+    out again (2x)."""
+    from idsvc.audit import LogAuditSink
+    from idsvc.auth.engine import Authenticator
+    from idsvc.auth.request import AuthRequest, Outcome
+    from idsvc.config import AuthSettings, PasswordSettings
+    from idsvc.model import Secret
+    from idsvc.passwords import PasswordHasher
+
+    timeout = 1.0
     base = await _fresh(own_slapd)
-    async with _opened(own_slapd, base, uris=(_dead_uri(), own_slapd.uri)) as directory:
+    async with _opened(own_slapd, base, timeout=timeout, pool_size=4) as directory:
+        await _several_connections(directory)
+        auth = Authenticator(
+            directory,
+            PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT")),
+            AuthSettings(failure_delay=0, penalty=False, cache=False),
+            audit=LogAuditSink(),
+        )
+        own_slapd.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TemporaryFailure):
+                await directory.find_account(ALICE)
+            assert time.monotonic() - started < timeout + 0.4
+            own_slapd.resume()
+            await eventually(lambda: directory.find_account(ALICE))
+            await _several_connections(directory)
+            own_slapd.pause()
+            started = time.monotonic()
+            request = AuthRequest("alice@example.org", Secret("pw"), "imap", secured=True)
+            result = await auth.authenticate(request)
+            assert result.outcome is Outcome.TEMPFAIL
+            assert time.monotonic() - started < timeout + 0.4
+        finally:
+            own_slapd.resume()
+            await auth.close()
+        assert await eventually(lambda: directory.find_account(ALICE)) is not None
+
+
+async def test_a_slow_corporate_directory_costs_one_timeout_not_two(
+    own_slapd: SlapdServer,
+) -> None:
+    """The read-only corporate adapter (``CorporateDirectory``) shares the read path: one
+    timeout for a stopped server, even with several connections open to it."""
+    from idsvc.directory.ldap.corporate import CorporateDirectory
+    from tests.integration.test_corporate_openldap import DOMAIN, load, open_corp, person
+
+    timeout = 1.0
+    base = own_slapd.new_subtree("corp")
+    load(own_slapd, base, {"erin": person("erin", "io-Erin-pw", mail=[f"erin@{DOMAIN}"])})
+    corp: CorporateDirectory = await open_corp(
+        own_slapd, base, "inetorgperson", **{**FAST, "timeout": timeout, "pool_size": 4}
+    )
+    erin = Address.parse(f"erin@{DOMAIN}")
+    try:
+        for _ in range(20):
+            found = await asyncio.gather(*(corp.find_account(erin) for _ in range(30)))
+            assert all(entry is not None for entry in found)
+            if corp._reader.connections >= 2:
+                break
+        assert corp._reader.connections >= 2
+        own_slapd.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(TemporaryFailure):
+                await corp.find_account(erin)
+            assert time.monotonic() - started < timeout + 0.4
+        finally:
+            own_slapd.resume()
+        assert await eventually(lambda: corp.find_account(erin)) is not None
+    finally:
+        await corp.close()
+
+
+async def test_a_lost_connection_is_still_retried(own_slapd: SlapdServer) -> None:
+    """A connection the server dropped (restart) is retried on a fresh one: no error at all."""
+    async with _opened(own_slapd, await _fresh(own_slapd), pool_size=4) as directory:
+        await _several_connections(directory)
+        await asyncio.sleep(0.5)  # background connects of the burst are done
+        own_slapd.restart()
         for _ in range(3):
             assert await directory.find_account(ALICE) is not None
 
 
-async def test_failover_when_the_first_server_dies(
-    own_slapd: SlapdServer, second: SlapdServer
-) -> None:
+async def _twin(own_slapd: SlapdServer, second: SlapdServer) -> str:
+    """The same DIT on ``second`` as on ``own_slapd``, reachable with one settings object."""
     base = await _fresh(own_slapd)
     assert await _fresh(second) == base  # same suffix, same DIT on both
     conn = second.connect()
@@ -152,6 +244,44 @@ async def test_failover_when_the_first_server_dies(
             conn.modify_s(dn, [(2, "userPassword", [ssha(pw).encode()])])
     finally:
         conn.unbind_s()
+    return base
+
+
+async def test_a_slow_first_server_fails_over_within_one_timeout(
+    own_slapd: SlapdServer, second: SlapdServer
+) -> None:
+    """Two servers, the first stopped (slow, not dead): the read gives it half the time, then
+    retries on the second — answered within one ``timeout``, and later reads go straight to
+    the second while the first is marked down."""
+    timeout = 2.0
+    base = await _twin(own_slapd, second)
+    uris = (own_slapd.uri, second.uri)
+    async with _opened(own_slapd, base, uris=uris, timeout=timeout, pool_size=4) as directory:
+        await _several_connections(directory)
+        own_slapd.pause()
+        try:
+            started = time.monotonic()
+            assert await directory.find_account(ALICE) is not None
+            elapsed = time.monotonic() - started
+            assert timeout / 2 - 0.1 < elapsed < timeout, elapsed
+            started = time.monotonic()
+            assert await directory.find_account(ALICE) is not None
+            assert time.monotonic() - started < 0.5  # the slow server is skipped now
+        finally:
+            own_slapd.resume()
+
+
+async def test_failover_to_a_second_uri(own_slapd: SlapdServer) -> None:
+    base = await _fresh(own_slapd)
+    async with _opened(own_slapd, base, uris=(_dead_uri(), own_slapd.uri)) as directory:
+        for _ in range(3):
+            assert await directory.find_account(ALICE) is not None
+
+
+async def test_failover_when_the_first_server_dies(
+    own_slapd: SlapdServer, second: SlapdServer
+) -> None:
+    base = await _twin(own_slapd, second)
     async with _opened(own_slapd, base, uris=(own_slapd.uri, second.uri)) as directory:
         assert await directory.find_account(ALICE) is not None
         own_slapd.kill()

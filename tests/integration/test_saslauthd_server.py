@@ -267,7 +267,7 @@ async def test_close_removes_socket_and_restart_reuses_path(populated: Any, tmp_
 async def test_fragmented_request_gets_the_grace_for_a_fifth_field(
     populated: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="idsvc.wire.saslauthd.server")
+    caplog.set_level(logging.DEBUG, logger="idsvc.wire.saslauthd.server")
     auth = authenticator(populated)
     async with running(tmp_path / "frag", auth, fifth_field_grace=0.5) as server:
         four = req(USERS.good, USERS.good_pw)

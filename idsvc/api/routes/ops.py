@@ -62,4 +62,5 @@ async def metrics(request: Request) -> Response:
     if policy == "never" or (policy == "loopback" and not _is_local(request)):
         await authenticate(request, await bearer(request))
     ctx.metrics.audit_dropped.set(ctx.state.audit_sink.dropped)
+    ctx.metrics.auth_audit_dropped.set(ctx.runtime.audit_dropped)
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

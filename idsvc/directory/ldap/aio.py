@@ -22,9 +22,10 @@ small executor, since it may block for ``connect_timeout``.
 
 Failure handling (same rules as the thread pools in ``pool.py``):
 
-* every request has a deadline of ``timeout`` seconds; on expiry its message id is abandoned, the
-  server is marked down, the connection retired (no new requests; closed once its last request
-  ends) and the request fails with ``ConnectionLost``;
+* every request has a deadline (``timeout`` seconds, or the caller's, which is never later); on
+  expiry its message id is abandoned, the server is marked down, the connection retired (no new
+  requests; closed once its last request ends) and the request fails with ``ConnectionLost``
+  whose ``timed_out`` is True;
 * a connection error (EOF, reset, TLS failure) fails every request in flight on it with
   ``ConnectionLost``, marks the server down if requests were in flight, closes the connection,
   and the next request connects again. A connection idle for more than ``IDLE_RECHECK`` is
@@ -33,7 +34,9 @@ Failure handling (same rules as the thread pools in ``pool.py``):
 * BUSY / UNAVAILABLE answers count as connection failures (failover);
 * any other LDAP result error is raised as the python-ldap exception for the caller to map.
 
-``ConnectionLost`` is the caller's cue to retry once (another server if there is one). The raw
+``ConnectionLost`` (with the server's ``uri``) is the caller's cue to retry once where that can
+help: after a lost connection, or after a timeout when another server is up (``avoid`` then
+keeps the retry off every connection to the slow server). The raw
 ``_ldap.LDAP`` object (``ldo._l``) is used on the hot path: python-ldap's wrappers add a lock and
 control decoding that cost more than the call itself (3-5 µs per poll); connections are never
 shared between threads, so the lock protects nothing here. Never logged: passwords, bind DNs'
@@ -50,8 +53,8 @@ import fcntl
 import logging
 import os
 import select
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import ldap
 
@@ -64,6 +67,7 @@ from idsvc.directory.mapping import Entry
 from idsvc.errors import AmbiguousEntry, TemporaryFailure
 
 log = logging.getLogger("idsvc.directory.ldap")
+T = TypeVar("T")
 
 MAX_DRAIN = 256  # messages handled per readiness callback before yielding to the loop
 # An idle connection is polled for EOF before reuse once it has been idle this long (seconds).
@@ -78,7 +82,13 @@ _SLOW_DOWN = (ldap.BUSY, ldap.UNAVAILABLE)
 
 class ConnectionLost(Exception):
     """The request's connection failed or timed out: nothing is known about the result and
-    the read may be retried on a fresh connection."""
+    the read may be retried on a fresh connection. ``timed_out``: the server did not answer in
+    time (its other connections are probably as slow); ``uri``: the server."""
+
+    def __init__(self, message: str, *, uri: str = "", timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.uri = uri
+        self.timed_out = timed_out
 
 
 class _Request:
@@ -96,7 +106,7 @@ class _Request:
 
 
 class AioConn:
-    """One connection driven by the loop: message id → request, in send (= deadline) order."""
+    """One connection driven by the loop: message id → request (deadlines may differ)."""
 
     __slots__ = (
         "abandon",
@@ -127,7 +137,7 @@ class AioConn:
         self.pending: dict[int, _Request] = {}
         self.alive = True
         self.retired = False
-        self.idle_since = 0.0  # loop time when its last request ended (0: never used)
+        self.idle_since = 0.0  # loop time when its last request ended (or it was opened)
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -206,9 +216,19 @@ class AioPool:
 
     # -- public operations ----------------------------------------------------------------
 
-    async def point(self, base: str, filt: Filter, attrs: list[str]) -> Entry | None:
+    async def point(
+        self,
+        base: str,
+        filt: Filter,
+        attrs: list[str],
+        *,
+        deadline: float | None = None,
+        avoid: str | None = None,
+    ) -> Entry | None:
         """At most one entry for a key below ``base``: AmbiguousEntry for two (or a size
-        limit), ReferralSeen for a continuation reference, python-ldap errors as raised."""
+        limit), ReferralSeen for a continuation reference, python-ldap errors as raised.
+        ``deadline`` (loop time) shortens the request's; ``avoid`` names a server whose
+        connections must not carry it (a retry after that server timed out)."""
         timeout = self._timeout
 
         def send(conn: AioConn) -> int:
@@ -216,14 +236,16 @@ class AioPool:
                 base, SCOPE_SUBTREE, filt, attrs, 0, self._controls, None, timeout, 2
             )
 
-        req = await self._submit(send, limit=2)
+        req = await self._submit(send, limit=2, deadline=deadline, avoid=avoid)
         if req.referral:
             raise ReferralSeen
         if len(req.entries) > 1 or req.overflow:
             raise AmbiguousEntry("more than one LDAP entry for one key")
         return req.entries[0] if req.entries else None
 
-    async def read_base(self, base: str) -> None:
+    async def read_base(
+        self, base: str, *, deadline: float | None = None, avoid: str | None = None
+    ) -> None:
         """Read the entry ``base`` (no attributes): raises unless it exists and is readable."""
         timeout = self._timeout
 
@@ -231,18 +253,20 @@ class AioPool:
             return conn.search(base, SCOPE_BASE, "(objectClass=*)", NO_ATTRS, 0, self._controls,
                                None, timeout, 1)  # fmt: skip
 
-        req = await self._submit(send, limit=1)
+        req = await self._submit(send, limit=1, deadline=deadline, avoid=avoid)
         if req.referral:
             raise ReferralSeen
 
-    async def simple_bind(self, dn: str, password: str) -> None:
+    async def simple_bind(
+        self, dn: str, password: str, *, deadline: float | None = None, avoid: str | None = None
+    ) -> None:
         """A simple bind as ``dn``; returns when the server said success, else raises the
         python-ldap error (INVALID_CREDENTIALS, …) or ConnectionLost."""
 
         def send(conn: AioConn) -> int:
             return conn.bind(dn, password, None, None)
 
-        await self._submit(send, limit=0)
+        await self._submit(send, limit=0, deadline=deadline, avoid=avoid)
 
     async def close(self) -> None:
         self._closed = True
@@ -260,20 +284,31 @@ class AioPool:
 
     # -- sending and waiting --------------------------------------------------------------
 
-    async def _submit(self, send: Callable[[AioConn], int], *, limit: int) -> _Request:
-        conn = self._pick() or await self._acquire()
+    async def _submit(
+        self,
+        send: Callable[[AioConn], int],
+        *,
+        limit: int,
+        deadline: float | None = None,
+        avoid: str | None = None,
+    ) -> _Request:
+        conn = self._pick(avoid) or await self._acquire(avoid)
         try:
             msgid = send(conn)
         except ldap.LDAPError as exc:
             if _msgid_of(exc) is not None or not isinstance(exc, FAILOVER):
                 raise
-            self._lost(conn, exc, mark=True)
-            raise ConnectionLost(describe(exc)) from exc
+            # an idle connection found dead (closed while idle) says nothing about the server
+            self._lost(conn, exc, mark=bool(conn.pending))
+            raise ConnectionLost(describe(exc), uri=conn.uri) from exc
         loop = conn.loop
         future: asyncio.Future[_Request] = loop.create_future()
-        req = _Request(future, loop.time() + self._timeout, limit)
+        own = loop.time() + self._timeout
+        req = _Request(future, own if deadline is None else min(own, deadline), limit)
         conn.pending[msgid] = req
-        if conn.timer is None:
+        if conn.timer is None or req.deadline < conn.timer.when():
+            if conn.timer is not None:
+                conn.timer.cancel()
             conn.timer = loop.call_at(req.deadline, self._expire, conn)
         try:
             return await future
@@ -285,12 +320,16 @@ class AioPool:
                         conn.abandon(msgid, None, None)
                 self._settle(conn)
 
-    def _pick(self) -> AioConn | None:
-        """The least busy usable connection (None if all are at ``per_conn``); starts another
-        connection in the background when every one is busy and there is room."""
+    def _pick(self, avoid: str | None = None) -> AioConn | None:
+        """The least busy usable connection, not to server ``avoid`` nor to a server marked
+        down while another is up (None if all are at ``per_conn``); starts another connection
+        in the background when every one is busy and there is room."""
         best: AioConn | None = None
+        shunned = self._servers.shunned()
         for conn in self._conns:
             n = len(conn.pending)
+            if conn.uri == avoid or (shunned and conn.uri in shunned):
+                continue
             if n < self._per_conn and (best is None or n < len(best.pending)):
                 best = conn
                 if n == 0:
@@ -304,7 +343,7 @@ class AioPool:
         ):
             self._drain(best)  # an idle socket with data: EOF (server closed it) or stray bytes
             if not best.alive:
-                return self._pick()
+                return self._pick(avoid)
         if (
             best is not None
             and best.pending
@@ -314,23 +353,27 @@ class AioPool:
             self._grow()  # every connection is busy: open another for the next requests
         if best is not None and best.loop is not asyncio.get_running_loop():
             self._close(best, TemporaryFailure("LDAP connection belongs to another event loop"))
-            return self._pick()
+            return self._pick(avoid)
         return best
 
-    async def _acquire(self) -> AioConn:
-        """A connection with room for one more request: a new one if allowed, else the first
-        that frees up (bounded by ``timeout``)."""
+    async def _acquire(self, avoid: str | None = None) -> AioConn:
+        """A connection with room for one more request (not to server ``avoid``): a new one if
+        allowed, else the first that frees up (bounded by ``timeout``). A new connection goes
+        to the first server not marked down; ``avoid`` was marked down when it timed out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._connect_budget + self._timeout
         while True:
             if self._closed:
                 raise TemporaryFailure("LDAP directory is closed")
-            conn = self._pick()
+            conn = self._pick(avoid)
             if conn is not None:
                 return conn
             if len(self._conns) + self._connecting < self._size:
                 self._connecting += 1
-                return await self._connect()
+                made = await self._connect()
+                if made.uri == avoid:  # it came back up meanwhile; a retry must go elsewhere
+                    raise ConnectionLost("no other LDAP server for the retry", uri=made.uri)
+                return made
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TemporaryFailure("no LDAP connection free in time")
@@ -380,6 +423,7 @@ class AioPool:
                 raise TemporaryFailure("LDAP directory is closed") from exc
             fd = made.ldo.fileno()
             conn = AioConn(made.ldo, made.uri, fd, loop)
+            conn.idle_since = loop.time()  # idle until used: polled for EOF like any idle one
             if self._closed:
                 with contextlib.suppress(ldap.LDAPError):
                     made.ldo.unbind_ext()
@@ -443,7 +487,7 @@ class AioPool:
             if isinstance(exc, _SLOW_DOWN):  # busy / unavailable: fail over like the pools
                 self._servers.mark_down(conn.uri, describe(exc))
                 self._retire(conn)
-                req.future.set_exception(ConnectionLost(describe(exc)))
+                req.future.set_exception(ConnectionLost(describe(exc), uri=conn.uri))
             else:
                 req.future.set_exception(exc)
         self._settle(conn)
@@ -460,28 +504,27 @@ class AioPool:
             self._wake()
 
     def _expire(self, conn: AioConn) -> None:
-        """The per-connection timer: fail the requests whose deadline passed."""
+        """The per-connection timer: fail the requests whose deadline passed (deadlines differ
+        when callers shorten them, so every request is looked at; at most ``per_conn``)."""
         conn.timer = None
         if not conn.alive:
             return
         now = conn.loop.time()
-        expired = []
-        for msgid, req in conn.pending.items():
-            if req.deadline > now:
-                break
-            expired.append(msgid)
+        expired = [msgid for msgid, req in conn.pending.items() if req.deadline <= now]
         for msgid in expired:
             req = conn.pending.pop(msgid)
             with contextlib.suppress(ldap.LDAPError):
                 conn.abandon(msgid, None, None)
             if not req.future.done():
-                req.future.set_exception(ConnectionLost("LDAP request timed out"))
+                req.future.set_exception(
+                    ConnectionLost("LDAP request timed out", uri=conn.uri, timed_out=True)
+                )
         if expired:
             self._servers.mark_down(conn.uri, "request timed out")
             self._retire(conn)
         if conn.alive and conn.pending:
-            first = next(iter(conn.pending.values()))
-            conn.timer = conn.loop.call_at(first.deadline, self._expire, conn)
+            first = min(req.deadline for req in conn.pending.values())
+            conn.timer = conn.loop.call_at(first, self._expire, conn)
 
     def _retire(self, conn: AioConn) -> None:
         """No new requests on ``conn``; it closes when its last request ends."""
@@ -493,7 +536,7 @@ class AioPool:
     def _lost(self, conn: AioConn, exc: BaseException, *, mark: bool) -> None:
         if mark:
             self._servers.mark_down(conn.uri, describe(exc))
-        self._close(conn, ConnectionLost(describe(exc)))
+        self._close(conn, ConnectionLost(describe(exc), uri=conn.uri))
 
     def _close(self, conn: AioConn, error: BaseException | None) -> None:
         """Unregister and unbind ``conn``; fail what is still in flight with ``error``."""
@@ -512,5 +555,36 @@ class AioPool:
             conn.ldo.unbind_ext()
         for req in pending:
             if not req.future.done():
-                req.future.set_exception(error or ConnectionLost("LDAP connection closed"))
+                req.future.set_exception(
+                    error or ConnectionLost("LDAP connection closed", uri=conn.uri)
+                )
         self._wake(everyone=True)
+
+
+# one attempt of a read: (deadline in loop time, server to keep away from) -> result
+Read = Callable[[float, str | None], Awaitable[T]]
+
+
+async def read_with_retry(op: Read[T], servers: Servers, deadline: float) -> T:
+    """Run ``op`` within ``deadline`` (loop time), retried once only where a retry can help:
+    after a lost connection (a fresh one, or another server), or after a timeout when another
+    server is up — then the first attempt gets half the time and the retry avoids the slow
+    server. Never after a timeout with nowhere else to go: a slow directory costs one
+    ``timeout``, not two. ``ConnectionLost`` at the end becomes ``TemporaryFailure``; other
+    errors (python-ldap's) pass through for the caller to map."""
+    loop = asyncio.get_running_loop()
+    first = deadline
+    if len(servers.candidates()) > 1:
+        first = loop.time() + (deadline - loop.time()) / 2  # leave time for failover
+    try:
+        return await op(first, None)
+    except ConnectionLost as exc:
+        lost = exc
+    if lost.timed_out and not servers.others_up(lost.uri):
+        raise TemporaryFailure(f"LDAP error: {lost}") from lost
+    if deadline - loop.time() <= 0:
+        raise TemporaryFailure(f"LDAP error: {lost} (no time left to retry)") from lost
+    try:
+        return await op(deadline, lost.uri if lost.timed_out else None)
+    except ConnectionLost as exc:
+        raise TemporaryFailure(f"LDAP error: {exc}") from exc

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import ldap
@@ -45,7 +45,7 @@ from idsvc.directory.checks import (
     check_quota,
     check_source,
 )
-from idsvc.directory.ldap.aio import AioPool, ConnectionLost
+from idsvc.directory.ldap.aio import AioPool, Read, read_with_retry
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
 from idsvc.directory.ldap.listing import (
     decode_cursor,
@@ -93,6 +93,7 @@ class CorporateDirectory:
         self._domains = canonical_domains(settings.mail_domains)
         self._with_hash = settings.auth_method == "search" and bool(self._profile.password)
         servers = Servers(settings.uris, settings.retry_after)
+        self._servers = servers
         secret = settings.bind_password.get_secret_value() if settings.bind_password else None
         reader = Identity("reader", settings.bind_dn, secret)
         scope = self._profile.domain_scope
@@ -148,30 +149,33 @@ class CorporateDirectory:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    async def _read(self, op: Callable[[], Awaitable[T]]) -> T:
-        """One asynchronous read under the pending bound; a lost connection is retried once
-        (another connection or server), python-ldap errors come back mapped."""
+    async def _read(self, op: Read[T], deadline: float | None = None) -> T:
+        """One asynchronous read under the pending bound and one deadline (``timeout`` from
+        now unless given), retried only where that helps (``aio.read_with_retry``);
+        python-ldap errors come back mapped."""
         if self._closed:
             raise TemporaryFailure("LDAP directory is closed")
         if self._pending >= self._settings.max_pending:
             raise TemporaryFailure("too many pending LDAP requests")
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + self._settings.timeout
         self._pending += 1
         try:
-            try:
-                return await op()
-            except ConnectionLost:
-                pass
-            try:
-                return await op()
-            except ConnectionLost as exc:
-                raise TemporaryFailure(f"LDAP error: {exc}") from exc
+            return await read_with_retry(op, self._servers, deadline)
         except (ldap.LDAPError, ReferralSeen) as exc:
             raise map_error(exc, point=True) from exc
         finally:
             self._pending -= 1
 
-    async def _point(self, filt: filters.Filter, attrs: list[str]) -> Entry | None:
-        return await self._read(lambda: self._reader.point(self._base, filt, attrs))
+    async def _point(
+        self, filt: filters.Filter, attrs: list[str], deadline: float | None = None
+    ) -> Entry | None:
+        return await self._read(
+            lambda end, avoid: self._reader.point(
+                self._base, filt, attrs, deadline=end, avoid=avoid
+            ),
+            deadline,
+        )
 
     def _refuse(self, what: str) -> NoReturn:
         raise ReadOnlyDirectory(
@@ -182,7 +186,9 @@ class CorporateDirectory:
     # -- lookups -----------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._read(lambda: self._reader.read_base(self._base))
+        await self._read(
+            lambda end, avoid: self._reader.read_base(self._base, deadline=end, avoid=avoid)
+        )
 
     async def find_domain(self, name: str) -> Domain | None:
         return Domain(name=name) if name in self._domains else None
@@ -233,22 +239,23 @@ class CorporateDirectory:
         pool. Empty or NUL-bearing passwords never reach a bind (RFC 4513 §5.1.2)."""
         if not isinstance(password, str) or not password or "\x00" in password:
             return BindResult.INVALID_CREDENTIALS
+        deadline = asyncio.get_running_loop().time() + self._settings.timeout  # search + bind
         dn = self._dns.get(account.address)
         if dn is None:
             filt = self._profile.owner_filter(account.address, self._group)
-            found = await self._point(filt, NO_ATTRS)
+            found = await self._point(filt, NO_ATTRS, deadline)
             if found is None:
                 return BindResult.INVALID_CREDENTIALS
             dn = found.dn
 
-        async def bind() -> BindResult:
+        async def bind(end: float, avoid: str | None) -> BindResult:
             try:
-                await self._binder.simple_bind(dn, password)
+                await self._binder.simple_bind(dn, password, deadline=end, avoid=avoid)
             except ldap.INVALID_CREDENTIALS as exc:
                 return bind_failure(exc)
             return BindResult.OK
 
-        return await self._read(bind)
+        return await self._read(bind, deadline)
 
     def _remember(self, address: Address, dn: str) -> None:
         """The DN of a recently found account, for the bind check that usually follows."""

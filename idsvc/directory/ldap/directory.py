@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ldap
@@ -31,7 +31,7 @@ from idsvc.directory.base import (
 )
 from idsvc.directory.checks import check_page_limit, check_prefix
 from idsvc.directory.filters import Filter
-from idsvc.directory.ldap.aio import AioPool, ConnectionLost
+from idsvc.directory.ldap.aio import AioPool, Read, read_with_retry
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
 from idsvc.directory.ldap.listing import (
     MAX_SCAN,
@@ -119,6 +119,7 @@ class LdapDirectory:
         self._domains = profile.domains_dn(self._base)
         self._with_hash = settings.auth_method == "search"
         servers = Servers(settings.uris, settings.retry_after)
+        self._servers = servers
         reader_pw = settings.bind_password.get_secret_value() if settings.bind_password else None
         writer_pw = (
             settings.writer_password.get_secret_value() if settings.writer_password else None
@@ -197,24 +198,24 @@ class LdapDirectory:
         finally:
             self._pending -= 1
 
-    async def _read(self, op: Callable[[], Awaitable[T]]) -> T:
-        """Run an asynchronous read with the pending bound, retried once when its connection
-        failed or timed out (another server if there is one); python-ldap errors come back
-        mapped (a size limit on these point queries is AmbiguousEntry)."""
+    def _deadline(self) -> float:
+        """One read's deadline (loop time): ``timeout`` from now, whatever retries happen."""
+        return asyncio.get_running_loop().time() + self._settings.timeout
+
+    async def _read(self, op: Read[T], deadline: float | None = None) -> T:
+        """Run an asynchronous read with the pending bound, within one deadline (``timeout``
+        from now unless given), retried only where that helps (``aio.read_with_retry``);
+        python-ldap errors come back mapped (a size limit on these point queries is
+        AmbiguousEntry)."""
         if self._closed:
             raise TemporaryFailure("LDAP directory is closed")
         if self._pending >= self._settings.max_pending:
             raise TemporaryFailure("too many pending LDAP requests")
+        if deadline is None:
+            deadline = self._deadline()
         self._pending += 1
         try:
-            try:
-                return await op()
-            except ConnectionLost:
-                pass
-            try:
-                return await op()
-            except ConnectionLost as exc:
-                raise TemporaryFailure(f"LDAP error: {exc}") from exc
+            return await read_with_retry(op, self._servers, deadline)
         except (ldap.LDAPError, ReferralSeen) as exc:
             raise map_error(exc, point=True) from exc
         finally:
@@ -247,18 +248,28 @@ class LdapDirectory:
 
     async def ping(self) -> None:
         """Raise TemporaryFailure unless the reader can read the base entry now."""
-        await self._read(lambda: self._reader.read_base(self._base))
+        await self._read(
+            lambda end, avoid: self._reader.read_base(self._base, deadline=end, avoid=avoid)
+        )
 
     async def find_domain(self, name: str) -> Domain | None:
         filt = self._profile.domain_filter(name)
         attrs = self._profile.domain_attrs()
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         return None if entry is None else self._profile.domain_from_entry(entry)
 
     async def find_account(self, address: Address) -> Account | None:
         filt = self._profile.account_filter(address)
         attrs = self._profile.account_attrs(with_hash=self._with_hash)
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         if entry is None:
             return None
         account = self._profile.account_from_entry(entry, with_hash=self._with_hash)
@@ -269,7 +280,11 @@ class LdapDirectory:
     async def find_alias(self, source: str) -> Alias | None:
         filt = self._profile.alias_filter(source)
         attrs = self._profile.alias_attrs()
-        entry = await self._read(lambda: self._reader.point(self._domains, filt, attrs))
+        entry = await self._read(
+            lambda end, avoid: self._reader.point(
+                self._domains, filt, attrs, deadline=end, avoid=avoid
+            )
+        )
         return None if entry is None else self._profile.alias_from_entry(entry)
 
     async def bind_check(self, account: Account, password: str) -> BindResult:
@@ -278,22 +293,28 @@ class LdapDirectory:
         §5.1.2: DN + empty password is an unauthenticated bind that "succeeds")."""
         if not isinstance(password, str) or not password or "\x00" in password:
             return BindResult.INVALID_CREDENTIALS
+        deadline = self._deadline()  # the DN search and the bind share it
         dn = self._recent.get(account.address) if self._recent is not None else None
         if dn is None:
             filt = self._profile.account_filter(account.address)
-            found = await self._read(lambda: self._reader.point(self._domains, filt, NO_ATTRS))
+            found = await self._read(
+                lambda end, avoid: self._reader.point(
+                    self._domains, filt, NO_ATTRS, deadline=end, avoid=avoid
+                ),
+                deadline,
+            )
             if found is None:
                 return BindResult.INVALID_CREDENTIALS
             dn = found.dn
 
-        async def bind() -> BindResult:
+        async def bind(end: float, avoid: str | None) -> BindResult:
             try:
-                await self._binder.simple_bind(dn, password)
+                await self._binder.simple_bind(dn, password, deadline=end, avoid=avoid)
             except ldap.INVALID_CREDENTIALS as exc:
                 return bind_failure(exc)
             return BindResult.OK
 
-        return await self._read(bind)
+        return await self._read(bind, deadline)
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from idsvc.errors import TemporaryFailure
 log = logging.getLogger("idsvc.directory.ldap")
 
 T = TypeVar("T")
+_NONE: frozenset[str] = frozenset()
 
 
 class Servers:
@@ -45,6 +46,7 @@ class Servers:
         self._uris = uris
         self._retry_after = retry_after
         self._down: dict[str, float] = {}
+        self._until = 0.0  # the latest "skip until" mark: nothing is down after it
         self._lock = threading.Lock()
 
     def candidates(self) -> list[str]:
@@ -52,10 +54,28 @@ class Servers:
         with self._lock:
             return [u for u in self._uris if self._down.get(u, 0.0) <= now]
 
+    def shunned(self) -> frozenset[str]:
+        """The servers marked down now, when another server is up (their open connections
+        should not get new requests: another server can take them); else empty. O(1) when
+        nothing is marked down (the usual case, asked once per request)."""
+        now = time.monotonic()
+        if now >= self._until or len(self._uris) < 2:
+            return _NONE
+        with self._lock:
+            down = frozenset(u for u in self._uris if self._down.get(u, 0.0) > now)
+        return down if len(down) < len(self._uris) else _NONE
+
+    def others_up(self, uri: str) -> bool:
+        """True when a server other than ``uri`` is not marked down (a retry can go there)."""
+        now = time.monotonic()
+        with self._lock:
+            return any(u != uri and self._down.get(u, 0.0) <= now for u in self._uris)
+
     def mark_down(self, uri: str, why: str) -> None:
         with self._lock:
             first = self._down.get(uri, 0.0) <= time.monotonic()
             self._down[uri] = time.monotonic() + self._retry_after
+            self._until = max(self._until, self._down[uri])
         if first:
             log.warning("LDAP server %s marked down for %.1fs: %s", uri, self._retry_after, why)
 

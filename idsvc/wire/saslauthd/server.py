@@ -564,8 +564,8 @@ class SaslauthdServer:
         except Exception:
             log.exception("%s: authenticator raised; answering temporary failure", self.name)
             return None
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        if log.isEnabledFor(logging.DEBUG):  # the audit trail is the per-auth record
+            log.debug(
                 "%s: %s outcome=%s%s detail=%r elapsed=%.3f",
                 self.name,
                 what,
