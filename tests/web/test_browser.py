@@ -5,7 +5,9 @@ written to docs/screenshots/ for reviewers."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,12 @@ from tests.integration.test_app_passwords import imap, smtp
 from tests.web.conftest import PASSWORD
 from tests.web.live import LiveIdsvc, chromium, new_context
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to $IDSVC_SCREENSHOTS when set (``IDSVC_SCREENSHOTS=docs/screenshots`` refreshes
+# the committed ones), else to a directory of their own under /tmp, so an ordinary run does not
+# rewrite tracked files.
+SHOTS = Path(os.environ.get("IDSVC_SCREENSHOTS") or tempfile.gettempdir()) / (
+    "" if os.environ.get("IDSVC_SCREENSHOTS") else "idsvc-screenshots"
+)
 XSS = [
     "<script>window.__xss=1</script>",
     '<img src=x onerror="window.__xss=2">',

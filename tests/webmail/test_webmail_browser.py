@@ -5,7 +5,9 @@ no script executed in the page or in the message frame. Screenshots go to docs/s
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,12 @@ from tests.web.test_browser import unlabelled
 from tests.webmail.conftest import ALICE, BOB, BOB_PASSWORD, PASSWORD, MailStack, mail
 
 T = TypeVar("T")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots go to $IDSVC_SCREENSHOTS when set (``IDSVC_SCREENSHOTS=docs/screenshots`` refreshes
+# the committed ones), else to a directory of their own under /tmp, so an ordinary run does not
+# rewrite tracked files.
+SHOTS = Path(os.environ.get("IDSVC_SCREENSHOTS") or tempfile.gettempdir()) / (
+    "" if os.environ.get("IDSVC_SCREENSHOTS") else "idsvc-screenshots"
+)
 XSS_MAILS = {
     "script": "<p>a</p><script>window.parent.__xss=1;window.__xss=1</script>",
     "handler": '<img src=x onerror="window.__xss=2"><body onload="window.__xss=2">',
