@@ -274,6 +274,13 @@ class DovecotAuthSettings(_ListenerLimits):
     max_requests_per_connection: int = Field(256, ge=1)
 
 
+class MailsvcHookSettings(_Section):
+    """``idsvc serve`` also starts the mailsvc SMTP front end (idsvc/mailsvc_child.py)."""
+
+    enabled: bool = False
+    config: Path | None = None  # mailsvc.toml; None: idsvc's sockets and vmail_root are passed
+
+
 class MailSettings(_Section):
     """Where mail lives and how addresses resolve (``idsvc.lookups``: Postfix maps, dict)."""
 
@@ -487,6 +494,7 @@ class Settings(_Section):
     tcp_table: TcpTableSettings = Field(default_factory=TcpTableSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     dovecot_dict: DovecotDictSettings = Field(default_factory=DovecotDictSettings)
+    mailsvc: MailsvcHookSettings = Field(default_factory=MailsvcHookSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     app_passwords: AppPasswordSettings = Field(default_factory=AppPasswordSettings)

@@ -123,6 +123,12 @@ def _api(s: Settings, rt: Runtime, state: Any) -> Listener:
     return ApiServer(s, rt, state)
 
 
+def _mailsvc(s: Settings, rt: Runtime, state: Any) -> Listener:
+    from idsvc.mailsvc_child import MailsvcChild
+
+    return MailsvcChild(s)
+
+
 LISTENERS: tuple[ListenerSpec, ...] = (
     ListenerSpec(
         "control",
@@ -167,6 +173,7 @@ LISTENERS: tuple[ListenerSpec, ...] = (
         lambda s: _lookup_where(s.dovecot_dict.socket, s.dovecot_dict.tcp),
     ),
     ListenerSpec("api", lambda s: s.api.enabled, _api, lambda s: s.api.listen),
+    ListenerSpec("mailsvc", lambda s: s.mailsvc.enabled, _mailsvc, lambda s: "child process"),
 )
 
 

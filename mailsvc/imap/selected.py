@@ -1,0 +1,72 @@
+"""The selected-state view of one session (RFC 3501 §5.2, §7.4.1): the message sequence numbers
+(a sorted UID list), which UIDs are \\Recent to this session, and what has already been reported,
+so untagged EXISTS / RECENT / EXPUNGE / FETCH FLAGS go out between commands — EXPUNGE never during
+FETCH, STORE or SEARCH, when sequence numbers must not shift."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from mailsvc.imap.protocol import flag_list
+from mailsvc.mailbox.folder import Folder
+
+
+@dataclass
+class Selected:
+    folder: Folder
+    readonly: bool
+    uids: list[int] = field(default_factory=list)
+    recent: set[int] = field(default_factory=set)
+    modseq: int = 0  # the folder's modification sequence when last reported
+    expunge_pending: bool = False
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def msn(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def flags_of(self, uid: int) -> frozenset[str]:
+        msg = self.folder.get(uid)
+        base = msg.flags if msg is not None else frozenset()
+        return base | {"\\Recent"} if uid in self.recent else base
+
+    def updates(self, *, allow_expunge: bool) -> list[bytes]:
+        """Untagged responses for what changed in the folder since the last call (the caller
+        synced the folder first)."""
+        folder = self.folder
+        with folder.lock:
+            if folder.modseq == self.modseq and not self.expunge_pending:
+                return []
+            out: list[bytes] = []
+            current = folder.messages
+            gone = [i for i, uid in enumerate(self.uids) if uid not in current]
+            if gone:
+                if allow_expunge:
+                    for index in reversed(gone):
+                        out.append(b"* %d EXPUNGE\r\n" % (index + 1))
+                        self.recent.discard(self.uids[index])
+                        del self.uids[index]
+                    self.expunge_pending = False
+                else:
+                    self.expunge_pending = True
+            for index, uid in enumerate(self.uids):
+                msg = current.get(uid)
+                if msg is not None and msg.modseq > self.modseq:
+                    out.append(
+                        b"* %d FETCH (FLAGS %s)\r\n" % (index + 1, flag_list(self.flags_of(uid)))
+                    )
+            top = self.uids[-1] if self.uids else 0
+            fresh = [u for u in folder.sorted_uids[bisect.bisect_right(folder.sorted_uids, top) :]]
+            if fresh:
+                if not self.readonly:
+                    self.recent |= {u for u in fresh if u >= folder.recent_floor}
+                    folder.recent_floor = max(folder.recent_floor, fresh[-1] + 1)
+                self.uids.extend(fresh)
+                out.append(b"* %d EXISTS\r\n" % len(self.uids))
+                out.append(b"* %d RECENT\r\n" % len(self.recent))
+            self.modseq = folder.modseq
+            return out

@@ -1,0 +1,547 @@
+"""One mail folder (a Maildir): UIDs, flags, message bytes — the state POP3 and IMAP sessions
+share, in this process, for the same folder.
+
+:class:`Folder` keeps the folder's index in memory (UID → base file name, flags, where the file
+is) and re-reads the directory only when ``new/`` or ``cur/`` changed (their mtimes moved, or
+were too recent to trust), so a command on an unchanged 100k-message folder costs two ``stat``
+calls, not a directory scan. New files found in ``new/`` or ``cur/`` get UIDs under the
+``dovecot-uidlist`` lock (SMTP delivery and other processes only rename files into ``new/``; they
+never need the lock), so concurrent sessions and deliveries never hand out a UID twice.
+
+Every change bumps a modification sequence: messages carry the sequence of their last flag
+change, and sessions compare it with what they last reported to send ``FETCH`` updates;
+:meth:`Folder.wait_change` wakes IDLE. All methods are synchronous file-system code guarded by
+one lock per folder: callers run them on a worker thread.
+
+Message bytes are read exactly as stored; parsed MIME structures are cached per message in a
+bounded LRU (:class:`~mailsvc.mailbox.cache.MessageCache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from mailsvc.mailbox import flags as fl
+from mailsvc.mailbox import uidlist
+from mailsvc.maildir import Maildir, Quota, StoreError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SIZE = re.compile(r",S=([0-9]+)")
+_VSIZE = re.compile(r",W=([0-9]+)")
+TRUST_AFTER_NS = 2_000_000_000  # a directory mtime this recent may hide a same-tick change
+MAX_APPEND = 64 * 1024 * 1024
+
+
+class FolderError(StoreError):
+    """The folder is gone or unusable."""
+
+
+@dataclass(eq=False)
+class Message:
+    uid: int
+    base: str
+    subdir: str  # "new" or "cur"
+    letters: str  # the ":2," info letters as on disk
+    flags: frozenset[str]
+    modseq: int
+    size: int | None = None
+    vsize: int | None = None
+    mtime: float | None = None
+
+    @property
+    def filename(self) -> str:
+        return fl.filename(self.base, self.letters) if self.subdir == "cur" else self.base
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.subdir}/{self.filename}"
+
+
+@dataclass
+class Appended:
+    uid: int
+    base: str
+
+
+@dataclass
+class _Scan:
+    new_mtime: int = -1
+    cur_mtime: int = -1
+    at_ns: int = 0
+
+
+@dataclass
+class FolderState:
+    """A snapshot handed to a session: sorted UIDs, and what changed."""
+
+    uidvalidity: int
+    next_uid: int
+    modseq: int
+    uids: list[int] = field(default_factory=list)
+
+
+class Folder:
+    """See the module docstring. Obtain through :class:`~mailsvc.mailbox.store.MailStore`."""
+
+    def __init__(self, maildir: Maildir, root: Maildir, name: str, *, fsync: bool = True) -> None:
+        self.maildir = maildir
+        self.root = root  # where maildirsize lives
+        self.name = name
+        self.fsync = fsync
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.uidvalidity = 0
+        self.next_uid = 1
+        self.modseq = 1
+        self.messages: dict[int, Message] = {}  # uid → message
+        self.by_base: dict[str, Message] = {}
+        self.sorted_uids: list[int] = []
+        self.keywords: list[str] = []
+        self.recent_floor = 0  # UIDs at or above: \Recent for the next session that claims them
+        self.watchers: list[Callable[[], None]] = []
+        self.in_new: set[int] = set()
+        self._scan = _Scan()
+        self._loaded = False
+
+    # --- directory access ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def dirfd(self) -> Iterator[int]:
+        with self.maildir.open_dir() as fd:  # the store's no-symlink walk
+            yield fd
+
+    def open_fd(self) -> int:
+        """A descriptor of the folder's directory that the caller closes (reads in a batch or
+        for a whole session; a renamed folder keeps working through it)."""
+        with self.dirfd() as fd:
+            return os.dup(fd)
+
+    # --- sync -----------------------------------------------------------------------------
+
+    def sync(self, *, move_new: bool = True, force: bool = False) -> bool:
+        """Bring the index up to date with the directory; True when anything changed."""
+        with self.lock, self.dirfd() as box:
+            try:
+                new_mtime = os.stat("new", dir_fd=box, follow_symlinks=False).st_mtime_ns
+                cur_mtime = os.stat("cur", dir_fd=box, follow_symlinks=False).st_mtime_ns
+            except OSError as exc:
+                raise FolderError(f"folder unusable: {exc.strerror}") from exc
+            scan = self._scan
+            stable = (
+                self._loaded
+                and not force
+                and new_mtime == scan.new_mtime
+                and cur_mtime == scan.cur_mtime
+                and scan.at_ns - max(new_mtime, cur_mtime) > TRUST_AFTER_NS
+            )
+            if stable:
+                if move_new and self.in_new:
+                    for uid in list(self.in_new):
+                        self._move_to_cur(box, self.messages[uid])
+                return False
+            started = time.time_ns()
+            changed = self._rescan(box, move_new)
+            # our own moves changed the mtimes: record them, still untrusted (newer than the
+            # scan) until a later scan confirms nothing else arrived meanwhile
+            with contextlib.suppress(OSError):
+                new_mtime = os.stat("new", dir_fd=box, follow_symlinks=False).st_mtime_ns
+                cur_mtime = os.stat("cur", dir_fd=box, follow_symlinks=False).st_mtime_ns
+            self._scan = _Scan(new_mtime, cur_mtime, started)
+            if changed:
+                self._notify()
+            return changed
+
+    def _listdir(self, box: int, sub: str) -> list[str]:
+        try:
+            fd = os.open(sub, _DIR_FLAGS, dir_fd=box)
+        except OSError as exc:
+            raise FolderError(f"cannot open {sub}/: {exc.strerror}") from exc
+        try:
+            return [n for n in os.listdir(fd) if not n.startswith(".")]
+        finally:
+            os.close(fd)
+
+    def _rescan(self, box: int, move_new: bool) -> bool:
+        if not self._loaded:
+            self.keywords = fl.read_keywords(box)
+        on_disk: dict[str, tuple[str, str]] = {}
+        for sub in ("cur", "new"):  # new/ last: a file renamed meanwhile is seen in cur/
+            for name in self._listdir(box, sub):
+                base, letters = fl.split_name(name) if sub == "cur" else (name, "")
+                on_disk.setdefault(base, (sub, letters))
+        changed = False
+        missing = [b for b in self.by_base if b not in on_disk]
+        if missing:  # moved new/ → cur/ between our two listings? look again before dropping
+            for name in self._listdir(box, "cur"):
+                base, letters = fl.split_name(name)
+                on_disk.setdefault(base, ("cur", letters))
+        for base in [b for b in missing if b not in on_disk]:
+            gone = self.by_base.pop(base)
+            del self.messages[gone.uid]
+            self.in_new.discard(gone.uid)
+            changed = True
+        for base, (sub, letters) in on_disk.items():
+            known = self.by_base.get(base)
+            if known is not None and (known.subdir, known.letters) != (sub, letters):
+                known.subdir, known.letters = sub, letters
+                new_flags = fl.decode(letters, self.keywords)
+                if new_flags != known.flags:
+                    self.modseq += 1
+                    known.flags, known.modseq = new_flags, self.modseq
+                changed = True
+        fresh = sorted((b for b in on_disk if b not in self.by_base), key=delivery_order)
+        if fresh or not self._loaded:
+            self._assign(box, fresh, on_disk)
+            changed = changed or bool(fresh)
+        self.in_new = {m.uid for m in self.messages.values() if m.subdir == "new"}
+        if move_new:
+            for uid in list(self.in_new):
+                self._move_to_cur(box, self.messages[uid])
+        self.sorted_uids = sorted(self.messages)
+        self._loaded = True
+        return changed
+
+    def _assign(self, box: int, fresh: list[str], on_disk: dict[str, tuple[str, str]]) -> None:
+        with uidlist.locked(box) as lock:
+            current = uidlist.read(box)
+            if current is None or (self._loaded and current.uidvalidity != self.uidvalidity):
+                if current is not None:
+                    raise FolderError("UIDVALIDITY changed under us")
+                current = uidlist.Uidlist(int(time.time()), 1, secrets.token_hex(16))
+                rewrite = True
+                if self._loaded:  # the list was removed (the folder recreated): start afresh
+                    self.next_uid, self.recent_floor = 1, 0
+            else:
+                rewrite = False
+            self.uidvalidity = current.uidvalidity
+            added: list[tuple[int, str]] = []
+            known = current.records
+            for base in fresh:
+                uid = known.get(base)
+                if uid is None or uid in self.messages:
+                    uid = current.next_uid
+                    current.next_uid += 1
+                    added.append((uid, base))
+                sub, letters = on_disk[base]
+                self.modseq += 1
+                msg = Message(
+                    uid, base, sub, letters, fl.decode(letters, self.keywords), self.modseq
+                )
+                self.messages[uid] = msg
+                self.by_base[base] = msg
+            if current.next_uid > uidlist.MAX_UID:
+                raise FolderError("UIDs exhausted")
+            self.next_uid = max(self.next_uid, current.next_uid)
+            current.next_uid = self.next_uid
+            if rewrite or (added and len(current.records) > 2 * len(self.messages) + 1000):
+                records = sorted((m.uid, m.base) for m in self.messages.values())
+                uidlist.rewrite(box, lock, uidlist.format_list(current, records), fsync=self.fsync)
+            elif added:
+                uidlist.append(box, "".join(uidlist.record(u, b) for u, b in added))
+                self._bump_header(box, current)
+
+    def _bump_header(self, box: int, current: uidlist.Uidlist) -> None:
+        """Keep ``N`` in the header in step when its width allows an in-place update."""
+        fd = os.open(uidlist.UIDLIST, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=box)
+        try:
+            head = os.pread(fd, 256, 0).split(b"\n", 1)[0]
+            wanted = current.header.rstrip("\n").encode()
+            if len(wanted) == len(head):
+                os.pwrite(fd, wanted, 0)
+        finally:
+            os.close(fd)
+
+    def _move_to_cur(self, box: int, msg: Message) -> None:
+        target = fl.filename(msg.base, msg.letters)
+        try:
+            os.rename(f"new/{msg.base}", f"cur/{target}", src_dir_fd=box, dst_dir_fd=box)
+        except FileNotFoundError:
+            return  # moved or expunged by someone else: the next scan sees it
+        except OSError as exc:
+            raise FolderError(f"cannot move a message to cur/: {exc.strerror}") from exc
+        msg.subdir = "cur"
+        self.in_new.discard(msg.uid)
+
+    def poke(self) -> None:
+        """Something outside changed the directory: wake waiters (they sync)."""
+        for watcher in list(self.watchers):
+            with contextlib.suppress(Exception):
+                watcher()
+
+    def _notify(self) -> None:
+        self.changed.notify_all()
+        for watcher in list(self.watchers):
+            with contextlib.suppress(Exception):
+                watcher()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def state(self) -> FolderState:
+        with self.lock:
+            return FolderState(self.uidvalidity, self.next_uid, self.modseq, list(self.sorted_uids))
+
+    def claim_recent(self) -> set[int]:
+        """UIDs that are \\Recent for the calling session (each UID is recent to one session)."""
+        with self.lock:
+            recent = {u for u in self.sorted_uids if u >= self.recent_floor}
+            self.recent_floor = self.next_uid
+            return recent
+
+    def get(self, uid: int) -> Message | None:
+        with self.lock:
+            return self.messages.get(uid)
+
+    def _stat(self, msg: Message) -> None:
+        if msg.size is not None and msg.mtime is not None:
+            return
+        found = _SIZE.search(msg.base)
+        vfound = _VSIZE.search(msg.base)
+        for _attempt in range(2):
+            try:
+                with self.dirfd() as box:
+                    info = os.stat(msg.relpath, dir_fd=box, follow_symlinks=False)
+            except FileNotFoundError:
+                self.sync(move_new=False, force=True)
+                continue
+            except OSError as exc:
+                raise FolderError(f"cannot stat a message: {exc.strerror}") from exc
+            msg.mtime = info.st_mtime
+            msg.size = int(found.group(1)) if found else info.st_size
+            msg.vsize = int(vfound.group(1)) if vfound else None
+            return
+        raise FileNotFoundError(msg.base)
+
+    def size(self, uid: int) -> int:
+        msg = self._must(uid)
+        if msg.size is None and (found := _SIZE.search(msg.base)):
+            msg.size = int(found.group(1))
+        if msg.size is None:
+            self._stat(msg)
+        assert msg.size is not None
+        return msg.size
+
+    def vsize(self, uid: int) -> int:
+        """The size with CRLF line ends (``,W=`` when present; else counted)."""
+        msg = self._must(uid)
+        if msg.vsize is None and (found := _VSIZE.search(msg.base)):
+            msg.vsize = int(found.group(1))
+        if msg.vsize is None:
+            raw = self.read(uid)
+            msg.vsize = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+        return msg.vsize
+
+    def internaldate(self, uid: int) -> float:
+        msg = self._must(uid)
+        self._stat(msg)
+        assert msg.mtime is not None
+        return msg.mtime
+
+    def _must(self, uid: int) -> Message:
+        msg = self.get(uid)
+        if msg is None:
+            raise FileNotFoundError(uid)
+        return msg
+
+    def read(self, uid: int, limit: int = MAX_APPEND * 4, *, box: int | None = None) -> bytes:
+        """The message exactly as stored; :class:`FileNotFoundError` when it was expunged.
+        ``box``: this folder's directory, already open (a batch of reads)."""
+        for _attempt in range(3):
+            msg = self._must(uid)
+            try:
+                if box is not None:
+                    fd = os.open(msg.relpath, _READ, dir_fd=box)
+                else:
+                    with self.dirfd() as opened:
+                        fd = os.open(msg.relpath, _READ, dir_fd=opened)
+            except FileNotFoundError:
+                self.sync(move_new=False, force=True)  # renamed by a flag change elsewhere
+                continue
+            except OSError as exc:
+                raise FolderError(f"cannot open a message: {exc.strerror}") from exc
+            try:
+                chunks: list[bytes] = []
+                total = 0
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total > limit:
+                        raise FolderError("message larger than the read limit")
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
+        raise FileNotFoundError(uid)
+
+    # --- changing -------------------------------------------------------------------------
+
+    def set_flags(self, uid: int, new_flags: frozenset[str]) -> bool:
+        """Store ``new_flags`` (\\Recent dropped) for ``uid``; True when it changed."""
+        with self.lock, self.dirfd() as box:
+            msg = self.messages.get(uid)
+            if msg is None:
+                return False
+            new_flags = frozenset(f for f in new_flags if f != "\\Recent")
+            if new_flags == msg.flags and msg.subdir == "cur":
+                return False
+            letters, grew = fl.encode(new_flags, self.keywords)
+            if grew:
+                fl.write_keywords(box, self.keywords)
+            for _attempt in range(2):
+                try:
+                    os.rename(msg.relpath, f"cur/{fl.filename(msg.base, letters)}",
+                              src_dir_fd=box, dst_dir_fd=box)  # fmt: skip
+                    break
+                except FileNotFoundError:
+                    self._rescan(box, move_new=False)
+                    msg = self.messages.get(uid)
+                    if msg is None:
+                        return False
+            else:
+                return False
+            msg.subdir, msg.letters = "cur", letters
+            self.in_new.discard(uid)
+            changed = msg.flags != new_flags
+            if changed:
+                self.modseq += 1
+                msg.flags, msg.modseq = new_flags, self.modseq
+                self._notify()
+            return changed
+
+    def expunge(self, uids: Sequence[int], quota: Quota | None = None) -> list[int]:
+        """Remove ``uids``; the UIDs actually removed (by us)."""
+        removed: list[int] = []
+        freed = 0
+        with self.lock, self.dirfd() as box:
+            for uid in uids:
+                msg = self.messages.get(uid)
+                if msg is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    if msg.size is None:
+                        self._stat(msg)
+                try:
+                    os.unlink(msg.relpath, dir_fd=box)
+                except FileNotFoundError:
+                    self._rescan(box, move_new=False)
+                    msg = self.messages.get(uid)
+                    if msg is None:
+                        continue
+                    try:
+                        os.unlink(msg.relpath, dir_fd=box)
+                    except FileNotFoundError:
+                        continue
+                except OSError as exc:
+                    raise FolderError(f"cannot expunge: {exc.strerror}") from exc
+                del self.messages[uid]
+                del self.by_base[msg.base]
+                self.in_new.discard(uid)
+                removed.append(uid)
+                freed += msg.size or 0
+            if removed:
+                self.sorted_uids = sorted(self.messages)
+                self.modseq += 1
+                self._notify()
+        if removed and quota is not None and not quota.unlimited:
+            self.root.quota_add(quota, -freed, -len(removed))
+        return removed
+
+    def append(
+        self,
+        data: bytes,
+        flag_set: frozenset[str] = frozenset(),
+        internaldate: float | None = None,
+    ) -> Appended:
+        """Store one message with flags; its UID (assigned at once)."""
+        store = self.maildir.store
+        size = len(data)
+        vsize = size + data.count(b"\n") - data.count(b"\r\n")
+        base = f"{store.unique()},S={size},W={vsize}"
+        with self.lock, self.dirfd() as box:
+            letters, grew = fl.encode(
+                frozenset(f for f in flag_set if f != "\\Recent"), self.keywords
+            )
+            if grew:
+                fl.write_keywords(box, self.keywords)
+            final = fl.filename(base, letters)
+            tmp = os.open("tmp", _DIR_FLAGS, dir_fd=box)
+            try:
+                self.maildir.write_tmp(tmp, base, [data])
+                if internaldate is not None:
+                    os.utime(base, (internaldate, internaldate), dir_fd=tmp)
+                try:
+                    os.rename(base, f"cur/{final}", src_dir_fd=tmp, dst_dir_fd=box)
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        os.unlink(base, dir_fd=tmp)
+                    raise FolderError(f"cannot store the message: {exc.strerror}") from exc
+            finally:
+                os.close(tmp)
+            if store.fsync:
+                cur = os.open("cur", _DIR_FLAGS, dir_fd=box)
+                try:
+                    os.fsync(cur)
+                finally:
+                    os.close(cur)
+            if not self._loaded:
+                self._rescan(box, move_new=False)
+            else:
+                self._assign(box, [base], {base: ("cur", letters)})
+                self.sorted_uids = sorted(self.messages)
+            msg = self.by_base[base]
+            msg.size, msg.vsize = size, vsize
+            self._notify()
+            return Appended(msg.uid, base)
+
+    def copy_in(self, source: Folder, uids: Sequence[int]) -> list[tuple[int, int]]:
+        """Copy messages (bytes, flags, internal date) from ``source``; (old, new) UID pairs."""
+        pairs: list[tuple[int, int]] = []
+        for uid in uids:
+            msg = source.get(uid)
+            if msg is None:
+                continue
+            try:
+                data = source.read(uid)
+                date = source.internaldate(uid)
+            except FileNotFoundError:
+                continue
+            pairs.append((uid, self.append(data, msg.flags, date).uid))
+        return pairs
+
+    def wait_change(self, modseq: int, uid_count: int, timeout: float) -> bool:
+        """Block (worker thread) until the folder changes or ``timeout``; polls the directory
+        so changes by other processes are seen too."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if self.modseq != modseq or len(self.sorted_uids) != uid_count:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 1.0))
+            with contextlib.suppress(StoreError, OSError):
+                self.sync(move_new=False)
+
+
+_UNIQUE = re.compile(r"^([0-9]+)\.M([0-9]+)P")
+
+
+def delivery_order(base: str) -> tuple[int, int, str]:
+    """Sort key putting Maildir unique names (``<sec>.M<usec>P…``) in delivery order, which a
+    plain string sort does not (microseconds are not zero-padded)."""
+    found = _UNIQUE.match(base)
+    if found is None:
+        return (0, 0, base)
+    return (int(found.group(1)), int(found.group(2)), base)
+
+
+def is_missing(exc: OSError) -> bool:
+    return exc.errno == errno.ENOENT
