@@ -529,6 +529,19 @@ class DovecotLuaSettings(MailHttpSettings):
     """``[dovecot_lua]``: the endpoint contrib/dovecot/idsvc.lua calls (passdb verify, userdb)."""
 
 
+class WebSettings(_Section):
+    """The admin console (/admin) and self-service (/account) pages on the API listener
+    (docs/web.md)."""
+
+    enabled: bool = True
+    session_idle: float = Field(900.0, gt=0, le=86400)  # seconds without a request
+    session_absolute: float = Field(28800.0, gt=0, le=7 * 86400)  # seconds since login
+    max_sessions: int = Field(10_000, ge=1)  # oldest evicted beyond this
+    # SQLite file for TOTP secrets and recovery codes; default: web.db beside the state store
+    second_factor_path: Path | None = None
+    totp_issuer: str = Field("idsvc", min_length=1, max_length=64)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -588,6 +601,7 @@ class Settings(_Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     app_passwords: AppPasswordSettings = Field(default_factory=AppPasswordSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")
     def _distinct_sockets(self) -> Settings:

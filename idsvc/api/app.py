@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from idsvc.runtime import Runtime
 
 TITLE = "idsvc provisioning API"
+WEB_FORM_PREFIXES = ("/admin/", "/account/", "/account")
 VERSION = "1"
 
 
@@ -61,7 +62,9 @@ def build_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     metrics = ApiMetrics()
     app.state.metrics = metrics
-    app.add_middleware(RequestLimits, max_body=settings.api.max_body)
+    app.add_middleware(
+        RequestLimits, max_body=settings.api.max_body, form_prefixes=WEB_FORM_PREFIXES
+    )
     scim.install(app, max_body=settings.api.max_body)  # after RequestLimits: runs first
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -134,6 +137,10 @@ def create_app(settings: Settings, runtime: Runtime, state: StateStore) -> FastA
         trusted_proxies=parse_networks(settings.api.trusted_proxies),
         app_passwords=_app_passwords(runtime, sink),
     )
+    if settings.web.enabled:
+        from idsvc import web
+
+        web.install(app, app.state.idsvc)
     return app
 
 

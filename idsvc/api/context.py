@@ -8,7 +8,8 @@ does not already persist into the state store — a twin that also writes the pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -37,8 +38,11 @@ class ApiContext:
     metrics: ApiMetrics
     trusted_proxies: tuple[Network, ...] = ()  # api.trusted_proxies, parsed
     app_passwords: AppPasswords | None = None  # None: [app_passwords] enabled = false
+    closers: list[Callable[[], None]] = field(default_factory=list)  # e.g. the web's stores
 
     def close(self) -> None:
+        for closer in self.closers:
+            closer()
         if self.provisioner is not self.runtime.provisioner:
             self.provisioner.close()
 

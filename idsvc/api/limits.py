@@ -4,7 +4,8 @@ What it does: for requests that carry a body (POST/PUT/PATCH), the whole body is
 at most ``max_body`` bytes (a larger ``Content-Length`` is refused before reading anything; a
 chunked body is cut off at the limit), and replayed to the application. A body whose
 ``Content-Type`` is not JSON (``application/json``, or ``application/merge-patch+json`` for PATCH)
-answers 415. Bodies on other methods are drained and ignored.
+answers 415 (under the web pages' prefixes: a body that is not a URL-encoded form). Bodies on other
+methods are drained and ignored.
 
 What it does not do: parse JSON (the routes do, with ``extra="forbid"`` models).
 
@@ -25,6 +26,7 @@ from idsvc.api.problems import (
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 JSON_TYPES = frozenset({"application/json"})
 PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 
 
 class BadRequest(ApiError):
@@ -42,9 +44,10 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 class RequestLimits:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer responses)."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, form_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_body = max_body
+        self.form_prefixes = form_prefixes  # paths of HTML pages: forms instead of JSON
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -59,6 +62,8 @@ class RequestLimits:
             raw_type = header(scope, b"content-type") or b""
             media = raw_type.split(b";", 1)[0].strip().lower().decode("latin-1")
             allowed = PATCH_TYPES if scope["method"] == "PATCH" else JSON_TYPES
+            if str(scope.get("path", "")).startswith(self.form_prefixes):
+                allowed = FORM_TYPES
             if media not in allowed:
                 refusal = UnsupportedMediaType(f"send the body as {' or '.join(sorted(allowed))}")
                 await error_response(refusal, scope.get("path"))(scope, receive, send)

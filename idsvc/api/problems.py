@@ -163,13 +163,21 @@ def error_response(exc: IdsvcError, instance: str | None = None) -> JSONResponse
             instance=instance,
             headers=api_error_headers(exc),
         )
+    status, kind, title, detail = classify(exc)
+    retry = {"Retry-After": str(TEMPORARY_RETRY_AFTER)} if status == 503 else None
+    return problem(status, kind, title, detail, instance=instance, headers=retry)
+
+
+def classify(exc: IdsvcError) -> tuple[int, str, str, str]:
+    """``(status, kind, title, detail)`` for one of our errors; the web pages use it too."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.kind, exc.title, str(exc)
     for cls, status, kind, title in _TREE:
         if isinstance(exc, cls):
-            retry = {"Retry-After": str(TEMPORARY_RETRY_AFTER)} if status == 503 else None
             detail = "the directory is not answering; retry later" if status == 503 else str(exc)
-            return problem(status, kind, title, detail, instance=instance, headers=retry)
+            return status, kind, title, detail
     log.error("unmapped error %s", type(exc).__name__)
-    return problem(500, "internal", "Internal error", instance=instance)
+    return 500, "internal", "Internal error", ""
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

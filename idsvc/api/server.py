@@ -184,6 +184,8 @@ class ApiServer:
             scheme = "https" if self.settings.api.tls_cert else "http"
             host = f"[{bound.host}]" if bound.host and ":" in bound.host else bound.host
             self.url = f"{scheme}://{host}:{bound.port}"
+        if self.settings.web.enabled:
+            log.info("admin console: %s/admin  self-service: %s/account", self.url, self.url)
 
     async def close(self) -> None:
         if self._server is not None:

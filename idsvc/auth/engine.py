@@ -182,12 +182,20 @@ class _FailureWork:
         return max(self._recent)
 
 
-def _refusal(account: Account, domain: Domain | None, service: Service | None) -> str | None:
-    """Why an account that proved its password may still not log in (DISABLED), or None."""
+WEB_SERVICE = "web"  # the web pages' own login (idsvc.web): no mail service, no app passwords
+
+
+def _refusal(
+    account: Account, domain: Domain | None, service: Service | None, *, web: bool = False
+) -> str | None:
+    """Why an account that proved its password may still not log in (DISABLED), or None.
+    The web login (``web``) needs the account and domain enabled, no mail service."""
     if not account.enabled:
         return "account disabled"
     if domain is None or not domain.enabled:
         return "domain disabled"
+    if web:
+        return None
     if service is None or service not in account.services:
         return "service not enabled"
     return None
@@ -413,13 +421,14 @@ class Authenticator:
                     cached=True,
                     detail="cached",
                 )
+        web = request.service == WEB_SERVICE
         if self._reads_bounded:  # the directory owns the deadline of every read
             return await self._fetch_and_verify(
-                address, login, service, password, key, request.remote_ip
+                address, login, service, password, key, request.remote_ip, web=web
             )
         async with asyncio.timeout(self._timeout):
             return await self._fetch_and_verify(
-                address, login, service, password, key, request.remote_ip
+                address, login, service, password, key, request.remote_ip, web=web
             )
 
     def _timer(self) -> contextlib.AbstractAsyncContextManager[object]:
@@ -436,6 +445,8 @@ class Authenticator:
         password: str,
         key: bytes | None,
         remote_ip: str | None = None,
+        *,
+        web: bool = False,
     ) -> _Decision:
         account, names = await self._resolve(address, login)
         if account is None:
@@ -452,7 +463,8 @@ class Authenticator:
         if not found:
             domain = await self._domain(account.address.domain)
         app = AppCheck.NO_MATCH
-        if self._apps is not None and self._apps.may_be_app_password(password):
+        # an app password never opens the web pages (web); only app-password-shaped ones cost a read
+        if self._apps is not None and not web and self._apps.may_be_app_password(password):
             async with self._timer():
                 app, app_info = await self._apps.check(
                     account.subject, password, service, remote_ip
@@ -461,7 +473,7 @@ class Authenticator:
             verdict = Outcome.OK
             if app_info is not None and (app_info.networks or app_info.expires is not None):
                 key = None  # valid only from some networks or until a time: never cached
-        elif app is AppCheck.REFUSED or (service in self._app_required):
+        elif app is AppCheck.REFUSED or (not web and service in self._app_required):
             # an app password used where it may not be, or the account's own password where
             # only app passwords may log in: a plain failure (nothing is said about why)
             verdict = Outcome.MISMATCH
@@ -477,7 +489,7 @@ class Authenticator:
             if verdict is Outcome.MISMATCH:
                 self._remember(key, Outcome.MISMATCH, user, names)
             return _Decision(verdict, user=user, names=names, detail=verdict.value)
-        refusal = _refusal(account, domain, service)
+        refusal = _refusal(account, domain, service, web=web)
         if refusal is not None:
             return _Decision(Outcome.DISABLED, user=user, names=names, detail=refusal)
         self._remember(key, Outcome.OK, user, names)

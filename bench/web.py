@@ -1,0 +1,192 @@
+"""Server time of the web pages: the admin console's user list over a 100,000-user domain, and
+the webmail's 1,000-message INBOX and a 50 KB HTML message against a real Dovecot.
+
+What it measures (in-process: requests go through httpx's ASGI transport into the app, so the
+time is the server's — routing, session and CSRF checks, directory or IMAP round trips, template
+rendering — without a browser or a TCP stack):
+
+* admin: ``GET /admin/domains/big.example`` (first page of 50), a prefix search, and a page deep
+  in the domain (followed by its cursor), over ``--users`` accounts in one domain of the embedded
+  store;
+* webmail: ``GET /mail`` (newest 50 of ``--messages`` in INBOX), ``GET /read`` and ``GET /body``
+  of a 50 KB HTML message (sanitised each time), each page one IMAP LOGIN + commands + LOGOUT to
+  Dovecot 2.3 on loopback;
+* memory per webmail session: what the app's session store holds per logged-in session
+  (tracemalloc over ``--sessions`` sessions; the IMAP connection is per page, not per session).
+
+Every loop is bounded by ``--rounds``; everything is local (temp dirs, loopback). The Roundcube
+comparison is not done (see docs/webmail.md). Run ``.venv/bin/python bench/web.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import re
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import percentile_ms, rss_mib
+from idsvc.config import EmbeddedSettings
+from idsvc.directory.sqlite import SqliteDirectory
+from idsvc.model import Account, Address
+from tests.web.conftest import Browser, WebEnv, admin_login, open_web
+from tests.webmail.conftest import ALICE, BASE, PASSWORD, Tab, mail, mail_stack
+
+NEXT = re.compile(r'<a rel="next" href="([^"]+)"')
+
+
+async def timed(fn: Callable[[], Awaitable[object]], rounds: int) -> tuple[float, float]:
+    for _ in range(3):  # warm up
+        await fn()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await fn()
+        times.append(time.perf_counter() - started)
+    return percentile_ms(times, 0.5), percentile_ms(times, 0.99)
+
+
+async def admin(users: int, rounds: int) -> list[tuple[str, float, float]]:
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
+        directory = await SqliteDirectory.open(
+            EmbeddedSettings(path=Path(tmp) / "idsvc.db", workers=4, busy_timeout=30)
+        )
+        try:
+            async with open_web(directory, Path(tmp)) as web:
+                await web.runtime.provisioner.create_domain("big.example", actor="bench")
+                started = time.perf_counter()
+                await directory.bulk_add_accounts(
+                    (Account(Address.parse(f"user{i:06d}@big.example"), None)
+                     for i in range(users)),
+                    batch=20_000,
+                )  # fmt: skip
+                print(f"# {users} accounts inserted in {time.perf_counter() - started:.1f} s")
+                return await _admin_pages(web, rounds)
+        finally:
+            await directory.close()
+
+
+async def _admin_pages(web: WebEnv, rounds: int) -> list[tuple[str, float, float]]:
+    b: Browser = web.browser()
+    await admin_login(b, web.admin_token)
+    first = "/admin/domains/big.example"
+    page = await b.get(first)
+    assert page.text.count('href="/admin/users/') == 50, page.text[:300]
+    deep = first + "?cursor=" + "user090000%40big.example"
+    link = NEXT.search(page.text)
+    assert link is not None
+    if "cursor=" in link.group(1):  # an opaque cursor: walk 20 pages to a deeper one
+        for _ in range(20):
+            page = await b.get(link.group(1).replace("&amp;", "&"))
+            link = NEXT.search(page.text)
+            assert link is not None
+        deep = link.group(1).replace("&amp;", "&")
+
+    async def get(path: str) -> None:
+        answer = await b.get(path)
+        assert answer.status_code == 200
+
+    out = []
+    for name, path in (
+        ("admin: users, first page of 50", first),
+        ("admin: users, prefix search", first + "?prefix=user0999"),
+        ("admin: users, page 21 by cursor", deep),
+    ):
+        p50, p99 = await timed(lambda p=path: get(p), rounds)  # type: ignore[misc]
+        out.append((name, p50, p99))
+    await b.client.aclose()
+    return out
+
+
+async def webmail(messages: int, rounds: int, sessions: int) -> list[tuple[str, float, float]]:
+    import httpx
+
+    from mailsvc.webmail.app import create_app
+
+    gen = mail_stack.__wrapped__()  # type: ignore[attr-defined]
+    stack = next(gen)
+    try:
+        import aioimaplib
+
+        c = aioimaplib.IMAP4(host="127.0.0.1", port=stack.imap_port, timeout=60)
+        await c.wait_hello_from_server()
+        await c.login(ALICE, PASSWORD)
+        for i in range(messages - 1):
+            await c.append(mail(f"message {i}", f"body {i}").as_bytes(), mailbox="INBOX")
+        html = "<div>" + "".join(
+            f'<p>Paragraph {i} with <b>bold</b>, <a href="https://example.test/{i}">a link</a>'
+            f' and <img src="https://track.test/{i}.gif"></p>'
+            for i in range(400)
+        ) + "</div>"  # fmt: skip
+        html = html[: 50 * 1024]
+        await c.append(mail("big html", "plain part", html=html).as_bytes(), mailbox="INBOX")
+        await c.logout()
+        app = create_app(dataclasses.replace(stack.settings, page_size=50))
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            tab = Tab(client)
+            answer = await tab.login()
+            assert answer.status_code == 303, (answer.status_code, answer.text[-600:])
+            inbox = await client.get("/mail")
+            assert inbox.text.count('href="/read?') == 50
+            uid = re.search(r"uid=(\d+)\">big html", inbox.text)
+            assert uid is not None
+
+            async def get(path: str) -> None:
+                answer = await client.get(path)
+                assert answer.status_code == 200
+
+            out = []
+            for name, path in (
+                (f"webmail: INBOX of {messages}, newest 50", "/mail"),
+                ("webmail: read a 50 KB HTML message", f"/read?folder=INBOX&uid={uid.group(1)}"),
+                ("webmail: its sanitised HTML frame", f"/body?folder=INBOX&uid={uid.group(1)}"),
+            ):
+                p50, p99 = await timed(lambda p=path: get(p), rounds)  # type: ignore[misc]
+                out.append((name, p50, p99))
+            # server-side state per session: measured with tracemalloc on the app's own store
+            # (RSS moves in pages, too coarse for a few hundred sessions)
+            store = app.state.sessions
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            made = []
+            for i in range(sessions):
+                s = store.new()
+                s.user, s.password = f"user{i}@example.test", "a mail password of 24 ch"
+                made.append(s)
+            per = (tracemalloc.get_traced_memory()[0] - base) / sessions
+            tracemalloc.stop()
+            print(f"# memory per webmail session (server side): {per:.0f} bytes over "
+                  f"{sessions} sessions; bench process RSS {rss_mib():.0f} MiB")  # fmt: skip
+            return out
+    finally:
+        with __import__("contextlib").suppress(StopIteration):
+            next(gen)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=200)
+    args = parser.parse_args()
+    rows = await admin(args.users, args.rounds)
+    rows += await webmail(args.messages, args.rounds, args.sessions)
+    print("| page | p50 ms | p99 ms |\n|---|---|---|")
+    for name, p50, p99 in rows:
+        print(f"| {name} | {p50:.1f} | {p99:.1f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,124 @@
+"""The webmail against a real Dovecot (IMAP) and Postfix (submission → LMTP → Dovecot)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.webmail.conftest import ALICE, BOB, BOB_PASSWORD, PASSWORD, MailStack, Tab, mail
+
+
+async def test_login_list_page_read_logout(mail_stack: MailStack, webmail: Tab) -> None:
+    for i in range(23):
+        await mail_stack.deliver(mail(f"message {i:02d}", f"body of {i:02d}"))
+    assert (await webmail.login(ALICE, "wrong")).status_code == 401
+    ok = await webmail.login()
+    assert ok.status_code == 303
+    assert "__Host-mailsvc" in ok.headers["set-cookie"]
+    first = await webmail.client.get("/mail")
+    assert first.status_code == 200
+    assert first.text.count('href="/read?') == 10
+    assert "message 22" in first.text
+    assert "message 12" not in first.text
+    assert "default-src 'none'" in first.headers["content-security-policy"]
+    third = await webmail.client.get("/mail?folder=INBOX&page=2")
+    assert third.text.count('href="/read?') == 3
+    assert "message 00" in third.text
+    uid = re.search(r'href="/read\?folder=INBOX&amp;uid=(\d+)"', first.text)
+    assert uid is not None
+    read = await webmail.client.get(f"/read?folder=INBOX&uid={uid.group(1)}")
+    assert "body of 22" in read.text
+    sid = webmail.client.cookies.get("__Host-mailsvc")
+    out = await webmail.post("/logout", {}, csrf=await webmail.csrf("/mail"))
+    assert out.status_code == 303
+    webmail.client.cookies.set("__Host-mailsvc", sid or "", domain="webmail.test")
+    assert (await webmail.client.get("/mail")).headers["location"] == "/login"
+
+
+async def test_search_move_delete(mail_stack: MailStack, webmail: Tab) -> None:
+    await mail_stack.deliver(mail("invoice March", "pay me"))
+    await mail_stack.deliver(mail("lunch", "pizza?"))
+    await webmail.login()
+    found = await webmail.client.get("/mail?folder=INBOX&q=pizza")
+    assert "lunch" in found.text
+    assert "invoice" not in found.text
+    uid = re.search(r"uid=(\d+)", found.text)
+    assert uid is not None
+    csrf = await webmail.csrf("/mail")
+    moved = await webmail.post("/move", {"folder": "INBOX", "uid": uid.group(1),
+                                         "target": "Archive"}, csrf=csrf)  # fmt: skip
+    assert moved.status_code == 303
+    assert await mail_stack.subjects(ALICE, PASSWORD, "Archive") == ["lunch"]
+    inbox = await webmail.client.get("/mail")
+    uid2 = re.search(r"uid=(\d+)", inbox.text)
+    assert uid2 is not None
+    await webmail.post("/delete", {"folder": "INBOX", "uid": uid2.group(1)}, csrf=csrf)
+    assert await mail_stack.subjects(ALICE, PASSWORD, "Trash") == ["invoice March"]
+    assert await mail_stack.subjects(ALICE, PASSWORD, "INBOX") == []
+
+
+async def test_reply_with_attachment_arrives_and_is_in_sent(
+    mail_stack: MailStack, webmail: Tab
+) -> None:
+    await mail_stack.deliver(mail("question", "are you there?"))
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    uid = re.search(r"uid=(\d+)", inbox.text)
+    assert uid is not None
+    form = await webmail.client.get(f"/compose?folder=INBOX&uid={uid.group(1)}&mode=reply")
+    assert 'value="Re: question"' in form.text
+    assert BOB in form.text
+    in_reply_to = re.search(r'name="in_reply_to" value="([^"]*)"', form.text)
+    assert in_reply_to is not None
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    sent = await webmail.post(
+        "/compose",
+        {"to": BOB, "cc": "", "subject": "Re: question", "body": "yes, here",
+         "in_reply_to": in_reply_to.group(1).replace("&lt;", "<").replace("&gt;", ">")},
+        csrf=csrf.group(1),
+        files=[("files", ("notes.txt", b"attached text", "text/plain"))],
+    )  # fmt: skip
+    assert sent.status_code == 303, sent.text[:400]
+    mail_stack.postfix.wait_for_log(r"to=<bob@example\.test>.*status=sent", timeout=20)  # type: ignore[union-attr]
+    assert "Re: question" in await mail_stack.subjects(BOB, BOB_PASSWORD)
+    assert await mail_stack.subjects(ALICE, PASSWORD, "Sent") == ["Re: question"]
+
+
+async def test_header_injection_and_bad_addresses_refused(
+    mail_stack: MailStack, webmail: Tab
+) -> None:
+    await webmail.login()
+    csrf = await webmail.csrf("/compose")
+    for fields in (
+        {"to": BOB, "subject": "hi\r\nBcc: victim@example.test"},
+        {"to": f"{BOB}\r\nBcc: victim@example.test", "subject": "x"},
+        {"to": "not an address", "subject": "x"},
+        {"to": "", "subject": "x"},
+    ):
+        answer = await webmail.post("/compose", {**fields, "body": "b"}, csrf=csrf)
+        assert answer.status_code == 422, fields
+    assert (await webmail.post("/compose", {"to": BOB, "body": "b"}, csrf=None)).status_code == 403
+    evil = await webmail.post("/compose", {"to": BOB, "body": "b"}, csrf=csrf,
+                              origin="https://evil.test")  # fmt: skip
+    assert evil.status_code == 403
+
+
+async def test_html_mail_is_sanitised_and_framed(mail_stack: MailStack, webmail: Tab) -> None:
+    html = ('<p>Hi <b>there</b><script>alert(1)</script><img src="https://track.test/p.gif">'
+            '<a href="javascript:alert(2)">x</a></p>')  # fmt: skip
+    await mail_stack.deliver(mail("html", "plain version", html=html))
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    uid = re.search(r"uid=(\d+)", inbox.text)
+    assert uid is not None
+    read = await webmail.client.get(f"/read?folder=INBOX&uid={uid.group(1)}")
+    assert "plain version" in read.text
+    assert '<iframe class="html" title="Formatted message" sandbox="allow-popups' in read.text
+    assert "1 remote image(s) blocked" in read.text
+    body = await webmail.client.get(f"/body?folder=INBOX&uid={uid.group(1)}")
+    csp = body.headers["content-security-policy"]
+    assert "sandbox" in csp
+    assert "default-src 'none'" in csp
+    assert "<b>there</b>" in body.text
+    for bad in ("<script", "alert(", "track.test", "javascript:"):
+        assert bad not in body.text
