@@ -33,7 +33,7 @@ from tests.integration.test_cli_serve import (
 __all__ = ["embedded_cli_fixture", "serving", "sockdir"]
 
 AUDIT_LINE = r"\[w(\d+)\] idsvc\.audit: .*\"target\":\"{user}\""
-MAX_TRIES = 40
+MAX_TRIES = 400  # one idle worker may win many accepts in a row on a loaded machine
 
 
 def start_two_workers(cli: Cli, sockdir: Path, **auth: object) -> tuple[Served, int]:
@@ -263,7 +263,7 @@ def test_a_restart_under_socket_activation_loses_no_request(
     stop = threading.Event()
 
     def client() -> None:
-        while not stop.is_set() and len(replies) < 500:
+        while not stop.is_set() and len(replies) < 5000:  # bounded; stopped after the restart
             replies.append(run_testsaslauthd(mux, "gil@example.org", PASSWORD))
 
     try:
