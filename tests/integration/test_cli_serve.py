@@ -405,7 +405,8 @@ def test_a_second_sigterm_stops_waiting(
         target=run_testsaslauthd, args=(sockdir / "mux", "eve@example.org", "wrong")
     )
     client.start()
-    time.sleep(0.4)
+    # the failure is decided (and audited) before its 8 s deadline: from here it is in flight
+    served.wait_for(r'"action": ?"auth"')
     served.proc.send_signal(signal.SIGTERM)
     served.wait_for("SIGTERM: shutting down")
     started = time.monotonic()
