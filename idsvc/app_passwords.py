@@ -23,7 +23,7 @@ from idsvc.directory.base import AccountLookup
 from idsvc.errors import IdsvcError, InvalidInput, NotFound
 from idsvc.model import Account, Address, Service
 from idsvc.overlay import OverlayStore
-from idsvc.provisioning import Invalidator
+from idsvc.provisioning import Invalidator, parse_services
 
 
 def app_password_view(app: AppPassword) -> dict[str, Any]:
@@ -45,16 +45,6 @@ def app_password_view(app: AppPassword) -> dict[str, Any]:
         "last_ip": app.last_ip,
         "active": app.revoked is None and (app.expires is None or app.expires > datetime.now(UTC)),
     }
-
-
-def parse_services(values: Iterable[str | Service]) -> frozenset[Service]:
-    out = set()
-    for value in values:
-        service = Service.parse(str(value))
-        if service is None:
-            raise InvalidInput(f"unknown service {str(value)[:32]!r}")
-        out.add(service)
-    return frozenset(out)
 
 
 class AppPasswords:

@@ -75,7 +75,7 @@ def _quota(value: int, what: str = "quota") -> int:
     return value
 
 
-def _services(values: Iterable[str | Service]) -> frozenset[Service]:
+def parse_services(values: Iterable[str | Service]) -> frozenset[Service]:
     out: set[Service] = set()
     for value in values:
         service = Service.parse(str(value))
@@ -390,7 +390,7 @@ class Provisioner:
             display_name=_text(display_name, "display_name", MAX_DISPLAY_NAME),
             enabled=enabled,
             quota=_quota(quota),
-            services=ALL_SERVICES if services is None else _services(services),
+            services=ALL_SERVICES if services is None else parse_services(services),
         )
         result = await self._audited(
             "account.create",
@@ -420,7 +420,7 @@ class Provisioner:
             else _text(display_name, "display_name", MAX_DISPLAY_NAME),
             enabled=enabled,
             quota=None if quota is None else _quota(quota),
-            services=None if services is None else _services(services),
+            services=None if services is None else parse_services(services),
         )
         return await self._change_user(before, "account.update", actor, changes, if_revision)
 
