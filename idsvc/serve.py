@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idsvc import loops
+from idsvc import gc_tuning, loops
 from idsvc.config import Settings
 from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
 from idsvc.logs import reopen_logs, setup_logging
@@ -426,6 +426,7 @@ class Server:
         self._install_signals()
         try:
             await self.start()
+            gc_tuning.settle()  # the start-up heap is final: no collection walks it again
             if self.worker is None:
                 sd_notify("READY=1")  # workers: the supervisor tells systemd
             await self._stop.wait()
