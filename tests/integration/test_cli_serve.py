@@ -3,6 +3,7 @@ SIGHUP honestly, stops cleanly on SIGTERM, and fails with one clear message when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -140,6 +141,40 @@ def with_listeners(cli: Cli, sockdir: Path) -> int:
     cli.config["api"]["enabled"] = True
     cli.config["api"]["listen"] = f"127.0.0.1:{port}"
     return port
+
+
+def worker_pids(served: Served) -> dict[int, int]:
+    """The current pid of each worker index, from the supervisor's "ready" lines (none when
+    ``serve`` runs as one process)."""
+    pids: dict[int, int] = {}
+    for index, pid in re.findall(r"worker (\d+) \(pid (\d+)\) ready", served.log):
+        pids[int(index)] = int(pid)  # a restarted worker's later line wins
+    return pids
+
+
+@contextlib.contextmanager
+def only_worker(served: Served, index: int) -> Iterator[None]:
+    """Every other worker is paused (SIGSTOP): a new connection can only be accepted by
+    ``index``. The shared accept queue gives no fairness, so this is how a test reaches a
+    chosen worker deterministically (an attacker gets there by reconnecting)."""
+    others = [pid for i, pid in worker_pids(served).items() if i != index]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+def each_worker(served: Served) -> Iterator[contextlib.AbstractContextManager[None]]:
+    """One context per worker in which only that worker accepts; one plain context when
+    ``serve`` runs as one process."""
+    pids = worker_pids(served)
+    if not pids:
+        yield contextlib.nullcontext()
+    for index in sorted(pids):
+        yield only_worker(served, index)
 
 
 def dovecot_handshake(path: Path) -> str:

@@ -6,7 +6,6 @@ the request in flight."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,10 +24,12 @@ from tests.integration.test_cli import PASSWORD, Cli, embedded_cli_fixture
 from tests.integration.test_cli_serve import (
     Served,
     dovecot_handshake,
+    only_worker,
     run_testsaslauthd,
     serving,
     sockdir,
     with_listeners,
+    worker_pids,
 )
 
 __all__ = ["embedded_cli_fixture", "serving", "sockdir"]
@@ -57,29 +57,6 @@ def attempt(served: Served, sockdir: Path, user: str, password: str) -> tuple[in
     match = re.search(r"\[w(\d+)\]", line)
     assert match is not None
     return int(match.group(1)), reply.startswith("0: OK"), elapsed
-
-
-def worker_pids(served: Served) -> dict[int, int]:
-    """The current pid of each worker index, from the supervisor's "ready" lines."""
-    pids: dict[int, int] = {}
-    for index, pid in re.findall(r"worker (\d+) \(pid (\d+)\) ready", served.log):
-        pids[int(index)] = int(pid)  # a restarted worker's later line wins
-    return pids
-
-
-@contextlib.contextmanager
-def only_worker(served: Served, index: int) -> Iterator[None]:
-    """Every other worker is paused (SIGSTOP): a new connection can only be accepted by
-    ``index``. The shared accept queue gives no fairness, so this is how a test reaches a
-    chosen worker deterministically (an attacker gets there by reconnecting)."""
-    others = [pid for i, pid in worker_pids(served).items() if i != index]
-    for pid in others:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in others:
-            os.kill(pid, signal.SIGCONT)
 
 
 def on_each_worker(
