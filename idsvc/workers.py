@@ -538,7 +538,8 @@ class Supervisor:
     def _stop(self, why: str, code: int = 0) -> None:
         if code and not self._exit:
             self._exit = code
-        if self._stopping:
+        again = self._stopping
+        if again:
             log.warning("%s again: passing it on to the workers", why)
         else:
             log.info("%s: shutting down %d worker(s)", why, len(self._workers))
@@ -550,7 +551,10 @@ class Supervisor:
                 self._control.sock.close()
                 self._control.remove_path()
                 self._control = None
-        self._signal_workers(signal.SIGTERM)
+        # the second stop goes out as SIGINT: sent as a second SIGTERM, it could merge with a
+        # first one the worker has not handled yet (one pending signal of a kind), and the
+        # worker would keep waiting for its in-flight requests
+        self._signal_workers(signal.SIGINT if again else signal.SIGTERM)
 
     def _signal_workers(self, sig: int) -> None:
         for pid in list(self._workers):
