@@ -55,8 +55,8 @@ def read_master_password(path: Path) -> Secret:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(f"master_password_file {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"master_password_file {path}: not a regular file")
         if info.st_mode & 0o077:
@@ -64,7 +64,9 @@ def read_master_password(path: Path) -> Secret:
             raise ConfigError(
                 f"master_password_file {path}: mode {mode:04o}, must be 0600 or stricter"
             )
-        raw = handle.read(4097)
+        raw = os.read(fd, 4097)
+    finally:
+        os.close(fd)
     if len(raw) > 4096:
         raise ConfigError(f"master_password_file {path}: longer than 4096 bytes")
     try:
