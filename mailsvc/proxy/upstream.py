@@ -278,6 +278,13 @@ class Connector:
             caps.append(line.decode("utf-8", "replace").upper())
         return caps
 
+    async def _pop3_xclient(self, conv: _Conversation, greeting: pp.Pop3Reply) -> bool:
+        """Whether the upstream takes XCLIENT from us: Dovecot says so with an ``[XCLIENT]``
+        code in its greeting to trusted networks; others may list it in CAPA."""
+        if greeting.text.upper().startswith("[XCLIENT]"):
+            return True
+        return "XCLIENT" in await self._pop3_capa(conv)
+
     async def _pop3_login(self, conv: _Conversation, user: str, remote_ip: str | None) -> Upstream:
         s = self.settings
         greeting = pp.parse_pop3(await conv.line())
@@ -288,7 +295,7 @@ class Connector:
             if not reply.ok:
                 raise UpstreamError(f"STLS refused: {reply.text}")
             await self._starttls(conv)
-        if s.forward_client_ip and remote_ip and "XCLIENT" in await self._pop3_capa(conv):
+        if s.forward_client_ip and remote_ip and await self._pop3_xclient(conv, greeting):
             reply = await self._pop3_command(conv, pp.pop3_xclient(remote_ip))
             if not reply.ok:
                 raise UpstreamError(f"XCLIENT refused: {reply.text}")

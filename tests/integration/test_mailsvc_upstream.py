@@ -71,10 +71,17 @@ userdb {{
   args = uid={owner.pw_uid} gid={owner.pw_gid} home={self.homes}/%d/%n
 }}
 """
+        self.imaps_port = free_port()
         extra = f"""\
 ssl = yes
 ssl_cert = <{self.cert}
 ssl_key = <{self.key}
+login_trusted_networks = 127.0.0.1/32
+service imap-login {{
+  inet_listener imaps {{
+    port = {self.imaps_port}
+  }}
+}}
 """
         self.server = DovecotServer(blocks, extra=extra, mail=True)
 
@@ -107,7 +114,7 @@ def password_file(directory: Path, text: str) -> Path:
 
 def upstream_table(port: int, secret: Path, **extra: Any) -> dict[str, Any]:
     return {"address": f"127.0.0.1:{port}", "master_user": MASTER,
-            "master_password_file": str(secret), "tls": "none", **extra}  # fmt: skip
+            "master_password_file": str(secret), **{"tls": "none", **extra}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -118,19 +125,21 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def stack(upstream: Upstream) -> Iterator[MailStack]:
-    """imap/pop3: plain TCP upstream, ``user*master`` logins; imaps/pop3s: STARTTLS upstream
-    verified against Dovecot's certificate by name, SASL PLAIN with authzid."""
+    """imap/pop3: plain TCP upstream, ``user*master`` logins, the client's address forwarded;
+    imaps: implicit TLS upstream, pop3s: STLS upstream, both verified against Dovecot's
+    certificate by name, SASL PLAIN with authzid = user."""
     secret = password_file(upstream.dir, MASTER_PASSWORD)
-    port = upstream.server.imap_port
-    pop3_port = upstream.server.pop3_port
-    tls = {"tls": "starttls", "tls_ca_file": str(upstream.cert), "tls_server_name": UPSTREAM_NAME,
-           "login": "sasl_plain"}  # fmt: skip
+    verified = {"tls_ca_file": str(upstream.cert), "tls_server_name": UPSTREAM_NAME,
+                "login": "sasl_plain"}  # fmt: skip
+    server = upstream.server
     with mail_stack(
         **{
-            "imap.upstream": upstream_table(port, secret),
-            "imaps.upstream": upstream_table(port, secret, **tls),
-            "pop3.upstream": upstream_table(pop3_port, secret),
-            "pop3s.upstream": upstream_table(pop3_port, secret, **tls),
+            "imap.upstream": upstream_table(server.imap_port, secret, forward_client_ip=True),
+            "imaps.upstream": upstream_table(
+                upstream.imaps_port, secret, tls="implicit", **verified
+            ),
+            "pop3.upstream": upstream_table(server.pop3_port, secret, forward_client_ip=True),
+            "pop3s.upstream": upstream_table(server.pop3_port, secret, tls="starttls", **verified),
         }
     ) as running:
         yield running
@@ -318,6 +327,45 @@ def test_pop3_retr_and_dele(stack: MailStack, upstream: Upstream, implicit: bool
         assert b"Subject: pop 1" in lines
     finally:
         pop.quit()
+
+
+class Imap4From2(imaplib.IMAP4):
+    """imaplib connecting from 127.0.0.2 (Linux routes all of 127/8 to lo)."""
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=("127.0.0.2", 0))  # fmt: skip
+
+
+class Pop3From2(poplib.POP3):
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=("127.0.0.2", 0))  # fmt: skip
+
+
+def test_client_address_forwarded_to_a_trusting_upstream(
+    stack: MailStack, upstream: Upstream
+) -> None:
+    """Dovecot (``login_trusted_networks`` = us) logs the client's address, not ours: IMAP ID
+    ``x-originating-ip``, POP3 XCLIENT."""
+    client = Imap4From2("127.0.0.1", stack.imap, timeout=60)
+    client.starttls(ssl_context=tls_client())
+    client.login(ALICE, PASSWORD)
+    client.logout()
+    pop = Pop3From2("127.0.0.1", stack.pop3, timeout=60)
+    pop.stls(context=tls_client())
+    pop.user(ALICE)
+    pop.pass_(PASSWORD)
+    pop.quit()
+    deadline = time.monotonic() + 10
+    pattern = re.compile(
+        r"(imap|pop3)-login: (?:Info: )?Login: user=<alice@example\.org>.*rip=127\.0\.0\.2"
+    )
+    while time.monotonic() < deadline:
+        if {m.group(1) for m in pattern.finditer(upstream.log())} == {"imap", "pop3"}:
+            return
+        time.sleep(0.1)
+    pytest.fail(upstream.log()[-3000:])
 
 
 # --- memory under a client that stops reading ---------------------------------------------
