@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailsvc.config import ConfigError, UpstreamSettings
+from mailsvc.config import ConfigError, Settings, UpstreamSettings
 from mailsvc.proxy import protocol as pp
 
 log = logging.getLogger("mailsvc.proxy")
@@ -78,6 +78,14 @@ def read_master_password(path: Path) -> Secret:
     if not text or any(c in text for c in "\0\r\n"):
         raise ConfigError(f"master_password_file {path}: empty or more than one line")
     return Secret(text)
+
+
+def check_upstreams(settings: Settings) -> None:
+    """What ``serve`` would refuse in the enabled listeners' upstream tables (password files,
+    CA files), for ``mailsvc check-config``; :class:`ConfigError`."""
+    for listener in (settings.pop3, settings.pop3s, settings.imap, settings.imaps):
+        if listener.enabled and listener.upstream is not None:
+            Connector.from_settings(listener.upstream)
 
 
 def client_context(settings: UpstreamSettings) -> ssl.SSLContext | None:

@@ -19,6 +19,8 @@ import re
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +32,16 @@ import pytest
 from mailsvc.smtp.tls import ensure_self_signed
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.imapwire import RawImap
-from tests.fixtures.mailstack import ALICE, BOB, PASSWORD, MailStack, free_port, mail_stack
+from tests.fixtures.mailstack import (
+    ALICE,
+    BOB,
+    PASSWORD,
+    REPO,
+    MailStack,
+    free_port,
+    mail_stack,
+)
+from tests.integration.test_mailsvc_serve import mailsvc_check
 from tests.integration.test_mailsvc_smtp import tls_client
 
 MASTER, MASTER_PASSWORD = "proxy", "m4ster-" + secrets.token_hex(8)
@@ -480,3 +491,36 @@ def test_certificate_name_mismatch_is_a_temporary_failure(faulty: MailStack) -> 
     assert faulty.mailsvc is not None
     faulty.mailsvc.wait_for(r"pop3 proxy: alice@example\.org .*(CERTIFICATE_VERIFY_FAILED|"
                             r"certificate verify failed|match)", timeout=5)  # fmt: skip
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_master_password_file_must_be_private(tmp_path: Path) -> None:
+    secret = password_file(tmp_path, MASTER_PASSWORD)
+    table = upstream_table(free_port(), secret)
+    text = "[imap.upstream]\n" + "".join(
+        f'{k} = "{v}"\n' if isinstance(v, str) else f"{k} = {str(v).lower()}\n"
+        for k, v in table.items()
+    )
+    ok = mailsvc_check(tmp_path, text)
+    assert ok.returncode == 0, ok.stderr
+    secret.chmod(0o644)
+    refused = mailsvc_check(tmp_path, text)
+    assert refused.returncode == 2
+    assert "must be 0600 or stricter" in refused.stderr
+    assert MASTER_PASSWORD not in refused.stderr
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        text + f'[store]\nroot = "{tmp_path}"\n[tls]\nself_signed_dir = "{tmp_path / "tls"}"\n'
+        + "".join(f"[{n}]\nlisten = \"127.0.0.1:0\"\n" for n in
+                  ("mx", "submission", "submissions", "pop3", "pop3s", "imaps")),
+        encoding="utf-8",
+    )  # fmt: skip
+    served = subprocess.run(
+        [sys.executable, "-m", "mailsvc", "--config", str(config), "serve"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert served.returncode == 2, served.stderr
+    assert "must be 0600 or stricter" in served.stderr
