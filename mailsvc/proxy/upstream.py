@@ -178,7 +178,11 @@ class Connector:
         return _Conversation(reader, writer)
 
     async def _starttls(self, conv: _Conversation) -> None:
+        """Upgrade; bytes the upstream sent after its STARTTLS answer, before the handshake,
+        could be an injection (they would be read as if they came over TLS): refused."""
         assert self.tls is not None
+        if getattr(conv.reader, "_buffer", b""):
+            raise UpstreamError("data after the STARTTLS answer, before TLS")
         await conv.writer.start_tls(self.tls, server_hostname=self.settings.server_name)
 
     async def imap(self, user: str, remote_ip: str | None) -> Upstream:
@@ -197,8 +201,10 @@ class Connector:
             raise UpstreamError(f"no answer within {self.settings.timeout:g}s") from exc
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             raise UpstreamError(str(exc) or type(exc).__name__) from exc
-        except (pp.UpstreamProtocolError, ValueError) as exc:
+        except pp.UpstreamProtocolError as exc:
             raise UpstreamError(f"unreadable answer: {exc}") from exc
+        except ValueError as exc:  # a user name the upstream protocol cannot carry
+            raise UpstreamError(f"cannot log in upstream: {exc}") from exc
 
     # --- IMAP ---------------------------------------------------------------------------
 

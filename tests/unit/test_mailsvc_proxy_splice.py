@@ -183,6 +183,35 @@ async def test_upstream_faults_are_upstream_errors(
         await server.wait_closed()
 
 
+@pytest.mark.parametrize(
+    ("protocol", "script"),
+    [("imap", [b"* OK ready\r\n", b"P1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1] x\r\n"]),
+     ("pop3", [b"+OK ready\r\n", b"+OK Begin TLS\r\n+OK injected\r\n"])],
+)  # fmt: skip
+async def test_plaintext_injected_after_starttls_is_refused(
+    secret: Path, protocol: str, script: list[bytes]
+) -> None:
+    async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(script[0])
+        await reader.readline()  # STARTTLS / STLS
+        writer.write(script[1])  # the answer and more, in one segment
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connector = Connector.from_settings(settings_for(port, secret, tls="starttls", timeout=2))
+    attempt = connector.imap if protocol == "imap" else connector.pop3
+    try:
+        with pytest.raises(UpstreamError, match="after the STARTTLS answer"):
+            await asyncio.wait_for(attempt("alice@example.org", None), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # --- the master password file ---------------------------------------------------------------
 
 
