@@ -48,6 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
     if args.command == "check-config":
+        from mailsvc.proxy.upstream import check_upstreams
+
+        try:
+            check_upstreams(settings)
+        except cfg.ConfigError as exc:
+            print(f"mailsvc: {exc}", file=sys.stderr)
+            return 2
         print(f"mailsvc: configuration OK ({path or 'defaults'})")
         return 0
     from mailsvc.serve import serve

@@ -120,19 +120,67 @@ class SubmissionsSettings(ListenerSettings):
     listen: str = "127.0.0.1:4650"  # 465 in production (implicit TLS)
 
 
-class Pop3Settings(ListenerSettings):
+class UpstreamSettings(_Section):
+    """Proxy mode of one POP3/IMAP listener (``[imap.upstream]`` …): after idsvc accepts a login,
+    the connection is handed to this server, logged in there with a master user."""
+
+    address: str  # host:port of the upstream IMAP/POP3 server
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None  # None: the system's CA store
+    tls_server_name: str | None = None  # SNI and the name verified; default: the address's host
+    login: Literal["master_separator", "sasl_plain"] = "master_separator"
+    master_user: str
+    master_password_file: Path  # mode 0600 or stricter, read once at start
+    master_separator: str = Field("*", min_length=1, max_length=4)  # auth_master_user_separator
+    timeout: float = Field(30.0, gt=0, le=300)  # connect + TLS + login upstream
+    forward_client_ip: bool = False  # IMAP ID x-originating-ip / POP3 XCLIENT (trusted upstream)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"upstream address: expected host:port, got {value!r}")
+        return value
+
+    @field_validator("master_user", "master_separator")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not value or any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("must be non-empty, printable and without spaces")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    @property
+    def server_name(self) -> str:
+        return self.tls_server_name or self.host
+
+
+class MailListenerSettings(ListenerSettings):
+    upstream: UpstreamSettings | None = None  # proxy mode; None: serve the local Maildir store
+
+
+class Pop3Settings(MailListenerSettings):
     listen: str = "127.0.0.1:1100"  # 110 in production (STLS)
 
 
-class Pop3sSettings(ListenerSettings):
+class Pop3sSettings(MailListenerSettings):
     listen: str = "127.0.0.1:9950"  # 995 in production (implicit TLS)
 
 
-class ImapSettings(ListenerSettings):
+class ImapSettings(MailListenerSettings):
     listen: str = "127.0.0.1:1430"  # 143 in production (STARTTLS)
 
 
-class ImapsSettings(ListenerSettings):
+class ImapsSettings(MailListenerSettings):
     listen: str = "127.0.0.1:9930"  # 993 in production (implicit TLS)
 
 

@@ -31,6 +31,8 @@ from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import CRASH_STEPS, MaildirStore, StoreError
 from mailsvc.pop3.server import pop3_listener
 from mailsvc.pop3.session import Pop3Options
+from mailsvc.proxy.server import ProxyAccess, imap_proxy_listener, pop3_proxy_listener
+from mailsvc.proxy.upstream import Connector
 from mailsvc.smtp.handler import Services, SmtpHandler
 from mailsvc.smtp.outbound import Smarthost
 from mailsvc.smtp.resolve import Resolver
@@ -228,7 +230,8 @@ def build_mail_listeners(
     settings: Settings, services: Services, accesses: list[MailAccess]
 ) -> list[LineListener]:
     """The POP3 and IMAP listeners (STARTTLS/STLS on the plain ports, implicit TLS on the
-    others), each with its own connection limits."""
+    others), each with its own connection limits; a listener with an ``upstream`` section is a
+    proxy (:mod:`mailsvc.proxy`) and serves no local mailbox."""
     access_settings = settings.access
     tls = server_context(settings.tls, settings.smtp.hostname)
     out: list[LineListener] = []
@@ -241,29 +244,59 @@ def build_mail_listeners(
         )
         return Limits(access_settings.max_connections, per_ip)
 
-    if settings.pop3.enabled or settings.pop3s.enabled:
+    proxies: dict[str, ProxyAccess] = {}
+
+    def proxy_access(service: str) -> ProxyAccess:
+        if service not in proxies:
+            ident = settings.identity
+            proxies[service] = ProxyAccess(
+                DovecotAuthClient(ident.auth, service=service, timeout=ident.auth_timeout),
+                services.resolver.maps, services.store, services.executor, services.registry,
+                max_user_ip=access_settings.max_user_ip_connections,
+            )  # fmt: skip
+            accesses.append(proxies[service])
+        return proxies[service]
+
+    pop3_ls = (("pop3", settings.pop3, False), ("pop3s", settings.pop3s, True))
+    if any(ls.enabled and ls.upstream is None for _, ls, _ in pop3_ls):
         pop3_access = build_access(settings, services, "pop3")
         accesses.append(pop3_access)
-        options = Pop3Options(
-            hostname=settings.smtp.hostname,
-            allow_plaintext=access_settings.allow_plaintext,
-            timeout=access_settings.pop3_timeout,
-        )
-        for name, ls, implicit in (("pop3", settings.pop3, False), ("pop3s", settings.pop3s, True)):
-            if ls.enabled:
-                out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
-                                         tls=tls, implicit_tls=implicit))  # fmt: skip
-    if settings.imap.enabled or settings.imaps.enabled:
+    options = Pop3Options(
+        hostname=settings.smtp.hostname,
+        allow_plaintext=access_settings.allow_plaintext,
+        timeout=access_settings.pop3_timeout,
+    )
+    for name, ls, implicit in pop3_ls:
+        if not ls.enabled:
+            continue
+        if ls.upstream is not None:
+            connector = Connector.from_settings(ls.upstream)
+            out.append(
+                pop3_proxy_listener(name, ls, proxy_access("pop3"), options, connector,
+                                    limits=limits(ls), tls=tls, implicit_tls=implicit)
+            )  # fmt: skip
+        else:
+            out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
+                                     tls=tls, implicit_tls=implicit))  # fmt: skip
+    imap_all = (("imap", settings.imap, False), ("imaps", settings.imaps, True))
+    if any(ls.enabled and ls.upstream is None for _, ls, _ in imap_all):
         imap_access = build_access(settings, services, "imap")
         accesses.append(imap_access)
-        imap_options = ImapOptions.from_settings(settings)
-        for imap_name, imap_ls, imap_tls in (
-            ("imap", settings.imap, False), ("imaps", settings.imaps, True)
-        ):  # fmt: skip
-            if imap_ls.enabled:
-                out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,
-                                         limits=limits(imap_ls), tls=tls,
-                                         implicit_tls=imap_tls))  # fmt: skip
+    imap_options = ImapOptions.from_settings(settings)
+    for imap_name, imap_ls, imap_tls in imap_all:
+        if not imap_ls.enabled:
+            continue
+        if imap_ls.upstream is not None:
+            connector = Connector.from_settings(imap_ls.upstream)
+            out.append(
+                imap_proxy_listener(imap_name, imap_ls, proxy_access("imap"), imap_options,
+                                    connector, limits=limits(imap_ls), tls=tls,
+                                    implicit_tls=imap_tls)
+            )  # fmt: skip
+        else:
+            out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,
+                                     limits=limits(imap_ls), tls=tls,
+                                     implicit_tls=imap_tls))  # fmt: skip
     return out
 
 

@@ -1,0 +1,75 @@
+"""The IMAP session of a proxy-mode listener: our :class:`~mailsvc.imap.session.ImapSession`
+until login (greeting, CAPABILITY, STARTTLS, ID, LOGIN/AUTHENTICATE, limits, idsvc's verdict),
+then the upstream's.
+
+After idsvc accepts the login the user is counted against the user+IP limit, the upstream
+connection is logged in with the master credential and the tagged ``OK`` to the client's
+LOGIN/AUTHENTICATE carries the *upstream's* capability list (as Dovecot's own proxy does). Our
+command loop then ends and the two connections are spliced byte for byte; commands the client
+pipelined after its login go upstream first. No upstream, or an upstream that refuses the
+master login, is ``NO [UNAVAILABLE]`` (logged), never an authentication failure.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mailsvc.access import LoginResult, MailAccess, Result
+from mailsvc.imap.session import ImapOptions, ImapSession, No, State
+from mailsvc.proxy.splice import splice
+from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
+from mailsvc.stream import Stream
+
+log = logging.getLogger("mailsvc.proxy")
+
+
+class ProxyImapSession(ImapSession):
+    def __init__(
+        self, stream: Stream, access: MailAccess, options: ImapOptions, connector: Connector
+    ) -> None:
+        super().__init__(stream, access, options)
+        self.connector = connector
+        self.upstream: Upstream | None = None
+        self.proxied: str | None = None  # the user counted against the user+IP limit
+
+    async def run(self) -> None:
+        try:
+            await super().run()  # returns once logged out, or logged in upstream
+            if self.upstream is not None:
+                spliced = await splice(
+                    (self.stream.reader, self.stream.writer),
+                    (self.upstream.reader, self.upstream.writer),
+                    idle=self.options.timeout,
+                )
+                log.info("imap proxy: %s from %s: %s; %d bytes up, %d down", self.proxied,
+                         self.stream.remote_ip, spliced.reason, spliced.to_upstream,
+                         spliced.to_client)  # fmt: skip
+        finally:
+            if self.upstream is not None:
+                await self.upstream.close()
+            if self.proxied is not None:
+                self.access.release(self.proxied, self.stream.remote_ip)
+
+    async def finish_login(self, result: LoginResult) -> str:
+        if result.result is Result.UNAVAILABLE:
+            raise No("Temporary authentication failure, try again later", "UNAVAILABLE")
+        if result.result is Result.NO_MECHANISM:
+            raise No("Unsupported authentication mechanism")
+        if result.result is not Result.OK or result.user is None:
+            await self.count_bad()
+            raise No("Authentication failed.", "AUTHENTICATIONFAILED")
+        user = result.user
+        if not self.access.claim(user, self.stream.remote_ip):
+            raise No("Maximum number of connections from user+IP exceeded", "UNAVAILABLE")
+        try:
+            upstream = await self.connector.imap(user, self.stream.remote_ip)
+        except UpstreamError as exc:
+            self.access.release(user, self.stream.remote_ip)
+            log.warning("imap proxy: %s from %s: upstream %s: %s", user, self.stream.remote_ip,
+                        self.connector.where, exc)  # fmt: skip
+            raise No("Temporary failure, try again later", "UNAVAILABLE") from None
+        self.proxied, self.upstream = user, upstream
+        log.info("imap proxy: %s from %s: logged in on %s", user, self.stream.remote_ip,
+                 self.connector.where)  # fmt: skip
+        self.state = State.LOGOUT  # our command loop ends here; run() splices
+        return f"[CAPABILITY {upstream.reply}] Logged in"

@@ -1,0 +1,76 @@
+"""The POP3 session of a proxy-mode listener: our :class:`~mailsvc.pop3.session.Pop3Session`
+in the AUTHORIZATION state (greeting, CAPA, STLS, USER/PASS, AUTH, limits, idsvc's verdict),
+then the upstream's.
+
+After idsvc accepts the login the user is counted against the user+IP limit, the upstream
+connection is logged in with the master credential, the client gets the upstream's ``+OK``
+text, and the two connections are spliced byte for byte. No upstream, or an upstream that
+refuses the master login, is ``-ERR [SYS/TEMP]`` (logged), never ``[AUTH]``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mailsvc.access import LoginResult, MailAccess, Result
+from mailsvc.pop3 import protocol as p
+from mailsvc.pop3.session import Pop3Options, Pop3Session, State
+from mailsvc.proxy.splice import splice
+from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
+from mailsvc.stream import Stream
+
+log = logging.getLogger("mailsvc.proxy")
+
+
+class ProxyPop3Session(Pop3Session):
+    def __init__(
+        self, stream: Stream, access: MailAccess, options: Pop3Options, connector: Connector
+    ) -> None:
+        super().__init__(stream, access, options)
+        self.connector = connector
+        self.upstream: Upstream | None = None
+        self.proxied: str | None = None  # the user counted against the user+IP limit
+
+    async def run(self) -> None:
+        try:
+            await super().run()  # returns after QUIT, or once logged in upstream
+            if self.upstream is not None:
+                spliced = await splice(
+                    (self.stream.reader, self.stream.writer),
+                    (self.upstream.reader, self.upstream.writer),
+                    idle=self.options.timeout,
+                )
+                log.info("pop3 proxy: %s from %s: %s; %d bytes up, %d down", self.proxied,
+                         self.stream.remote_ip, spliced.reason, spliced.to_upstream,
+                         spliced.to_client)  # fmt: skip
+        finally:
+            if self.upstream is not None:
+                await self.upstream.close()
+            if self.proxied is not None:
+                self.access.release(self.proxied, self.stream.remote_ip)
+
+    async def finish_login(self, result: LoginResult) -> None:
+        if result.result is Result.UNAVAILABLE:
+            await self.send(p.err("Temporary authentication failure, try again later", "SYS/TEMP"))
+            return
+        if result.result is not Result.OK or result.user is None:
+            await self.bad_command_auth()
+            return
+        user = result.user
+        if not self.access.claim(user, self.stream.remote_ip):
+            await self.send(p.err("Maximum number of connections from user+IP exceeded",
+                                  "SYS/TEMP"))  # fmt: skip
+            return
+        try:
+            upstream = await self.connector.pop3(user, self.stream.remote_ip)
+        except UpstreamError as exc:
+            self.access.release(user, self.stream.remote_ip)
+            log.warning("pop3 proxy: %s from %s: upstream %s: %s", user, self.stream.remote_ip,
+                        self.connector.where, exc)  # fmt: skip
+            await self.send(p.err("Temporary failure, try again later", "SYS/TEMP"))
+            return
+        self.proxied, self.upstream = user, upstream
+        log.info("pop3 proxy: %s from %s: logged in on %s", user, self.stream.remote_ip,
+                 self.connector.where)  # fmt: skip
+        await self.send(p.ok(upstream.reply))
+        self.state = State.DONE  # our command loop ends here; run() splices
