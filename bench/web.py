@@ -15,7 +15,9 @@ rendering — without a browser or a TCP stack):
   (tracemalloc over ``--sessions`` sessions; the IMAP connection is per page, not per session).
 
 Every loop is bounded by ``--rounds``; everything is local (temp dirs, loopback). The Roundcube
-comparison is not done (see docs/webmail.md). Run ``.venv/bin/python bench/web.py --help``.
+comparison (``--compare``) runs both webmails as processes on loopback against the same
+Dovecot: see ``bench/roundcube.py`` for exactly which requests. Run
+``.venv/bin/python bench/web.py --help``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import dataclasses
 import gc
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -107,6 +110,25 @@ async def _admin_pages(web: WebEnv, rounds: int) -> list[tuple[str, float, float
     return out
 
 
+async def seed_inbox(imap_port: int, messages: int) -> None:
+    """``messages - 1`` small messages and one 50 KB HTML message ("big html") in ALICE's INBOX."""
+    import aioimaplib
+
+    c = aioimaplib.IMAP4(host="127.0.0.1", port=imap_port, timeout=60)
+    await c.wait_hello_from_server()
+    await c.login(ALICE, PASSWORD)
+    for i in range(messages - 1):
+        await c.append(mail(f"message {i}", f"body {i}").as_bytes(), mailbox="INBOX")
+    html = "<div>" + "".join(
+        f'<p>Paragraph {i} with <b>bold</b>, <a href="https://example.test/{i}">a link</a>'
+        f' and <img src="https://track.test/{i}.gif"></p>'
+        for i in range(400)
+    ) + "</div>"  # fmt: skip
+    html = html[: 50 * 1024]
+    await c.append(mail("big html", "plain part", html=html).as_bytes(), mailbox="INBOX")
+    await c.logout()
+
+
 async def webmail(messages: int, rounds: int, sessions: int) -> list[tuple[str, float, float]]:
     import httpx
 
@@ -115,21 +137,7 @@ async def webmail(messages: int, rounds: int, sessions: int) -> list[tuple[str, 
     gen = mail_stack.__wrapped__()  # type: ignore[attr-defined]
     stack = next(gen)
     try:
-        import aioimaplib
-
-        c = aioimaplib.IMAP4(host="127.0.0.1", port=stack.imap_port, timeout=60)
-        await c.wait_hello_from_server()
-        await c.login(ALICE, PASSWORD)
-        for i in range(messages - 1):
-            await c.append(mail(f"message {i}", f"body {i}").as_bytes(), mailbox="INBOX")
-        html = "<div>" + "".join(
-            f'<p>Paragraph {i} with <b>bold</b>, <a href="https://example.test/{i}">a link</a>'
-            f' and <img src="https://track.test/{i}.gif"></p>'
-            for i in range(400)
-        ) + "</div>"  # fmt: skip
-        html = html[: 50 * 1024]
-        await c.append(mail("big html", "plain part", html=html).as_bytes(), mailbox="INBOX")
-        await c.logout()
+        await seed_inbox(stack.imap_port, messages)
         app = create_app(dataclasses.replace(stack.settings, page_size=50))
         transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 40000))
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
@@ -174,13 +182,87 @@ async def webmail(messages: int, rounds: int, sessions: int) -> list[tuple[str, 
             next(gen)
 
 
+async def compare(messages: int, rounds: int, repeats: int) -> list[str]:
+    """Our webmail and Roundcube on the same Dovecot and INBOX, interleaved request by request
+    (ours, Roundcube, ours, …) in ``repeats`` runs of ``rounds`` each; the median over runs of
+    each run's p50/p99, and the server process's CPU per view over every run."""
+    from bench import roundcube as rc
+
+    why = rc.env_ok()
+    if why is not None:
+        raise SystemExit(f"--compare: {why}")
+    gen = mail_stack.__wrapped__()  # type: ignore[attr-defined]
+    stack = next(gen)
+    servers: list[rc.Server] = []
+    work = tempfile.TemporaryDirectory(prefix="bench-rc-")
+    try:
+        await seed_inbox(stack.imap_port, messages)
+        ours = rc.start_ours(stack.imap_port, ALICE, PASSWORD)
+        servers.append(ours)
+        theirs = rc.start_roundcube(stack.imap_port, Path(work.name), ALICE, PASSWORD)
+        servers.append(theirs)
+        page = ours.request("GET", "/mail").text
+        found = re.search(r"uid=(\d+)\">big html", page)
+        assert found is not None
+        uid = int(found.group(1))
+        rc.check_views(ours, theirs, uid)
+        rows = []
+        for view, paths in rc.views(uid).items():
+            for _ in range(3):  # warm up both
+                ours.timed(*paths["ours"])
+                theirs.timed(*paths["roundcube"])
+            runs: dict[str, list[tuple[float, float]]] = {"ours": [], "roundcube": []}
+            cpu = {"ours": 0.0, "roundcube": 0.0}
+            for _ in range(repeats):
+                wall: dict[str, list[float]] = {"ours": [], "roundcube": []}
+                for _ in range(rounds):
+                    for name, server in (("ours", ours), ("roundcube", theirs)):
+                        took, used = server.timed(*paths[name])
+                        wall[name].append(took)
+                        cpu[name] += used
+                for name in wall:
+                    runs[name].append(
+                        (percentile_ms(wall[name], 0.5), percentile_ms(wall[name], 0.99))
+                    )
+            total = repeats * rounds
+            cells = [view]
+            for name in ("ours", "roundcube"):
+                cells += [
+                    f"{statistics.median(r[0] for r in runs[name]):.1f}",
+                    f"{statistics.median(r[1] for r in runs[name]):.1f}",
+                    f"{cpu[name] / total * 1000:.1f}",
+                ]
+            rows.append("| " + " | ".join(cells) + " |")
+        return [
+            f"# webmail vs Roundcube: same Dovecot, INBOX of {messages}, {repeats} runs x "
+            f"{rounds} interleaved requests per view; ms; CPU = server process per view",
+            "| view | ours p50 | ours p99 | ours CPU | Roundcube p50 | Roundcube p99 "
+            "| Roundcube CPU |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    finally:
+        for server in servers:
+            server.close()
+        work.cleanup()
+        with __import__("contextlib").suppress(StopIteration):
+            next(gen)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument(
+        "--compare", action="store_true", help="only: our webmail vs Roundcube on one Dovecot"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="--compare: runs (median)")
     args = parser.parse_args()
+    if args.compare:
+        print("\n".join(await compare(args.messages, args.rounds, max(3, args.repeats))))
+        return
     rows = await admin(args.users, args.rounds)
     rows += await webmail(args.messages, args.rounds, args.sessions)
     print("| page | p50 ms | p99 ms |\n|---|---|---|")
