@@ -122,3 +122,45 @@ async def test_html_mail_is_sanitised_and_framed(mail_stack: MailStack, webmail:
     assert "<b>there</b>" in body.text
     for bad in ("<script", "alert(", "track.test", "javascript:"):
         assert bad not in body.text
+
+
+async def test_list_rows_decode_encoded_headers(mail_stack: MailStack, webmail: Tab) -> None:
+    msg = mail("Grüße aus Berlin — 東京", "hallo")
+    del msg["From"]
+    msg["From"] = f"Zoë Ümlaut <{BOB}>"
+    await mail_stack.deliver(msg)
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    assert "Grüße aus Berlin — 東京" in inbox.text
+    assert "Zoë Ümlaut" in inbox.text
+    assert "=?utf-8?" not in inbox.text.lower()
+
+
+async def test_frame_body_kept_from_the_read_page_once(mail_stack: MailStack, webmail: Tab) -> None:
+    """``/read`` cleans the HTML once and keeps it for the frame's ``/body``: that request needs
+    no IMAP conversation (shown by expunging the message in between), and only once."""
+    import aioimaplib
+
+    await mail_stack.deliver(mail("first", "p", html="<p>first <i>html</i></p>"))
+    await mail_stack.deliver(mail("second", "p", html="<p>second <i>html</i></p>"))
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    uids = [int(u) for u in re.findall(r"uid=(\d+)\">", inbox.text)]
+    first, second = sorted(set(uids))
+    await webmail.client.get(f"/read?folder=INBOX&uid={first}")
+    other = await webmail.client.get(f"/body?folder=INBOX&uid={second}")  # not the kept one
+    assert "second <i>html</i>" in other.text
+    await webmail.client.get(f"/read?folder=INBOX&uid={first}")
+    c = aioimaplib.IMAP4(host="127.0.0.1", port=mail_stack.imap_port, timeout=20)
+    await c.wait_hello_from_server()
+    await c.login(ALICE, PASSWORD)
+    await c.select("INBOX")
+    await c.uid("store", str(first), "+FLAGS.SILENT", "(\\Deleted)")
+    await c.expunge()
+    await c.logout()
+    kept = await webmail.client.get(f"/body?folder=INBOX&uid={first}")
+    assert kept.status_code == 200
+    assert "first <i>html</i>" in kept.text
+    assert "sandbox" in kept.headers["content-security-policy"]
+    again = await webmail.client.get(f"/body?folder=INBOX&uid={first}")  # gone: fetched anew
+    assert "first <i>html</i>" not in again.text
