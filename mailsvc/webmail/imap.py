@@ -183,6 +183,7 @@ async def session(settings: WebmailSettings, user: str, password: str) -> AsyncI
     """A logged-in conversation; LoginFailed when the server refuses the credentials."""
     if settings.imap_tls == "tls":
         context = ssl.create_default_context(cafile=settings.ca_file)
+        context.check_hostname = settings.tls_check_hostname  # as for SMTP (a loopback name)
         client = aioimaplib.IMAP4_SSL(
             host=settings.imap_host, port=settings.imap_port, ssl_context=context, timeout=TIMEOUT
         )
