@@ -1,5 +1,6 @@
-"""Two webmails as separate processes on loopback, for ``bench/web.py --compare``: ours
-(``python -m mailsvc.webmail`` under uvicorn) and Debian's Roundcube 1.6 (PHP's built-in server,
+"""Webmails as separate processes on loopback, for ``bench/web.py --compare``: ours
+(``python -m mailsvc.webmail`` under uvicorn, with and without parking the IMAP conversation
+between pages) and Debian's Roundcube 1.6 (PHP's built-in server,
 ``php -S``, one process), both pointed at the same IMAP server, plus a logged-in HTTP client for
 each that times one view at a time and reads the server process's CPU from ``/proc``.
 
@@ -107,7 +108,7 @@ class Server:
             self.proc.wait()
 
 
-def start_ours(imap_port: int, user: str, password: str) -> Server:
+def start_ours(imap_port: int, user: str, password: str, *, keep: float) -> Server:
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
@@ -116,6 +117,7 @@ def start_ours(imap_port: int, user: str, password: str) -> Server:
         "MAILSVC_WEBMAIL_IMAP_HOST": "127.0.0.1",
         "MAILSVC_WEBMAIL_IMAP_PORT": str(imap_port),
         "MAILSVC_WEBMAIL_IMAP_TLS": "none",
+        "MAILSVC_WEBMAIL_IMAP_KEEP": str(keep),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailsvc.webmail"],

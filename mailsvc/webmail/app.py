@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -38,6 +38,7 @@ from starlette.datastructures import UploadFile
 
 from mailsvc.webmail import imap, message
 from mailsvc.webmail.config import WebmailSettings
+from mailsvc.webmail.park import Park
 from mailsvc.webmail.sanitize import clean_html
 from mailsvc.webmail.sessions import Frame, Sessions, WebmailSession
 
@@ -86,7 +87,15 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    park = Park(settings.imap_keep, settings.max_sessions, imap.close)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await park.close()
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.park = park
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.sessions = sessions
 
@@ -158,7 +167,7 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
                       message="The mail server did not accept that. Try again.")  # fmt: skip
 
     def mailbox(s: WebmailSession) -> Any:
-        return imap.session(settings, s.user, s.password)
+        return imap.session(settings, s.user, s.password, park=park, key=s.id)
 
     # -- login -------------------------------------------------------------------------------
 
@@ -190,6 +199,7 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
         s = current(request)
         await form(request, s)
         assert s is not None
+        park.drop(s.id)
         sessions.end(s)
         response = go("/login")
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")

@@ -60,7 +60,7 @@ class LiveWebmail:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                log_config=None, access_log=False, lifespan="off")  # fmt: skip
+                                log_config=None, access_log=False, lifespan="on")  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
