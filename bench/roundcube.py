@@ -1,8 +1,9 @@
 """Webmails as separate processes on loopback, for ``bench/web.py --compare``: ours
 (``python -m mailsvc.webmail`` under uvicorn, with and without parking the IMAP conversation
-between pages) and Debian's Roundcube 1.6 (PHP's built-in server,
-``php -S``, one process), both pointed at the same IMAP server, plus a logged-in HTTP client for
-each that times one view at a time and reads the server process's CPU from ``/proc``.
+between pages) and Debian's Roundcube 1.6 (PHP's built-in server, ``php -S``, one process,
+OPcache on as under PHP-FPM: the CLI default is off), all pointed at the same IMAP server, plus a
+logged-in HTTP client for each that times one view at a time and reads the server process's CPU
+from ``/proc``.
 
 The views timed (say exactly which requests):
 
@@ -37,6 +38,7 @@ import httpx
 from bench.common import process_cpu
 
 ROUNDCUBE = Path("/var/lib/roundcube")
+PHP = ("php", "-d", "opcache.enable_cli=1", "-d", "opcache.validate_timestamps=0")
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FIELD = re.compile(r'name="_token" value="([^"]+)"')
 REQUEST_TOKEN = re.compile(r'"request_token":"([^"]+)"')
@@ -180,7 +182,7 @@ def start_roundcube(imap_port: int, work: Path, user: str, password: str) -> Ser
     conf = roundcube_config(imap_port, work)
     port = free_port()
     proc = subprocess.Popen(
-        ["php", "-S", f"127.0.0.1:{port}", "-t", str(ROUNDCUBE / "public_html")],
+        [*PHP, "-S", f"127.0.0.1:{port}", "-t", str(ROUNDCUBE / "public_html")],
         env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -34,6 +34,7 @@ import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -176,11 +177,35 @@ async def webmail(messages: int, rounds: int, sessions: int) -> list[tuple[str, 
             tracemalloc.stop()
             print(f"# memory per webmail session (server side): {per:.0f} bytes over "
                   f"{sessions} sessions; bench process RSS {rss_mib():.0f} MiB")  # fmt: skip
+            print(f"# per parked IMAP conversation (server side, upper bound): "
+                  f"{await _parked_memory(app, transport, 8):.0f} bytes")  # fmt: skip
             await app.state.park.close()
             return out
     finally:
         with __import__("contextlib").suppress(StopIteration):
             next(gen)
+
+
+async def _parked_memory(app: Any, transport: Any, count: int) -> float:
+    """Traced bytes per logged-in session whose IMAP conversation is parked (``count`` sessions
+    of one user: Dovecot allows 10 connections per user and address by default). An upper
+    bound: it includes the session and the bench's own client objects."""
+    import httpx
+
+    clients = [httpx.AsyncClient(transport=transport, base_url=BASE) for _ in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for client in clients:
+        assert (await Tab(client).login()).status_code == 303
+        assert (await client.get("/mail")).status_code == 200
+    gc.collect()
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(app.state.park) >= count
+    for client in clients:
+        await client.aclose()
+    return used / count
 
 
 async def compare(messages: int, rounds: int, repeats: int) -> list[str]:
