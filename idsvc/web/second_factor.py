@@ -5,9 +5,11 @@ Whose factor: an ``Owner`` made from the directory's ``Account`` — its ``subje
 app passwords are keyed by too: AD's objectGUID or entryUUID where the directory has one, else
 the canonical address) plus a *generation*: for accounts without a stable id, the account's
 creation time. So a renamed account (corporate directory, same stable id) keeps its factor, and
-an account deleted and created again under the same address does not inherit its predecessor's
-(its creation time differs: the old rows are dropped, logged). Read-only directories give an
-empty generation (their creation attribute is not ours to trust; there the stable id decides).
+an account deleted and created again under the same address does not inherit its predecessor's:
+``forget`` drops it when idsvc's provisioning deletes the account (``deletion_hooks``), and a
+deletion made elsewhere shows as a different creation time (one-second resolution) at the next
+login, when the old rows are dropped (logged). Read-only directories give an empty generation
+(their creation attribute is not ours to trust; there the stable id decides).
 
 Storage: one SQLite file (``web.second_factor_path``, default ``web.db`` beside the state store,
 mode 0600, ``secure_delete`` on). The TOTP secret has to be readable to check a code, so it is
