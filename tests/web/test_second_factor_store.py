@@ -25,7 +25,14 @@ from idsvc.model import Account, Address
 from idsvc.web.keyring import KeyRing, SealError
 from idsvc.web.second_factor import STEP, Owner, SecondFactors, _plain_digest
 from tests.fixtures.slapd import SlapdServer
-from tests.web.conftest import PASSWORD, Browser, WebEnv, account_login, open_web
+from tests.web.conftest import (
+    PASSWORD,
+    Browser,
+    WebEnv,
+    account_login,
+    admin_login,
+    open_web,
+)
 
 USER = "alice@example.test"
 SECRET_RE = re.compile(r'<code id="totp-secret">([A-Z2-7]+)</code>')
@@ -102,6 +109,23 @@ async def test_deleted_and_recreated_account_does_not_inherit(web: WebEnv) -> No
     assert totp2.secret != totp.secret
     assert (await account_login(web.browser(), USER, code=codes[0])).status_code == 401
     assert (await account_login(web.browser(), USER, code=next_code(totp2))).status_code == 303
+
+
+async def test_deleted_in_the_admin_console_drops_the_factor_at_once(web: WebEnv) -> None:
+    await web.user(USER)
+    await enrol(web.browser(), USER)
+    admin = web.browser()
+    await admin_login(admin, web.admin_token)
+    page = f"/admin/users/{USER}"
+    revision = re.search(r'name="revision" value="(\d+)"', (await admin.get(page)).text)
+    assert revision is not None
+    gone = await admin.submit(page, f"{page}/delete", {"revision": revision.group(1)})
+    assert gone.status_code == 303, gone.text[:300]
+    with sqlite3.connect(db_path(web)) as conn:  # dropped now, not at the next login
+        assert conn.execute("SELECT count(*) FROM sealed_totp").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM recovery_digest").fetchone()[0] == 0
+    await web.user(USER)  # same second: the hook, not the creation time, made the difference
+    assert (await account_login(web.browser(), USER)).status_code == 303
 
 
 async def test_account_deleted_by_another_process_does_not_pass_it_on(web: WebEnv) -> None:
