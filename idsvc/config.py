@@ -51,6 +51,14 @@ def default_state_dir() -> Path:
     return Path(base) / "idsvc"
 
 
+def default_config_dir() -> Path:
+    """``/etc/idsvc`` for root, else ``$XDG_CONFIG_HOME/idsvc`` (``~/.config/idsvc``)."""
+    if _is_root():
+        return DEFAULT_CONFIG_FILE.parent
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "idsvc"
+
+
 def default_runtime_dir() -> Path:
     """``/run/idsvc`` for root, else ``$XDG_RUNTIME_DIR/idsvc`` (or ``/tmp/idsvc-<uid>``)."""
     if _is_root():
@@ -539,6 +547,9 @@ class WebSettings(_Section):
     max_sessions: int = Field(10_000, ge=1)  # oldest evicted beyond this
     # SQLite file for TOTP secrets and recovery codes; default: web.db beside the state store
     second_factor_path: Path | None = None
+    # the key file sealing the TOTP secrets (created 0600 on first use); default: outside the
+    # state directory, /etc/idsvc/web-totp.key for root, else $XDG_CONFIG_HOME/idsvc/
+    second_factor_key: Path | None = None
     totp_issuer: str = Field("idsvc", min_length=1, max_length=64)
 
 

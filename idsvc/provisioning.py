@@ -13,6 +13,7 @@ returning None so every front end maps "absent" the same way.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -50,6 +51,8 @@ MAX_QUOTA = 2**62
 HASH_WORKERS = 2  # concurrent password hashes for provisioning (each ARGON2ID takes 64 MiB)
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Invalidator(Protocol):
@@ -148,6 +151,9 @@ class Provisioner:
         self._audit = audit
         self._invalidator = invalidator
         self._hash_pool = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="provision-hash")
+        # called with each account deleted here (e.g. the web drops its second factor); a
+        # failing hook is logged, the deletion stands
+        self.deletion_hooks: list[Callable[[Account], Awaitable[None]]] = []
 
     def close(self) -> None:
         """Stop the hashing threads (idempotent)."""
@@ -488,6 +494,11 @@ class Provisioner:
             )
         finally:
             self._drop_user(str(before.address))
+        for hook in self.deletion_hooks:
+            try:
+                await hook(before)
+            except IdsvcError as exc:
+                log.warning("after deleting %s: %s", before.address, exc)
 
     # -- aliases ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from idsvc.api.context import ApiContext
+from idsvc.config import default_config_dir
 from idsvc.state import default_state_path
 from idsvc.web import account, admin
 from idsvc.web.core import HERE, STATIC_PREFIX, SecurityHeaders, WebContext, build_templates
@@ -19,6 +20,7 @@ def install(app: FastAPI, api: ApiContext) -> WebContext:
     """Add the pages, the static files and the security headers to the API's ``app``."""
     settings = api.settings
     path = settings.web.second_factor_path or default_state_path(settings).parent / "web.db"
+    key = settings.web.second_factor_key or default_config_dir() / "web-totp.key"
     web = WebContext(
         api=api,
         sessions=SessionStore(
@@ -27,10 +29,12 @@ def install(app: FastAPI, api: ApiContext) -> WebContext:
             max_sessions=settings.web.max_sessions,
         ),
         templates=build_templates(),
-        factors=SecondFactors(path),
+        factors=SecondFactors(path, key),
     )
     assert web.factors is not None
     api.closers.append(web.factors.close)
+    for provisioner in {id(p): p for p in (api.provisioner, api.runtime.provisioner)}.values():
+        provisioner.deletion_hooks.append(web.factors.forget)
     app.state.web = web
     app.include_router(admin.router)
     app.include_router(account.router)

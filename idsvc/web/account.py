@@ -34,8 +34,8 @@ from idsvc.web.core import (
     render,
     web_of,
 )
-from idsvc.web.login import check_password, password_login
-from idsvc.web.second_factor import matching_step, new_secret, provisioning_uri
+from idsvc.web.login import check_password, factor_owner, password_login
+from idsvc.web.second_factor import Owner, matching_step, new_secret, provisioning_uri
 from idsvc.web.sessions import Session
 
 router = APIRouter(prefix="/account", include_in_schema=False)
@@ -49,6 +49,13 @@ def _user(request: Request) -> tuple[Session, str]:
     if session is None or session.kind != "account":
         raise PageError(401, "Please log in.")
     return session, session.user
+
+
+async def _owner(request: Request, user: str) -> Owner:
+    owner = await factor_owner(request, user)
+    if owner is None:
+        raise PageError(404, "Your account no longer exists.")
+    return owner
 
 
 def guarded(handler: Any) -> Any:
@@ -129,8 +136,9 @@ async def overview(request: Request) -> Response:
     ctx = api_context(request)
     apps = [] if ctx.app_passwords is None else await ctx.app_passwords.list_of(user)
     factors = web_of(request).factors
-    enrolled = factors is not None and await factors.enrolled(user)
-    left = await factors.recovery_left(user) if factors is not None and enrolled else 0
+    owner = await _owner(request, user) if factors is not None else None
+    enrolled = factors is not None and owner is not None and await factors.enrolled(owner)
+    left = await factors.recovery_left(owner) if factors and owner and enrolled else 0
     trail = await ctx.state.query_audit(target=user, limit=100)
     logins = [r for r in trail.items if r.action in ("auth", "web.login")][:RECENT]
     shown = list(session.flash)
@@ -244,7 +252,7 @@ async def totp_enrol(request: Request) -> Response:
     step = matching_step(session.pending_totp, fields.get("code", ""))
     if step is None:
         raise PageError(422, "That code is not right. Check the time on your phone and retry.")
-    codes = await factors.enrol(user, session.pending_totp, step)
+    codes = await factors.enrol(await _owner(request, user), session.pending_totp, step)
     session.pending_totp = ""
     api_context(request).audit.emit(
         AuditEvent("web.totp.enrol", "ok", actor=_actor(user), target=user)
@@ -262,7 +270,7 @@ async def totp_remove(request: Request) -> Response:
         raise PageError(404, "Two-factor login is not enabled on this server.")
     if await check_password(request, user, fields.get("current", "")) != user:
         raise PageError(403, "The current password is wrong.")
-    await factors.remove(user)
+    await factors.remove(await _owner(request, user))
     api_context(request).audit.emit(
         AuditEvent("web.totp.remove", "ok", actor=_actor(user), target=user)
     )

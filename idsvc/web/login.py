@@ -20,8 +20,9 @@ from fastapi import Request
 from idsvc.api.security import client_key
 from idsvc.auth.engine import WEB_SERVICE
 from idsvc.auth.request import AuthRequest, Outcome
-from idsvc.model import Secret
+from idsvc.model import Address, Secret
 from idsvc.web.core import PageError, api_context, web_of
+from idsvc.web.second_factor import Owner
 
 FAILED = "Login failed. Check the address, the password and the code."
 
@@ -47,6 +48,18 @@ async def check_password(request: Request, user: str, password: str) -> str | No
     return result.user
 
 
+async def factor_owner(request: Request, user: str) -> Owner | None:
+    """Whose second factor ``user`` (a canonical address) has: its account's subject and
+    generation (``idsvc.web.second_factor.Owner``); None when the account is gone."""
+    from idsvc.directory.ldap.corporate import CorporateDirectory
+
+    directory = api_context(request).runtime.directory
+    account = await directory.find_account(Address.parse(user))
+    if account is None:
+        return None
+    return Owner.of(account, read_only=isinstance(directory, CorporateDirectory))
+
+
 async def password_login(request: Request, fields: dict[str, str]) -> str:
     """The canonical account for a login form's ``address``, ``password`` and ``code``, or
     PageError 401 (one message for every failure)."""
@@ -54,9 +67,14 @@ async def password_login(request: Request, fields: dict[str, str]) -> str:
     if user is None:
         raise PageError(401, FAILED)
     factors = web_of(request).factors
-    if factors is not None and await factors.enrolled(user):
+    if factors is None:
+        return user
+    owner = await factor_owner(request, user)
+    if owner is None:  # deleted between the two look-ups
+        raise PageError(401, FAILED)
+    if await factors.enrolled(owner):
         code = fields.get("code", "")
-        if not code or not await factors.verify(user, code):
+        if not code or not await factors.verify(owner, code):
             auth = api_context(request).runtime.authenticator
             delay = auth.penalties.record_failure(client_key(request), (user,))
             await asyncio.sleep(api_context(request).settings.auth.failure_delay + delay)

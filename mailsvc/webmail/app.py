@@ -19,6 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -32,8 +38,9 @@ from starlette.datastructures import UploadFile
 
 from mailsvc.webmail import imap, message
 from mailsvc.webmail.config import WebmailSettings
+from mailsvc.webmail.park import Park
 from mailsvc.webmail.sanitize import clean_html
-from mailsvc.webmail.sessions import Sessions, WebmailSession
+from mailsvc.webmail.sessions import Frame, Sessions, WebmailSession
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -47,6 +54,8 @@ BODY_CSP = (
     "form-action 'none'; "
     "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
+FRAME_KEPT_FOR = 60.0  # seconds a /read page's cleaned body waits for its frame's /body
+FRAME_KEPT_MAX = 2 * 1024 * 1024  # characters; a bigger body is cleaned again by /body
 INLINE_IMAGES = {"image/png", "image/gif", "image/jpeg", "image/webp"}
 FRAME_PAGE = '<!doctype html><meta charset="utf-8"><link rel="stylesheet" href="/static/frame.css">'
 
@@ -78,7 +87,15 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    park = Park(settings.imap_keep, settings.max_sessions, imap.close)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await park.close()
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.park = park
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.sessions = sessions
 
@@ -150,7 +167,7 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
                       message="The mail server did not accept that. Try again.")  # fmt: skip
 
     def mailbox(s: WebmailSession) -> Any:
-        return imap.session(settings, s.user, s.password)
+        return imap.session(settings, s.user, s.password, park=park, key=s.id)
 
     # -- login -------------------------------------------------------------------------------
 
@@ -182,6 +199,7 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
         s = current(request)
         await form(request, s)
         assert s is not None
+        park.drop(s.id)
         sessions.end(s)
         response = go("/login")
         response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -225,27 +243,32 @@ def create_app(settings: WebmailSettings | None = None) -> FastAPI:
             raw = await box.message(uid)
         parsed = message.parse(raw)
         blocked = 0
+        s.frame = None
         if parsed.html is not None:
-            blocked = clean_html(parsed.html, lambda cid: None).blocked_images
+            cleaned = clean_html(parsed.html, _cid_url(parsed, folder, uid))
+            blocked = cleaned.blocked_images
+            if len(cleaned.html) <= FRAME_KEPT_MAX:  # the frame asks for it next: keep it
+                s.frame = Frame(folder, uid, cleaned.html, time.monotonic())
         return render(request, "read.html", s, m=parsed, folder=folder, uid=uid, folders=folders,
                       blocked=blocked, qs=lambda **kw: urlencode(kw))  # fmt: skip
 
     @app.get("/body")
     async def body(request: Request, folder: str, uid: int) -> Response:
         s = user_session(request)
-        async with mailbox(s) as box:
-            await box.select(folder)
-            raw = await box.message(uid)
-        parsed = message.parse(raw)
-
-        def cid_url(cid: str) -> str | None:
-            index = parsed.cid_index(cid)
-            if index is None:
-                return None
-            return "/part?" + urlencode({"folder": folder, "uid": uid, "index": index, "inline": 1})
-
-        cleaned = clean_html(parsed.html or "", cid_url)
-        return _headers(HTMLResponse(FRAME_PAGE + cleaned.html), BODY_CSP)
+        kept, s.frame = s.frame, None
+        if (
+            kept is not None
+            and (kept.folder, kept.uid) == (folder, uid)
+            and time.monotonic() - kept.made <= FRAME_KEPT_FOR
+        ):
+            html = kept.html
+        else:
+            async with mailbox(s) as box:
+                await box.select(folder)
+                raw = await box.message(uid)
+            parsed = message.parse(raw)
+            html = clean_html(parsed.html or "", _cid_url(parsed, folder, uid)).html
+        return _headers(HTMLResponse(FRAME_PAGE + html), BODY_CSP)
 
     @app.get("/part")
     async def part(
@@ -404,17 +427,36 @@ def _prefixed(prefix: str, subject: str) -> str:
     return subject if subject.lower().startswith(prefix.lower()) else prefix + subject
 
 
-def _row(item: imap.Summary) -> dict[str, Any]:
-    from email import policy
-    from email.parser import BytesHeaderParser
+def _cid_url(parsed: message.Parsed, folder: str, uid: int) -> Callable[[str], str | None]:
+    """``cid:`` references of ``parsed`` → URLs of its inline parts (None: not ours)."""
 
-    headers = BytesHeaderParser(policy=policy.default).parsebytes(item.header)
+    def cid_url(cid: str) -> str | None:
+        index = parsed.cid_index(cid)
+        if index is None:
+            return None
+        return "/part?" + urlencode({"folder": folder, "uid": uid, "index": index, "inline": 1})
+
+    return cid_url
+
+
+_HEADERS = BytesHeaderParser(policy=policy.compat32)
+
+
+def _row(item: imap.Summary) -> dict[str, Any]:
+    """One list row. The headers are decoded (RFC 2047) but not parsed as addresses: a list of
+    50 rows through ``policy.default``'s address parser cost more than the IMAP round trip."""
+    headers = _HEADERS.parsebytes(item.header)
 
     def get(name: str) -> str:
-        try:
-            return str(headers.get(name, ""))
-        except Exception:
+        value = headers.get(name)
+        if value is None:
             return ""
+        raw = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            text = str(make_header(decode_header(raw)))
+        except (ValueError, LookupError, UnicodeError, HeaderParseError):
+            text = raw
+        return " ".join(text.split())  # folded lines, stray CR/LF: one line
 
     return {"uid": item.uid, "seen": item.seen, "size": item.size, "from": get("From"),
             "subject": get("Subject") or "(no subject)", "date": get("Date")}  # fmt: skip

@@ -19,6 +19,9 @@ class WebmailSettings:
     smtp_tls: Tls = "starttls"
     ca_file: str | None = None  # CA bundle for the servers' certificates (default: system)
     tls_check_hostname: bool = True  # off only for a server reached by a name not in its cert
+    # seconds a page's logged-in IMAP conversation waits for the session's next page (0: one
+    # conversation per page; mailsvc.webmail.park)
+    imap_keep: float = 30.0
     session_idle: float = 900.0
     session_absolute: float = 28800.0
     max_sessions: int = 2000
@@ -46,4 +49,5 @@ class WebmailSettings:
             smtp_tls=tls("SMTP_TLS", cls.smtp_tls),
             ca_file=env.get(pre + "CA_FILE") or None,
             mail_domain=env.get(pre + "MAIL_DOMAIN", cls.mail_domain),
+            imap_keep=float(env.get(pre + "IMAP_KEEP", cls.imap_keep)),
         )

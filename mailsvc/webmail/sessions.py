@@ -18,6 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """The cleaned HTML body of the message a ``/read`` page just showed, kept for the
+    ``/body`` request its frame makes next (once, for ``FRAME_KEPT_FOR`` seconds), so opening a
+    message costs one IMAP conversation and one sanitising pass, not two."""
+
+    folder: str
+    uid: int
+    html: str
+    made: float
+
+
 @dataclass(eq=False)
 class WebmailSession:
     id: str
@@ -27,6 +39,7 @@ class WebmailSession:
     user: str = ""
     password: str = field(default="", repr=False)
     notices: list[str] = field(default_factory=list)
+    frame: Frame | None = field(default=None, repr=False)
 
     def csrf_ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(
@@ -36,6 +49,7 @@ class WebmailSession:
     def forget(self) -> None:
         self.password = ""
         self.user = ""
+        self.frame = None
 
 
 class Sessions:

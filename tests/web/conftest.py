@@ -22,7 +22,7 @@ from idsvc.api import create_app
 from idsvc.app_passwords import AppPasswords
 from idsvc.audit import LogAuditSink
 from idsvc.auth.engine import Authenticator
-from idsvc.config import AuthSettings, Settings
+from idsvc.config import AuthSettings, Settings, WebSettings
 from idsvc.model import Secret
 from idsvc.overlay import OverlayStore
 from idsvc.password_policy import PasswordPolicy
@@ -110,10 +110,18 @@ class WebEnv:
         await prov.create_user(address, actor="test", password=Secret(password))
 
 
+def web_settings(tmp_path: Path, **api: Any) -> Settings:
+    """The API test settings with the second-factor key file under ``tmp_path`` (the default,
+    /etc/idsvc/web-totp.key for root, is no place for a test's key)."""
+    settings = api_settings(tmp_path, **api)
+    web = WebSettings(second_factor_key=tmp_path / "keys" / "web-totp.key")
+    return settings.model_copy(update={"web": web})
+
+
 @contextlib.asynccontextmanager
 async def open_web(directory: Any, tmp_path: Path, **auth: Any) -> AsyncIterator[WebEnv]:
     """The app over ``directory``; ``auth`` overrides auth settings (e.g. penalties on)."""
-    settings = api_settings(tmp_path)
+    settings = web_settings(tmp_path)
     if auth:
         merged = {**settings.auth.model_dump(), **auth}
         settings = settings.model_copy(update={"auth": AuthSettings(**merged)})

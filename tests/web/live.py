@@ -27,10 +27,9 @@ from idsvc.model import Secret
 from idsvc.overlay import OverlayStore
 from idsvc.runtime import Runtime
 from idsvc.state import StateStore, create_token
-from tests.api.conftest import api_settings
 from tests.integration import dovecot_auth_support as dva
 from tests.integration import saslauthd_support as sas
-from tests.web.conftest import PASSWORD, web_runtime
+from tests.web.conftest import PASSWORD, web_runtime, web_settings
 
 START_TIMEOUT = 30.0
 CHROMIUM = "/usr/bin/chromium"
@@ -70,7 +69,7 @@ class LiveIdsvc:
         return self
 
     async def _start(self) -> None:
-        settings = api_settings(self.work, listen="127.0.0.1:0")
+        settings = web_settings(self.work, listen="127.0.0.1:0")
         directory = await SqliteDirectory.open(
             EmbeddedSettings(path=self.work / "state" / "idsvc.db", busy_timeout=1.0)
         )

@@ -182,8 +182,11 @@ class Tab:
 async def webmail(mail_stack: MailStack) -> AsyncIterator[Tab]:
     app = create_app(mail_stack.settings)
     transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-        yield Tab(client)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            yield Tab(client)
+    finally:  # the transport runs no lifespan: close the parked IMAP conversations here
+        await app.state.park.close()
 
 
 def mail(subject: str, body: str = "hello", *, html: str | None = None,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import re
 
-from tests.webmail.conftest import ALICE, BOB, BOB_PASSWORD, PASSWORD, MailStack, Tab, mail
+from tests.webmail.conftest import (
+    ALICE,
+    BASE,
+    BOB,
+    BOB_PASSWORD,
+    PASSWORD,
+    MailStack,
+    Tab,
+    mail,
+)
 
 
 async def test_login_list_page_read_logout(mail_stack: MailStack, webmail: Tab) -> None:
@@ -122,3 +131,95 @@ async def test_html_mail_is_sanitised_and_framed(mail_stack: MailStack, webmail:
     assert "<b>there</b>" in body.text
     for bad in ("<script", "alert(", "track.test", "javascript:"):
         assert bad not in body.text
+
+
+async def test_list_rows_decode_encoded_headers(mail_stack: MailStack, webmail: Tab) -> None:
+    msg = mail("Grüße aus Berlin — 東京", "hallo")
+    del msg["From"]
+    msg["From"] = f"Zoë Ümlaut <{BOB}>"
+    await mail_stack.deliver(msg)
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    assert "Grüße aus Berlin — 東京" in inbox.text
+    assert "Zoë Ümlaut" in inbox.text
+    assert "=?utf-8?" not in inbox.text.lower()
+
+
+async def test_frame_body_kept_from_the_read_page_once(mail_stack: MailStack, webmail: Tab) -> None:
+    """``/read`` cleans the HTML once and keeps it for the frame's ``/body``: that request needs
+    no IMAP conversation (shown by expunging the message in between), and only once."""
+    import aioimaplib
+
+    await mail_stack.deliver(mail("first", "p", html="<p>first <i>html</i></p>"))
+    await mail_stack.deliver(mail("second", "p", html="<p>second <i>html</i></p>"))
+    await webmail.login()
+    inbox = await webmail.client.get("/mail")
+    uids = [int(u) for u in re.findall(r"uid=(\d+)\">", inbox.text)]
+    first, second = sorted(set(uids))
+    await webmail.client.get(f"/read?folder=INBOX&uid={first}")
+    other = await webmail.client.get(f"/body?folder=INBOX&uid={second}")  # not the kept one
+    assert "second <i>html</i>" in other.text
+    await webmail.client.get(f"/read?folder=INBOX&uid={first}")
+    c = aioimaplib.IMAP4(host="127.0.0.1", port=mail_stack.imap_port, timeout=20)
+    await c.wait_hello_from_server()
+    await c.login(ALICE, PASSWORD)
+    await c.select("INBOX")
+    await c.uid("store", str(first), "+FLAGS.SILENT", "(\\Deleted)")
+    await c.expunge()
+    await c.logout()
+    kept = await webmail.client.get(f"/body?folder=INBOX&uid={first}")
+    assert kept.status_code == 200
+    assert "first <i>html</i>" in kept.text
+    assert "sandbox" in kept.headers["content-security-policy"]
+    again = await webmail.client.get(f"/body?folder=INBOX&uid={first}")  # gone: fetched anew
+    assert "first <i>html</i>" not in again.text
+
+
+async def test_imap_conversation_parked_between_pages(mail_stack: MailStack) -> None:
+    """A page's logged-in IMAP conversation is reused by the session's next page, replaced when
+    it stopped answering, closed at logout and after ``imap_keep`` seconds; ``imap_keep = 0``
+    parks nothing."""
+    import asyncio
+    import dataclasses
+
+    import httpx
+
+    from mailsvc.webmail.app import create_app
+
+    await mail_stack.deliver(mail("parked", "p"))
+    for keep in (30.0, 0.3, 0.0):
+        app = create_app(dataclasses.replace(mail_stack.settings, imap_keep=keep))
+        park = app.state.park
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 40000))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+                tab = Tab(client)
+                assert (await tab.login()).status_code == 303
+                sid = client.cookies.get("__Host-mailsvc")
+                assert sid
+                assert "parked" in (await client.get("/mail")).text
+                if keep == 0.0:
+                    assert len(park) == 0
+                    continue
+                if keep == 0.3:
+                    await asyncio.sleep(0.6)
+                    assert len(park) == 0  # expired and logged out
+                    continue
+                first = park.take(sid)
+                assert first is not None
+                assert park.put(sid, first)
+                assert (await client.get("/mail")).status_code == 200
+                second = park.take(sid)
+                assert second is first  # the same conversation served the second page
+                second.protocol.transport.close()  # the server "restarted"
+                assert park.put(sid, second)
+                assert "parked" in (await client.get("/mail")).text  # NOOP failed: reconnected
+                third = park.take(sid)
+                assert third is not None
+                assert third is not first
+                assert park.put(sid, third)
+                out = await tab.post("/logout", {}, csrf=await tab.csrf("/mail"))
+                assert out.status_code == 303
+                assert len(park) == 0
+        finally:
+            await park.close()

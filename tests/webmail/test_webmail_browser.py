@@ -19,6 +19,7 @@ import uvicorn
 from playwright.sync_api import Browser, Page
 
 from mailsvc.webmail.app import create_app
+from mailsvc.webmail.config import WebmailSettings
 from tests.fixtures.postfix import free_port
 from tests.web.live import chromium, new_context
 from tests.web.test_browser import unlabelled
@@ -53,11 +54,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class LiveWebmail:
-    def __init__(self, stack: MailStack) -> None:
+    """The webmail app under uvicorn on a thread, on a loopback port."""
+
+    def __init__(self, settings: WebmailSettings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(stack.settings), host="127.0.0.1", port=self.port,
-                                log_config=None, access_log=False, lifespan="off")  # fmt: skip
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                log_config=None, access_log=False, lifespan="on")  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -96,7 +99,7 @@ def no_script_ran(page: Page) -> None:
 def test_read_and_reply_in_the_browser(browser: Browser, mail_stack: MailStack) -> None:
     run(mail_stack.deliver(mail("Dinner on Friday?", "Shall we meet at eight?",
                                         html="<p>Shall we meet at <b>eight</b>?</p>")))  # fmt: skip
-    with LiveWebmail(mail_stack) as live:
+    with LiveWebmail(mail_stack.settings) as live:
         for phone in (False, True):
             context = new_context(browser, phone=phone)
             page = context.new_page()
@@ -133,7 +136,7 @@ def test_xss_corpus_runs_no_script(browser: Browser, mail_stack: MailStack) -> N
         await mail_stack.deliver(mail("<script>window.__xss=99</script>", "subject attack"))
 
     run(plant())
-    with LiveWebmail(mail_stack) as live:
+    with LiveWebmail(mail_stack.settings) as live:
         context = new_context(browser)
         page = context.new_page()
         dialogs: list[str] = []
