@@ -64,6 +64,7 @@ from bench.common import (  # noqa: E402
     stat_fields,
 )
 from mailsvc.clients.socketmap import SocketmapClient  # noqa: E402
+from mailsvc.config import IdentitySettings  # noqa: E402
 from tests.fixtures.mailstack import BOB, MailStack, free_port, mail_stack  # noqa: E402
 from tests.fixtures.postfix import PostfixSasl, PostfixServer  # noqa: E402
 
@@ -244,6 +245,8 @@ def postfix(stack: MailStack) -> Iterator[tuple[PostfixServer, Path]]:
 def bench_stack() -> contextlib.AbstractContextManager[MailStack]:
     return mail_stack(
         smtp={"max_connections_per_ip": 128, "max_message_size": 1_000_000},
+        # mailsvc's default lookup cache (the test stack turns it off)
+        identity={"cache_ttl": IdentitySettings.model_fields["cache_ttl"].default},
         idsvc_extra={
             "socketmap.socket": {"mode": 0o666},
             "dovecot_auth.socket": {"mode": 0o666},

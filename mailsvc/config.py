@@ -64,6 +64,9 @@ class IdentitySettings(_Section):
     timeout: float = Field(10.0, gt=0, le=120)  # socketmap/policy reply timeout
     auth_timeout: float = Field(30.0, gt=0, le=120)  # idsvc delays failures by ~2 s
     pool_size: int = Field(8, ge=1, le=256)
+    # seconds a socketmap answer (found or not) is reused; changes reach mailsvc this much later
+    cache_ttl: float = Field(1.0, ge=0, le=300)
+    cache_size: int = Field(10_000, ge=0, le=1_000_000)  # answers kept at most
 
     _check = field_validator("auth", "socketmap")(_target)
 

@@ -109,7 +109,13 @@ def build_services(settings: Settings) -> Services:
         store.check_root()
     except (OSError, StoreError) as exc:
         raise ConfigError(f"vmail root {settings.store.root}: {exc}") from exc
-    maps = SocketmapClient(ident.socketmap, size=ident.pool_size, timeout=ident.timeout)
+    maps = SocketmapClient(
+        ident.socketmap,
+        size=ident.pool_size,
+        timeout=ident.timeout,
+        cache_ttl=ident.cache_ttl,
+        cache_size=ident.cache_size,
+    )
     return Services(
         settings=settings,
         auth=DovecotAuthClient(ident.auth, service="smtp", timeout=ident.auth_timeout),
