@@ -203,6 +203,11 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ServeSettings(_Section):
+    # the event loop: auto = uvloop when it is installed (it is a dependency), else asyncio's
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+
 class Settings(_Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -218,6 +223,7 @@ class Settings(_Section):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     smarthost: SmarthostSettings = Field(default_factory=SmarthostSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _tls_for_submission(self) -> Settings:

@@ -308,7 +308,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                 return EXIT_START
             started.append(listener)
             log.info("%s: listening on %s", listener.name, listener.where)
-        log.info("ready: %d listener(s): %s", len(started), ", ".join(x.name for x in started))
+        log.info(
+            "ready: %d listener(s): %s (event loop: %s)",
+            len(started), ", ".join(x.name for x in started),
+            "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        )  # fmt: skip
         await stop.wait()
         log.info("stopping")
         return EXIT_OK
