@@ -24,6 +24,12 @@ Every process it starts is stopped by pid at the end, also on errors.
 
 Usage: ``PYTHONPATH=. .venv/bin/python bench/smtp.py [--messages 300] [--rounds 3]`` (root:
 Postfix's master must start as root).
+
+``--rss 100000`` is a separate mode (no Postfix, no smtp-sink): ``smtp-source -s 8`` sends that
+many 10 KB messages through mailsvc in ten equal batches, and mailsvc's RSS (``VmRSS`` from
+``/proc``) is printed after the warm-up and after every batch, with the delivered messages
+removed between batches (100k messages are about 1 GB). Flat means the last sample is within a
+few MiB of the first one after a batch.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from bench.common import (  # noqa: E402
     stat_fields,
 )
 from mailsvc.clients.socketmap import SocketmapClient  # noqa: E402
+from mailsvc.config import IdentitySettings  # noqa: E402
 from tests.fixtures.mailstack import BOB, MailStack, free_port, mail_stack  # noqa: E402
 from tests.fixtures.postfix import PostfixSasl, PostfixServer  # noqa: E402
 
@@ -107,11 +114,12 @@ class Target:
 
 
 def one_run(
-    target: Target, sessions: int, messages: int, timeout: float = 120.0
+    target: Target, sessions: int, messages: int, timeout: float | None = None
 ) -> tuple[float, float]:
     """(messages/s, server CPU ms per message) for one smtp-source run, counting until the last
     message is in new/."""
     target.reset()
+    timeout = timeout if timeout is not None else max(120.0, messages / 50)
     cpu_before = tree_cpu(target.pid)
     argv = [
         SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(SIZE),
@@ -234,26 +242,80 @@ def postfix(stack: MailStack) -> Iterator[tuple[PostfixServer, Path]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def bench_stack() -> contextlib.AbstractContextManager[MailStack]:
+    return mail_stack(
+        smtp={"max_connections_per_ip": 128, "max_message_size": 1_000_000},
+        # mailsvc's default lookup cache (the test stack turns it off)
+        identity={"cache_ttl": IdentitySettings.model_fields["cache_ttl"].default},
+        idsvc_extra={
+            "socketmap.socket": {"mode": 0o666},
+            "dovecot_auth.socket": {"mode": 0o666},
+            "mail": {"cache_ttl": 30.0},  # idsvc's default (the test stack turns it off)
+        },
+    )
+
+
+def rss_run(total: int, sessions: int, samples: int = 10) -> int:
+    """Send ``total`` messages through mailsvc in ``samples`` batches; mailsvc's RSS after each."""
+    batch = max(1, total // samples)
+    rows: list[tuple[int, float, float]] = []  # (messages so far, RSS MiB, batch msgs/s)
+    with bench_stack() as stack:
+        assert stack.mailsvc is not None
+        pid = stack.mailsvc.proc.pid
+        target = Target("mailsvc", stack.mx, stack.maildir(BOB), pid)
+        one_run(target, 1, 5)  # warm-up: the maildir exists, connections to idsvc are open
+        target.reset()
+        rows.append((0, rss_mib(pid), float("nan")))
+        sent = 0
+        for _ in range(samples):
+            rate, _ms = one_run(target, sessions, batch)
+            sent += batch
+            target.reset()  # 10 KB x batch on disk at most
+            rows.append((sent, rss_mib(pid), rate))
+            print(f"{sent} messages: RSS {rows[-1][1]:.1f} MiB, {rate:.0f}/s", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        peak = hwm_mib(pid)
+    print(f"\nmailsvc RSS over {sent:,} messages of {SIZE} bytes, {sessions} sessions "
+          "(smtp-source, one connection per message)\n")  # fmt: skip
+    for line in md_head(["messages delivered", "mailsvc RSS MiB", "batch msgs/s"]):
+        print(line)
+    for done, rss, rate in rows:
+        print(md_row([f"{done:,}", f"{rss:.1f}", "warm-up" if done == 0 else f"{rate:,.0f}"]))
+    growth = rows[-1][1] - rows[1][1]
+    print(f"\ngrowth from the first batch to the last: {growth:+.1f} MiB; peak (VmHWM) "
+          f"{peak:.1f} MiB")  # fmt: skip
+    return 0
+
+
+def hwm_mib(pid: int) -> float:
+    """Peak resident set size (``VmHWM``) of ``pid`` in MiB; NaN when unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=300, help="messages per run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rss", type=int, default=0, metavar="N",
+        help="instead: send N messages through mailsvc and sample its RSS every N/10",
+    )  # fmt: skip
+    parser.add_argument("--rss-sessions", type=int, default=8)
     args = parser.parse_args()
     # SIGTERM (e.g. from timeout) unwinds like Ctrl-C, so every started process is stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.rss > 0:
+        return rss_run(args.rss, args.rss_sessions)
     results: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
-    with (
-        mail_stack(
-            smtp={"max_connections_per_ip": 128, "max_message_size": 1_000_000},
-            idsvc_extra={
-                "socketmap.socket": {"mode": 0o666},
-                "dovecot_auth.socket": {"mode": 0o666},
-                "mail": {"cache_ttl": 30.0},  # idsvc's default (the test stack turns it off)
-            },
-        ) as stack,
-        sink() as sink_port,
-    ):
+    with bench_stack() as stack, sink() as sink_port:
         stack.workdir.chmod(0o711)
         stack.run.chmod(0o755)
         with postfix(stack) as (pf, pf_base):

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from mailsvc import config as cfg
 
@@ -26,6 +27,23 @@ def _config_path(given: str | None) -> Path | None:
     if env:
         return Path(env)
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def run(main: Coroutine[Any, Any, int], loop: str) -> int:
+    """Run ``main`` on the loop ``serve.loop`` names: ``auto`` is uvloop when it imports, else
+    asyncio's own; ``uvloop`` without uvloop installed is a configuration error."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                main.close()
+                raise cfg.ConfigError("serve.loop = uvloop but uvloop is not installed") from None
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mailsvc.serve import serve
 
     try:
-        return asyncio.run(serve(settings))
+        return run(serve(settings), settings.serve.loop)
     except cfg.ConfigError as exc:
         logging.getLogger("mailsvc").error("invalid configuration: %s", exc)
         return 2

@@ -64,6 +64,9 @@ class IdentitySettings(_Section):
     timeout: float = Field(10.0, gt=0, le=120)  # socketmap/policy reply timeout
     auth_timeout: float = Field(30.0, gt=0, le=120)  # idsvc delays failures by ~2 s
     pool_size: int = Field(8, ge=1, le=256)
+    # seconds a socketmap answer (found or not) is reused; changes reach mailsvc this much later
+    cache_ttl: float = Field(1.0, ge=0, le=300)
+    cache_size: int = Field(10_000, ge=0, le=1_000_000)  # answers kept at most
 
     _check = field_validator("auth", "socketmap")(_target)
 
@@ -248,6 +251,11 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ServeSettings(_Section):
+    # the event loop: auto = uvloop when it is installed (it is a dependency), else asyncio's
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+
 class Settings(_Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -263,6 +271,7 @@ class Settings(_Section):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     smarthost: SmarthostSettings = Field(default_factory=SmarthostSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _tls_for_submission(self) -> Settings:

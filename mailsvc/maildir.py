@@ -57,6 +57,7 @@ QUOTA_FILE = "maildirsize"
 QUOTA_MAX_FILE = 5120
 QUOTA_STALE = 15 * 60.0
 TMP_MAX_AGE = 36 * 3600.0
+VERIFIED_MAX = 10_000  # mailboxes remembered as complete (tmp/ new/ cur/ exist)
 CRASH_STEPS = ("tmp-open", "tmp-written", "tmp-synced", "renamed", "dir-synced")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SIZE_IN_NAME = re.compile(r",S=([0-9]+)")
@@ -166,6 +167,7 @@ class MaildirStore:
             raise ValueError(f"unknown crash step {crash_at!r}")
         self.crash_at = crash_at
         self._seq = itertools.count(1)
+        self._complete: set[tuple[str, ...]] = set()  # mailboxes known to have their subdirs
 
     def check_root(self) -> None:
         """Create the root (0700) if missing; refuse a root that is a symlink or not a dir."""
@@ -183,6 +185,20 @@ class MaildirStore:
         sec = int(now)
         usec = int((now - sec) * 1_000_000)
         return f"{sec}.M{usec}P{os.getpid()}Q{next(self._seq)}R{secrets.token_hex(8)}.{self.host}"
+
+    def unverified(self, parts: tuple[str, ...]) -> bool:
+        """True until :meth:`verified` was told this mailbox has its ``tmp/ new/ cur/`` (so a
+        delivery does not try three ``mkdir`` every time)."""
+        return parts not in self._complete
+
+    def verified(self, parts: tuple[str, ...]) -> None:
+        if len(self._complete) >= VERIFIED_MAX:
+            self._complete.clear()  # bounded: forgetting only costs three mkdir attempts
+        self._complete.add(parts)
+
+    def forget(self, parts: tuple[str, ...]) -> None:
+        """A subdirectory went missing (removed behind our back): check it again next time."""
+        self._complete.discard(parts)
 
     def crash_point(self, step: str) -> None:
         if self.crash_at == step:
@@ -209,17 +225,24 @@ class Maildir:
         except OSError as exc:
             raise StoreError(f"vmail root unavailable: {exc.strerror}") from exc
         try:
+            created = False
             for part in self.parts:
-                if self._create:
-                    with contextlib.suppress(FileExistsError):
+                try:
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not self._create:
+                        raise
+                    with contextlib.suppress(FileExistsError):  # another thread was first
                         os.mkdir(part, 0o700, dir_fd=fd)
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    created = True
                 os.close(fd)
                 fd = nxt
-            if self._create:
+            if self._create and (created or self.store.unverified(self.parts)):
                 for sub in SUBDIRS:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(sub, 0o700, dir_fd=fd)
+                self.store.verified(self.parts)
             yield fd
         except OSError as exc:
             if exc.errno == errno.ELOOP or exc.errno == errno.ENOTDIR:
@@ -268,8 +291,17 @@ class Maildir:
         base = store.unique()
         final = f"{base},S={size},W={size}"
         with self._dirfd() as box:
-            tmp = os.open("tmp", _DIR_FLAGS, dir_fd=box)
-            new = os.open("new", _DIR_FLAGS, dir_fd=box)
+            try:
+                tmp = os.open("tmp", _DIR_FLAGS, dir_fd=box)
+            except FileNotFoundError:
+                store.forget(self.parts)
+                raise
+            try:
+                new = os.open("new", _DIR_FLAGS, dir_fd=box)
+            except FileNotFoundError:
+                os.close(tmp)
+                store.forget(self.parts)
+                raise
             try:
                 self._write_tmp(tmp, base, chunks)
                 try:

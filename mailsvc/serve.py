@@ -111,7 +111,13 @@ def build_services(settings: Settings) -> Services:
         store.check_root()
     except (OSError, StoreError) as exc:
         raise ConfigError(f"vmail root {settings.store.root}: {exc}") from exc
-    maps = SocketmapClient(ident.socketmap, size=ident.pool_size, timeout=ident.timeout)
+    maps = SocketmapClient(
+        ident.socketmap,
+        size=ident.pool_size,
+        timeout=ident.timeout,
+        cache_ttl=ident.cache_ttl,
+        cache_size=ident.cache_size,
+    )
     return Services(
         settings=settings,
         auth=DovecotAuthClient(ident.auth, service="smtp", timeout=ident.auth_timeout),
@@ -335,7 +341,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
                 return EXIT_START
             started.append(listener)
             log.info("%s: listening on %s", listener.name, listener.where)
-        log.info("ready: %d listener(s): %s", len(started), ", ".join(x.name for x in started))
+        log.info(
+            "ready: %d listener(s): %s (event loop: %s)",
+            len(started), ", ".join(x.name for x in started),
+            "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        )  # fmt: skip
         await stop.wait()
         log.info("stopping")
         return EXIT_OK

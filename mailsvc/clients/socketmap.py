@@ -2,7 +2,8 @@
 
 The codec (:func:`encode_request`, :func:`parse_reply`) is pure; :class:`SocketmapClient` sends
 one request at a time per connection over a bounded :class:`~mailsvc.clients.pool.Pool` of
-persistent connections.
+persistent connections. Definite answers (found, not found) are kept ``cache_ttl`` seconds in a
+bounded :class:`~mailsvc.clients.cache.LookupCache` (0 turns it off); failures never are.
 
 Replies: ``OK data`` → the data; ``NOTFOUND`` → ``None``; ``TEMP``/``TIMEOUT``/``PERM``, anything
 else, a malformed frame, a timeout or a lost connection → :class:`Unavailable` (a lookup that gave
@@ -12,9 +13,12 @@ no definite answer is never taken as "not found": that would bounce real mail).
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailsvc.clients import netstring
+from mailsvc.clients.cache import MISS, LookupCache
 from mailsvc.clients.errors import Unavailable
 from mailsvc.clients.pool import Conn, Pool
 from mailsvc.clients.target import Target
@@ -89,9 +93,19 @@ async def _read_reply(conn: Conn) -> bytes:
 class SocketmapClient:
     """Lookups over persistent connections to one socketmap server."""
 
-    def __init__(self, target: str | Target, *, size: int = 8, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: str | Target,
+        *,
+        size: int = 8,
+        timeout: float = 10.0,
+        cache_ttl: float = 0.0,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.target = target if isinstance(target, Target) else Target.parse(target)
         self._pool = Pool(self.target, size=size, timeout=timeout)
+        self.cache = LookupCache(ttl=cache_ttl, max_entries=cache_size, clock=clock)
 
     async def query(self, mapname: str, key: str) -> Reply:
         request = encode_request(mapname, key)
@@ -106,10 +120,15 @@ class SocketmapClient:
     async def lookup(self, mapname: str, key: str) -> str | None:
         """The data for ``key`` in ``mapname``; ``None`` when not found; :class:`Unavailable`
         for every other answer."""
+        cached = self.cache.get(mapname, key)
+        if cached is not MISS:
+            return cached if isinstance(cached, str) else None
         reply = await self.query(mapname, key)
         if reply.status is Status.OK:
+            self.cache.put(mapname, key, reply.data)
             return reply.data
         if reply.status is Status.NOTFOUND:
+            self.cache.put(mapname, key, None)
             return None
         raise Unavailable(f"socketmap {mapname}: {reply.status.value} {reply.data}".rstrip())
 

@@ -201,3 +201,25 @@ async def test_slapd_killed_mid_session_gives_4xx_then_mail_is_accepted(own_slap
             assert code == 451
             time.sleep(0.5)
         assert code == 250  # accepted once the directory is back, nothing restarted on our side
+
+
+# --- the lookup cache (identity.cache_ttl) -------------------------------------------------------
+
+
+async def test_cached_answers_survive_an_idsvc_outage_failures_are_never_cached() -> None:
+    """With ``identity.cache_ttl`` a recipient looked up moments ago is still accepted while idsvc
+    is down; one never looked up gets 451 4.3.0 (nothing is guessed), and that failure is not
+    kept: once idsvc is back the same recipient is accepted."""
+    with mail_stack(identity={"cache_ttl": 300.0}) as stack:
+        assert stack.idsvc is not None
+        assert send(stack.mx, BOB)[0] == 250
+        assert send(stack.mx, "nobody@example.org")[0] == 550
+        stack.idsvc.stop(9)
+        assert send(stack.mx, BOB)[0] == 250  # every answer for bob is cached
+        assert send(stack.mx, "nobody@example.org")[0] == 550  # "not found" is an answer too
+        code, text = send(stack.mx, ALICE)
+        assert (code, text[:5]) == (451, b"4.3.0"), text
+        stack.start_idsvc()
+        assert send(stack.mx, ALICE)[0] == 250
+        assert len(stack.messages(BOB)) == 2
+        assert len(stack.messages(ALICE)) == 1

@@ -5,6 +5,7 @@ store), with Postfix ``smtp-sink`` as the smarthost capturing anything that leav
 from __future__ import annotations
 
 import base64
+import re
 import smtplib
 import socket
 import ssl
@@ -24,10 +25,19 @@ from tests.fixtures.mailstack import (
 )
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[MailStack]:
-    with mail_stack() as s:
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def stack(request: pytest.FixtureRequest) -> Iterator[MailStack]:
+    """Every test here runs against mailsvc on uvloop (the default) and on asyncio's own loop."""
+    with mail_stack(serve={"loop": request.param}) as s:
         yield s
+
+
+def test_runs_on_the_configured_event_loop(
+    stack: MailStack, request: pytest.FixtureRequest
+) -> None:
+    assert stack.mailsvc is not None
+    wanted = request.node.callspec.params["stack"]
+    assert re.search(rf"mailsvc.serve: ready: .*\(event loop: {wanted}\)", stack.mailsvc.log)
 
 
 def tls_client() -> ssl.SSLContext:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,30 @@ def test_sweep_tmp(store: MaildirStore) -> None:
     fresh.write_bytes(b"partial")
     assert box.sweep_tmp() == 1
     assert os.listdir(box.path / "tmp") == ["fresh"]
+
+
+def test_a_mailbox_removed_behind_our_back_is_created_again(store: MaildirStore) -> None:
+    """Deliveries after the first skip the three mkdir of tmp/ new/ cur/; a mailbox removed in
+    between is still recreated whole on the next delivery."""
+    box = store.mailbox("example.org/bob/Maildir/")
+    box.deliver([b"one\r\n"])
+    shutil.rmtree(box.path)
+    name = store.mailbox("example.org/bob/Maildir/").deliver([b"two\r\n"])
+    assert sorted(os.listdir(box.path)) == ["cur", "new", "tmp"]
+    assert (box.path / "new" / name).read_bytes() == b"two\r\n"
+
+
+def test_a_subdirectory_removed_behind_our_back_fails_once_then_is_recreated(
+    store: MaildirStore,
+) -> None:
+    box = store.mailbox("example.org/bob/Maildir/")
+    box.deliver([b"one\r\n"])
+    for sub in ("tmp", "new"):
+        (box.path / sub).rename(box.path / f"{sub}.moved")
+        with pytest.raises(StoreError):  # 451: the client retries
+            box.deliver([b"two\r\n"])
+        delivered = [p.read_bytes() for p in box.path.glob("new*/*")]
+        assert b"two\r\n" not in delivered
+        name = box.deliver([b"three\r\n"])
+        assert (box.path / "new" / name).read_bytes() == b"three\r\n"
+        assert os.listdir(box.path / "tmp") == []
