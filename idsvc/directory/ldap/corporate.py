@@ -18,6 +18,10 @@ keep **local aliases** (``sales@`` → two people, a catch-all) and **quota over
 directory: aliases are read from the overlay before the directory, overrides replace the
 directory's quota, and the alias writes and quota-only account changes go there.
 
+Changes made in the directory by others: ``start_change_feed`` (``idsvc serve``) follows them
+(``feed.py``: syncrepl or AD change notification) and drops what the caches hold about each
+changed account, mapped through the addresses recorded by stable id when it was last read.
+
 How it fails: every other write raises ``ReadOnlyDirectory`` naming the profile; an unreachable,
 slow or referring server, or a refused service bind, is ``TemporaryFailure`` (never "no such
 user"); two entries for one login are ``AmbiguousEntry``. Referrals are never chased; against

@@ -279,6 +279,8 @@ class ChangeFeed:
                         conn.uri, describe(exc), backoff,
                     )  # fmt: skip
                     self._servers.mark_down(conn.uri, describe(exc))
+            except Exception:  # e.g. an undecodable control: start over, never die silently
+                log.exception("change feed: unexpected error; reconnecting in %.0f s", backoff)
             finally:
                 self.live = False
                 with contextlib.suppress(ldap.LDAPError):
