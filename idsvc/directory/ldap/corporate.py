@@ -292,7 +292,7 @@ class CorporateDirectory:
 
     def _known(self, account: Account, entry: Entry) -> None:
         """Record the addresses of an account just read, by stable id (see ``_on_changes``)."""
-        if not account.uid:
+        if not account.uid or self._settings.change_feed == "off":
             return
         names = (str(account.address), *entry_addresses(self._profile, entry))
         self._subjects.pop(account.uid, None)
