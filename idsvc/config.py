@@ -114,6 +114,8 @@ class LdapSettings(_Section):
     mail_domains: tuple[str, ...] = ()  # the domains a read-only profile hosts
     required_group: str | None = None  # DN: only its members have mail
     mapping: dict[str, str | int | bool] = Field(default_factory=dict)  # profile overrides
+    # read-only profiles: follow the directory's changes (syncrepl / AD change notification)
+    change_feed: Literal["auto", "off"] = "auto"
 
     @model_validator(mode="after")
     def _secrets(self) -> LdapSettings:

@@ -89,6 +89,20 @@ class Runtime:
         what the control socket drops when the CLI changes something."""
         return FanoutInvalidator((self.authenticator, self.mail))
 
+    def start_change_feed(self) -> bool:
+        """``idsvc serve``: follow a read-only corporate directory's changes (``directory.ldap.
+        change_feed``) and drop this process's cached entries for each changed account. Each
+        serving process runs its own feed (its caches are its own). False when not applicable
+        or off; the CLI never calls this."""
+        ldap_settings = self.settings.directory.ldap
+        if self.settings.directory.backend != "ldap" or ldap_settings.profile == "idsvc":
+            return False
+        from idsvc.directory.ldap.corporate import CorporateDirectory
+
+        if not isinstance(self.directory, CorporateDirectory):
+            return False
+        return self.directory.start_change_feed(self.invalidator) is not None
+
     async def close(self) -> None:
         for listener in reversed(self.listeners):
             await listener.close()

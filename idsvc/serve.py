@@ -333,6 +333,7 @@ class Server:
             raise
         self.runtime = runtime
         try:
+            runtime.start_change_feed()
             if self.worker is not None and channel is not None:
                 if self.worker.penalties is not None:
                     runtime.authenticator.penalties.share(self.worker.penalties)

@@ -18,6 +18,10 @@ keep **local aliases** (``sales@`` → two people, a catch-all) and **quota over
 directory: aliases are read from the overlay before the directory, overrides replace the
 directory's quota, and the alias writes and quota-only account changes go there.
 
+Changes made in the directory by others: ``start_change_feed`` (``idsvc serve``) follows them
+(``feed.py``: syncrepl or AD change notification) and drops what the caches hold about each
+changed account, mapped through the addresses recorded by stable id when it was last read.
+
 How it fails: every other write raises ``ReadOnlyDirectory`` naming the profile; an unreachable,
 slow or referring server, or a refused service bind, is ``TemporaryFailure`` (never "no such
 user"); two entries for one login are ``AmbiguousEntry``. Referrals are never chased; against
@@ -27,10 +31,13 @@ AD every search carries the domain-scope control so the domain root answers with
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import ldap
 import ldap.controls
@@ -47,6 +54,7 @@ from idsvc.directory.checks import (
 )
 from idsvc.directory.ldap.aio import AioPool, Read, read_with_retry
 from idsvc.directory.ldap.errors import ReferralSeen, bind_failure, map_error
+from idsvc.directory.ldap.feed import Batch, Change, ChangeFeed, entry_addresses
 from idsvc.directory.ldap.listing import (
     decode_cursor,
     encode_cursor,
@@ -68,13 +76,18 @@ from idsvc.errors import (
 from idsvc.model import Account, Address, Alias, Domain, Page, utcnow
 from idsvc.overlay import LocalAliases, OverlayStore
 
+if TYPE_CHECKING:
+    from idsvc.provisioning import Invalidator
+
 T = TypeVar("T")
+feed_log = logging.getLogger("idsvc.directory.ldap.feed")
 
 DOMAIN_SCOPE_OID = "1.2.840.113556.1.4.1339"  # LDAP_SERVER_DOMAIN_SCOPE_OID: no referrals
 READER_PIPELINE = 128
 LIST_THREADS = 2
 RECENT_DNS = 4096
 QUOTA_REFRESH = 30.0  # seconds: quota overrides made by another process show within this
+KNOWN_SUBJECTS = 65536  # stable id -> addresses of accounts read recently (for the change feed)
 
 
 class CorporateDirectory:
@@ -115,6 +128,13 @@ class CorporateDirectory:
         self._quotas_at = float("-inf")
         self._pending = 0
         self._closed = False
+        # what the change feed needs to map a change to cached names: the addresses of every
+        # account read recently, by stable id (bounded; once something was evicted, a change
+        # to an id not held here may concern a cached account: it flushes everything)
+        self._subjects: collections.OrderedDict[str, tuple[str, ...]] = collections.OrderedDict()
+        self._subjects_evicted = False
+        self._feed: ChangeFeed | None = None
+        self._feed_target: Invalidator | None = None
 
     @property
     def profile(self) -> ReadOnlyProfile:
@@ -143,6 +163,8 @@ class CorporateDirectory:
         if self._closed:
             return
         self._closed = True
+        if self._feed is not None:
+            await self._feed.close()
         await self._reader.close()
         await self._binder.close()
         await asyncio.to_thread(self._lister.close)
@@ -201,6 +223,7 @@ class CorporateDirectory:
             return None
         account = self._profile.account(entry, with_hash=self._with_hash)
         self._remember(account.address, entry.dn)
+        self._known(account, entry)
         return await self._with_override(account)
 
     async def _with_override(self, account: Account) -> Account:
@@ -230,6 +253,7 @@ class CorporateDirectory:
         if entry is None:
             return None
         account = self._profile.account(entry, with_hash=False)
+        self._known(account, entry)
         if account.address == address:
             return None  # the primary address is a mailbox, not an alias
         return Alias(source=source, destinations=(str(account.address),), enabled=account.enabled)
@@ -263,6 +287,79 @@ class CorporateDirectory:
         self._dns[address] = dn
         if len(self._dns) > RECENT_DNS:
             del self._dns[next(iter(self._dns))]
+
+    # -- the change feed (idsvc.directory.ldap.feed) ----------------------------------------
+
+    def _known(self, account: Account, entry: Entry) -> None:
+        """Record the addresses of an account just read, by stable id (see ``_on_changes``)."""
+        if not account.uid or self._settings.change_feed == "off":
+            return
+        names = (str(account.address), *entry_addresses(self._profile, entry))
+        self._subjects.pop(account.uid, None)
+        self._subjects[account.uid] = tuple(dict.fromkeys(names))
+        if len(self._subjects) > KNOWN_SUBJECTS:
+            del self._subjects[next(iter(self._subjects))]
+            self._subjects_evicted = True
+
+    def start_change_feed(self, invalidator: Invalidator) -> ChangeFeed | None:
+        """Follow the directory's changes (``change_feed = "auto"``) and drop what
+        ``invalidator`` caches about each changed account. ``idsvc serve`` calls this once per
+        serving process; None when the feed is off."""
+        if self._settings.change_feed == "off" or self._closed:
+            return None
+        if self._feed is None:
+            self._feed_target = invalidator
+            self._feed = ChangeFeed(self._settings, self._profile, self._on_changes)
+            self._feed.start()
+        return self._feed
+
+    def _unmapped(self, change: Change) -> bool:
+        """True when a change to an account not in ``_subjects`` may still concern cached data:
+        it has no stable id, or ids were evicted and it carries no address to drop."""
+        if not change.stable_id:
+            return True
+        return self._subjects_evicted and (change.deleted or not change.addresses)
+
+    def _on_changes(self, batch: Batch) -> None:
+        """Apply a batch of changes on the loop: every address an account has now or had when
+        it was last read is dropped from the caches; a change that cannot be mapped to
+        addresses (an unknown id after evictions, a group while group gating is on, a
+        reconnect) flushes every cache."""
+        target = self._feed_target
+        if target is None:
+            return
+        names: set[str] = set()
+        why = ""
+        for change in batch:
+            if change is None:
+                why = "feed (re)connected"
+                break
+            if change.group:
+                if self._group is not None:
+                    why = "a group changed (group gating)"
+                    break
+                continue
+            old = self._subjects.pop(change.stable_id, None) if change.stable_id else None
+            if old is None and self._unmapped(change):
+                why = "a change that names no cached account"
+                break
+            names.update(old or ())
+            names.update(change.addresses)
+        if why:
+            self._dns.clear()
+            self._subjects.clear()
+            self._subjects_evicted = False
+            target.invalidate(None)
+            feed_log.info("change feed: every cache flushed (%s)", why)
+            return
+        for name in names:
+            with contextlib.suppress(InvalidInput):
+                self._dns.pop(Address.parse(name), None)
+            target.invalidate(name)
+        if names:
+            feed_log.info(
+                "change feed: %d change(s); dropped %s", len(batch), ", ".join(sorted(names))
+            )
 
     # -- listings (read-only, paged) ---------------------------------------------------------
 
