@@ -294,6 +294,12 @@ class Folder:
                 self.vanished, self.vanished_floor, self._pending = {}, 0, {}
             self.uidvalidity = current.uidvalidity
             self._catch_up(box)
+            if self._mrewrite and not rewrite and not self._loaded:
+                # an existing folder without (readable) modseqs: whatever values clients saw
+                # before are unknown, so start above any counter plausibly handed out (one per
+                # millisecond since 1970) and forget every expunge below it
+                self.modseq = max(self.modseq, time.time_ns() // 1_000_000)
+                self.vanished_floor = max(self.vanished_floor, self.modseq)
             txn = _Txn(box, lock, current, rewrite, self.modseq + 1, reset=rewrite)
             try:
                 yield txn
