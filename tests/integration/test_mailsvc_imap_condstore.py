@@ -253,3 +253,126 @@ def test_condstore_answers_match_dovecot(stack: MailStack) -> None:
 def test_qresync_answers_match_dovecot(stack: MailStack) -> None:
     ours, theirs = run_both(stack, QRESYNC_SCRIPT)
     _compare(ours, theirs)
+
+
+# --- sessions of our own server -------------------------------------------------------------
+
+
+def login(stack: MailStack) -> RawImap:
+    client = RawImap(stack.imaps, tls=tls_client())
+    _, answer = client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+    assert answer.startswith(b"OK"), answer
+    caps = re.search(rb"\[CAPABILITY ([^\]]*)\]", answer)
+    assert caps is not None
+    assert {b"CONDSTORE", b"QRESYNC"} <= set(caps.group(1).split())
+    return client
+
+
+def select_state(untagged: list[bytes]) -> tuple[int, int]:
+    """(UIDVALIDITY, HIGHESTMODSEQ) from a SELECT's untagged answers."""
+    text = b"".join(untagged)
+    validity = re.search(rb"\[UIDVALIDITY (\d+)\]", text)
+    highest = re.search(rb"\[HIGHESTMODSEQ (\d+)\]", text)
+    assert validity is not None, text
+    assert highest is not None, text
+    return int(validity.group(1)), int(highest.group(1))
+
+
+def test_qresync_reconnect_sees_exactly_the_other_sessions_changes(stack: MailStack) -> None:
+    seed(stack, ALICE, CORPUS[:5])
+    b = login(stack)
+    b.command("ENABLE QRESYNC")
+    untagged, answer = b.command("SELECT INBOX")
+    assert answer.startswith(b"OK")
+    validity, since = select_state(untagged)
+    b.command("LOGOUT")
+    b.close()
+
+    a = login(stack)
+    a.command("SELECT INBOX")
+    _, answer = a.command("UID STORE 2 +FLAGS (\\Flagged)")
+    assert answer.startswith(b"OK")
+    a.command("UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+    untagged, answer = a.command("UID EXPUNGE 4")
+    assert untagged == [b"* 4 EXPUNGE\r\n"]  # A never enabled QRESYNC: classic EXPUNGE
+    a.command("LOGOUT")
+    a.close()
+
+    b = login(stack)
+    b.command("ENABLE QRESYNC")
+    untagged, answer = b.command(f"SELECT INBOX (QRESYNC ({validity} {since} 1:5))")
+    assert answer.startswith(b"OK [READ-WRITE]"), answer
+    _, highest = select_state(untagged)
+    changes = [ln for ln in untagged if ln.startswith((b"* VANISHED", b"* 2 FETCH", b"* 3 FETCH"))]
+    fetched = re.fullmatch(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \((\d+)\)\)\r\n",
+                           changes[1] if len(changes) == 2 else b"")  # fmt: skip
+    assert changes[0] == b"* VANISHED (EARLIER) 4\r\n", untagged
+    assert fetched is not None, untagged
+    assert since < int(fetched.group(1)) < highest  # the expunge came after the flag
+    assert sum(b" FETCH " in ln for ln in untagged) == 1  # nothing else changed
+    # a client that knows the current state learns nothing
+    untagged, _ = b.command(f"SELECT INBOX (QRESYNC ({validity} {highest}))")
+    assert not [ln for ln in untagged if b"VANISHED" in ln or b" FETCH " in ln]
+    b.command("LOGOUT")
+    b.close()
+
+
+def test_live_updates_carry_modseq_and_vanished(stack: MailStack) -> None:
+    seed(stack, ALICE, CORPUS[:4])
+    watcher_q = login(stack)  # QRESYNC: VANISHED
+    watcher_q.command("ENABLE QRESYNC")
+    watcher_q.command("SELECT INBOX")
+    watcher_c = login(stack)  # CONDSTORE only: EXPUNGE, FETCH with UID and MODSEQ
+    watcher_c.command("SELECT INBOX (CONDSTORE)")
+    plain = login(stack)  # neither: RFC 3501 as before
+    plain.command("SELECT INBOX")
+    actor = login(stack)
+    actor.command("SELECT INBOX")
+    actor.command("STORE 1 +FLAGS.SILENT (\\Seen)")
+    actor.command("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    actor.command("EXPUNGE")
+    flagged = rb"\* 1 FETCH \(UID 1 FLAGS \(\\Seen( \\Recent)?\) MODSEQ \(\d+\)\)\r\n"
+    untagged, _ = watcher_q.command("NOOP")
+    assert b"* VANISHED 3\r\n" in untagged, untagged
+    assert any(re.fullmatch(flagged, ln) for ln in untagged), untagged
+    assert not any(b"EXPUNGE" in ln for ln in untagged)
+    untagged, _ = watcher_c.command("NOOP")
+    assert b"* 3 EXPUNGE\r\n" in untagged, untagged
+    assert any(re.fullmatch(flagged, ln) for ln in untagged), untagged
+    untagged, _ = plain.command("NOOP")
+    assert b"* 3 EXPUNGE\r\n" in untagged, untagged
+    assert b"* 1 FETCH (FLAGS (\\Seen))\r\n" in untagged, untagged
+    for client in (watcher_q, watcher_c, plain, actor):
+        client.command("LOGOUT")
+        client.close()
+
+
+def test_modseqs_survive_a_restart_of_mailsvc(stack: MailStack) -> None:
+    seed(stack, ALICE, CORPUS[:4])
+    client = login(stack)
+    client.command("ENABLE QRESYNC")
+    untagged, _ = client.command("SELECT INBOX")
+    validity, since = select_state(untagged)
+    client.command("STORE 2 +FLAGS (\\Answered)")
+    client.command("STORE 4 +FLAGS.SILENT (\\Deleted)")
+    client.command("EXPUNGE")
+    before, _ = client.command("FETCH 1:* (MODSEQ FLAGS)")
+    status, _ = client.command("STATUS INBOX (HIGHESTMODSEQ)")
+    client.command("LOGOUT")
+    client.close()
+
+    stack.start_mailsvc()  # a new process: only mailsvc-modseq remembers
+
+    client = login(stack)
+    client.command("ENABLE QRESYNC")
+    untagged, _ = client.command(f"SELECT INBOX (QRESYNC ({validity} {since}))")
+    assert select_state(untagged) == (validity, int(re.findall(rb"\d+", status[0])[-1]))
+    assert b"* VANISHED (EARLIER) 4\r\n" in untagged
+    assert [ln for ln in untagged if b" FETCH " in ln] == [
+        b"* 2 FETCH (UID 2 FLAGS (\\Answered) MODSEQ (%s))\r\n"
+        % re.search(rb"\* 2 FETCH \(MODSEQ \((\d+)\)", before[1]).group(1)  # type: ignore[union-attr]
+    ]
+    after, _ = client.command("FETCH 1:* (MODSEQ FLAGS)")
+    assert after == before
+    client.command("LOGOUT")
+    client.close()
