@@ -101,6 +101,9 @@ class _Reader:
             return self.quoted()
         if c == ord("{"):
             return self.literal()
+        if c == ord("~") and self.data[self.pos + 1 : self.pos + 2] == b"{":
+            self.pos += 1  # literal8 (RFC 3516, APPEND of binary content): bytes like any literal
+            return self.literal()
         return self.atom()
 
     def quoted(self) -> bytes:

@@ -168,7 +168,7 @@ class ImapSession:
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE"]
-            caps += ["CONDSTORE", "QRESYNC"]
+            caps += ["CONDSTORE", "QRESYNC", "BINARY"]
             caps += ["QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={self.options.max_literal}"]
         return " ".join(caps)
 
@@ -953,6 +953,17 @@ class ImapSession:
             return b"RFC822.HEADER " + fx.literal(root.header_bytes(raw))
         if name == "RFC822.TEXT":
             return b"RFC822.TEXT " + fx.literal(root.body_bytes(raw))
+        if name in ("BINARY[]", "BINARY.SIZE"):
+            try:
+                data, decoded = fx.binary_section(raw, root, item.path)
+            except fx.UnknownCte:
+                raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE") from None
+            except fx.BadEncoding:
+                raise No("Invalid data in MIME part", "PARSE") from None
+            if name == "BINARY.SIZE":
+                return f"{item.label} {len(data)}".encode()
+            # a literal8 for decoded content (as Dovecot) and for any NUL (never in a literal)
+            return _with_partial(item, data, binary=decoded or b"\x00" in data)
         assert item.section is not None
         data = fx.section_bytes(raw, root, item.section) or b""
         return _with_partial(item, data)
@@ -1127,13 +1138,14 @@ _CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 _RECENT = frozenset({"\\Recent"})
 
 
-def _with_partial(item: FetchItem, data: bytes) -> bytes:
+def _with_partial(item: FetchItem, data: bytes, *, binary: bool = False) -> bytes:
+    """``binary``: decoded content, sent as a ``literal8`` (RFC 3516), as Dovecot does."""
     label = item.label
     if item.partial is not None:
         offset, length = item.partial
         data = data[offset : offset + length] if length is not None else data[offset:]
         label += f"<{offset}>"
-    return label.encode() + b" " + fx.literal(data)
+    return label.encode() + b" " + (fx.literal8(data) if binary else fx.literal(data))
 
 
 def _whole(item: FetchItem, raw: bytes) -> bytes:
@@ -1186,10 +1198,12 @@ class FetchItem:
     partial: tuple[int, int | None] | None = None
     sets_seen: bool = False
     label: str = ""
+    path: tuple[int, ...] = ()  # BINARY[path] / BINARY.SIZE[path]
 
 
 _SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?$",
                       re.S | re.I)  # fmt: skip
+_BINARY_SIZE = re.compile(r"^BINARY\.SIZE\[(.*)\]$", re.S | re.I)
 _MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
@@ -1216,17 +1230,26 @@ def _fetch_items(token: p.Token, uid: bool) -> list[FetchItem]:
         if upper in _SIMPLE:
             items.append(FetchItem(upper, sets_seen=upper in ("RFC822", "RFC822.TEXT")))
             continue
+        sized = _BINARY_SIZE.match(word)
+        if sized is not None:
+            path = fx.parse_binary_section(sized.group(1))
+            items.append(FetchItem("BINARY.SIZE", path=path,
+                                   label=f"BINARY.SIZE[{sized.group(1)}]"))  # fmt: skip
+            continue
         found = _SECTION.match(word)
         if found is None:
             raise Bad(f"unknown FETCH item {word}")
         kind, spec, offset, length = found.groups()
         kind = kind.upper()
-        if kind.startswith("BINARY"):
-            raise Bad("BINARY is not supported")
-        section = fx.parse_section(spec)
         partial = None
         if offset is not None:
             partial = (int(offset), int(length) if length is not None else None)
+        if kind.startswith("BINARY"):
+            path = fx.parse_binary_section(spec)
+            items.append(FetchItem("BINARY[]", None, partial, sets_seen=kind == "BINARY",
+                                   label=f"BINARY[{spec}]", path=path))  # fmt: skip
+            continue
+        section = fx.parse_section(spec)
         label = "BODY[" + _label_spec(section) + "]"
         items.append(FetchItem("BODY[]", section, partial, sets_seen=kind == "BODY", label=label))
     return items

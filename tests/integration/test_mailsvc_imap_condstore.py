@@ -20,7 +20,7 @@ import pwd
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -193,10 +193,15 @@ def normalise(untagged: list[bytes], tagged: bytes) -> tuple[list[bytes], bytes]
     return sorted(lines), status + (b" " + kept if kept and status != b"BAD" else b"")
 
 
-def run_both(
-    stack: MailStack, script: list[str]
-) -> tuple[list[tuple[str, list[bytes], bytes]], list[tuple[str, list[bytes], bytes]]]:
-    box = seed(stack, ALICE, CORPUS)
+Entries = list[tuple[str, list[bytes], bytes]]
+
+
+def against_dovecot(
+    stack: MailStack, messages: list[bytes], drive: Callable[[RawImap], Entries]
+) -> tuple[Entries, Entries]:
+    """``drive`` (a logged-in client → its transcript) run against mailsvc, then against a
+    Dovecot on a copy of the same Maildir (UIDs assigned by us first)."""
+    box = seed(stack, ALICE, messages)
     first = RawImap(stack.imaps, tls=tls_client())
     first.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
     first.command("SELECT INBOX")  # UIDs assigned, files moved to cur/
@@ -204,10 +209,10 @@ def run_both(
     first.close()
     home = stack.workdir / f"dc-home-{time.monotonic_ns()}"
     shutil.copytree(box, home / "Maildir", ignore=shutil.ignore_patterns("mailsvc-*"))
-    ours = Transcript(RawImap(stack.imaps, tls=tls_client()))
-    ours.client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
-    ours.run(script)
-    ours.client.close()
+    client = RawImap(stack.imaps, tls=tls_client())
+    client.command(f'LOGIN "{ALICE}" "{PASSWORD}"')
+    ours = drive(client)
+    client.close()
     owner = pwd.getpwnam("nobody")
     chown_tree(home, owner.pw_uid, owner.pw_gid)
     stack.workdir.chmod(0o711)
@@ -222,11 +227,19 @@ def run_both(
                 if time.monotonic() > deadline:
                     pytest.fail(server.tail())
                 time.sleep(0.1)
-        theirs = Transcript(client)
-        theirs.client.command(f'LOGIN "alice" "{DOVECOT_PASSWORD}"')
-        theirs.run(script)
+        client.command(f'LOGIN "alice" "{DOVECOT_PASSWORD}"')
+        theirs = drive(client)
         client.close()
-    return ours.ranked(), theirs.ranked()
+    return ours, theirs
+
+
+def run_both(stack: MailStack, script: list[str]) -> tuple[Entries, Entries]:
+    def drive(client: RawImap) -> Entries:
+        transcript = Transcript(client)
+        transcript.run(script)
+        return transcript.ranked()
+
+    return against_dovecot(stack, CORPUS, drive)
 
 
 @pytest.fixture(scope="module")
