@@ -235,6 +235,8 @@ class Folder:
                     txn = stack.enter_context(self._transaction(box))
                 self._apply_scan(txn, gone, moved)
                 self._assign(txn, fresh, on_disk)
+                if not self._loaded:
+                    self._sweep_orphans(txn)
         self.in_new = {m.uid for m in self.messages.values() if m.subdir == "new"}
         if move_new:
             for uid in list(self.in_new):
@@ -265,6 +267,23 @@ class Folder:
             msg.letters = letters
             msg.flags = fl.decode(letters, self.keywords)
             self._settle(txn, msg)
+
+    def _sweep_orphans(self, txn: _Txn) -> None:
+        """First load: recorded messages whose files are gone were expunged while no mailsvc
+        process watched (a plain Maildir client, Dovecot): remember them as expunged now. The
+        directory is listed again under the lock, where no UID can be handed out meanwhile."""
+        orphans = [u for u in self._pending if u not in self.messages]
+        if not orphans:
+            return
+        bases = {uid: base for base, uid in txn.current.records.items()}
+        present = {fl.split_name(name)[0] for sub in ("cur", "new")
+                   for name in self._listdir(txn.box, sub)}  # fmt: skip
+        for uid in orphans:
+            base = bases.get(uid)
+            if base is None or base not in present:
+                del self._pending[uid]
+                self.vanished[uid] = txn.stamp()
+                txn.records.append(ms.Record(uid, txn.next_modseq, None))
 
     def _settle(self, txn: _Txn, msg: Message) -> None:
         """``msg`` is new to us or its letters changed: take the modseq another process

@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mailsvc.maildir import StoreError
+
 MODSEQ_FILE = "mailsvc-modseq"
 TMP_FILE = "mailsvc-modseq.tmp"
 MAX_VANISHED = 50_000
@@ -34,8 +36,8 @@ _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 _LETTERS = re.compile(r":[A-Za-z]*")
 
 
-class ModseqError(Exception):
-    """The file cannot be read or written: a temporary failure."""
+class ModseqError(StoreError):
+    """The file cannot be read or written: a temporary failure (``NO [UNAVAILABLE]``)."""
 
 
 @dataclass

@@ -261,3 +261,17 @@ def test_unreadable_file_is_rebuilt(acct: Account) -> None:
     assert again.get(1).modseq > inbox.modseq  # type: ignore[union-attr]
     assert again.vanished_floor >= again.modseq - 1
     assert ms.parse_header((acct.root.path / ms.MODSEQ_FILE).read_text().split("\n")[0])
+
+
+def test_expunge_while_no_process_watched_is_remembered(acct: Account) -> None:
+    for _ in range(3):
+        acct.root.deliver([MSG])
+    before = process(acct)
+    victim = before.get(2)
+    assert victim is not None
+    os.unlink(acct.root.path / victim.relpath)  # a plain Maildir client, mailsvc not running
+    after = process(acct)
+    assert after.state().uids == [1, 3]
+    assert after.vanished == {2: before.modseq + 1}
+    assert after.modseq == before.modseq + 1
+    assert process(acct).vanished == {2: before.modseq + 1}  # recorded once, read back
