@@ -892,10 +892,9 @@ class ImapSession:
                     parts: list[bytes] = []
                     if sets_seen and "\\Seen" not in msg.flags:
                         with folder.lock:
-                            own = sel.modseq == folder.modseq
-                            folder.set_flags(uid, msg.flags | {"\\Seen"})
-                            if own:
-                                sel.modseq = folder.modseq  # answered here, not again later
+                            done = folder.store_flags([uid], "+FLAGS", _SEEN)
+                            if done.modseq and sel.modseq == done.previous:
+                                sel.modseq = done.modseq  # answered here, not again later
                         if not has_flags:
                             parts.append(b"FLAGS " + p.flag_list(sel.flags_of(uid)))
                     raw: bytes | None = None
@@ -998,16 +997,14 @@ class ImapSession:
         folder = sel.folder
         if "\\Recent" in flags and action == "-FLAGS":
             sel.recent -= set(uids)
-        with folder.lock:
-            before = folder.modseq
         try:
             result = await self.access.run(folder.store_flags, uids, action, flags,
                                            unchanged_since)  # fmt: skip
         except TooManyKeywords:
             raise No("Too many keywords in this mailbox", "LIMIT") from None
         with folder.lock:
-            if result.modseq and sel.modseq >= before:
-                sel.modseq = result.modseq  # our own changes: answered below, not again
+            if result.modseq and sel.modseq == result.previous:
+                sel.modseq = result.modseq  # only our own changes: answered below, not again
         refused = set(result.refused)
         changed = set(result.changed)
         out = []
@@ -1136,6 +1133,7 @@ class ImapSession:
 # answered without reading the file
 _CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 _RECENT = frozenset({"\\Recent"})
+_SEEN = frozenset({"\\Seen"})
 
 
 def _with_partial(item: FetchItem, data: bytes, *, binary: bool = False) -> bytes:

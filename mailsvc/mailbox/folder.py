@@ -103,11 +103,14 @@ class _Txn:
 @dataclass
 class StoreResult:
     """What :meth:`Folder.store_flags` did: UIDs whose flags changed, UIDs refused by
-    ``UNCHANGEDSINCE``, and the modseq the changes got (0: none)."""
+    ``UNCHANGEDSINCE``, the modseq the changes got (0: none), and the folder's modseq just
+    before them — equal to ``modseq - 1`` when nothing else changed in between, so a session
+    that had reported everything up to ``previous`` need not report these changes again."""
 
     changed: list[int]
     refused: list[int]
     modseq: int
+    previous: int = 0
 
 
 @dataclass
@@ -567,6 +570,7 @@ class Folder:
         changed: list[int] = []
         refused: list[int] = []
         with self.lock, self.dirfd() as box, self._transaction(box) as txn:
+            previous = self.modseq  # after catching up with other processes
             for uid in uids:
                 msg = self.messages.get(uid)
                 if msg is None:
@@ -614,7 +618,7 @@ class Folder:
             modseq = txn.next_modseq if txn.used else 0
             if changed:
                 self._notify()
-        return StoreResult(changed, refused, modseq)
+        return StoreResult(changed, refused, modseq, previous)
 
     def expunge(self, uids: Sequence[int], quota: Quota | None = None) -> list[int]:
         """Remove ``uids``; the UIDs actually removed (by us)."""
