@@ -8,8 +8,11 @@ calls, not a directory scan. New files found in ``new/`` or ``cur/`` get UIDs un
 ``dovecot-uidlist`` lock (SMTP delivery and other processes only rename files into ``new/``; they
 never need the lock), so concurrent sessions and deliveries never hand out a UID twice.
 
-Every change bumps a modification sequence: messages carry the sequence of their last flag
-change, and sessions compare it with what they last reported to send ``FETCH`` updates;
+Every change (flags, expunge, new message) gets a modification sequence, persistent and shared
+between processes through ``mailsvc-modseq`` (:mod:`mailsvc.mailbox.modseq`), written in the
+same locked transaction as the uid list (:meth:`Folder._transaction`): messages carry the modseq
+of their last change, expunged UIDs are remembered with theirs (bounded), and sessions compare
+them with what they last reported to send ``FETCH`` / ``VANISHED`` updates (RFC 7162);
 :meth:`Folder.wait_change` wakes IDLE. All methods are synchronous file-system code guarded by
 one lock per folder: callers run them on a worker thread.
 
