@@ -153,6 +153,7 @@ class Folder:
         self._minode = -1
         self._mcount = 0  # records in the file
         self._mrewrite = False
+        self._ulist: tuple[tuple[int, int, int], uidlist.Uidlist] | None = None
         self._scan = _Scan()
         self._loaded = False
 
@@ -306,7 +307,7 @@ class Folder:
         """Hold the ``dovecot-uidlist`` lock, catch up with both files, and write what the
         body recorded (modseq records first: a uid list rewrite releases the lock)."""
         with uidlist.locked(box) as lock:
-            current = uidlist.read(box)
+            current = self._read_uidlist(box)
             rewrite = False
             if current is None or (self._loaded and current.uidvalidity != self.uidvalidity):
                 if current is not None:
@@ -333,6 +334,27 @@ class Folder:
                     self.modseq = txn.next_modseq
                 self._commit_modseq(txn)
                 self._commit_uidlist(txn)
+
+    def _read_uidlist(self, box: int) -> uidlist.Uidlist | None:
+        """The uid list (lock held), parsed again only when the file changed since we last
+        parsed it (a flag change or expunge does not touch it: no O(folder) parse for those)."""
+        try:
+            info = os.stat(uidlist.UIDLIST, dir_fd=box, follow_symlinks=False)
+        except FileNotFoundError:
+            self._ulist = None
+            return None
+        except OSError as exc:
+            raise FolderError(f"cannot stat dovecot-uidlist: {exc.strerror}") from exc
+        key = (info.st_ino, info.st_size, info.st_mtime_ns)
+        cached = self._ulist
+        if cached is None or cached[0] != key:
+            parsed = uidlist.read(box)
+            if parsed is None:
+                self._ulist = None
+                return None
+            cached = self._ulist = (key, parsed)
+        found = cached[1]  # a copy: _assign moves next_uid on; the records stay as read
+        return uidlist.Uidlist(found.uidvalidity, found.next_uid, found.guid, found.records)
 
     def _catch_up(self, box: int) -> None:
         """Apply the records other processes appended to ``mailsvc-modseq`` (lock held)."""
@@ -417,10 +439,18 @@ class Folder:
             records = sorted((m.uid, m.base) for m in self.messages.values())
             text = uidlist.format_list(current, records)
             uidlist.rewrite(txn.box, txn.lock, text, fsync=self.fsync)
+            current.records = {base: uid for uid, base in records}
         elif added:
             uidlist.append(txn.box, "".join(uidlist.record(u, b) for u, b in added))
             self._bump_header(txn.box, current)
+            current.records.update((base, uid) for uid, base in added)
+        else:
+            return
         txn.added = []
+        # what we wrote is what the file now says: no need to parse it again next time
+        with contextlib.suppress(OSError):
+            info = os.stat(uidlist.UIDLIST, dir_fd=txn.box, follow_symlinks=False)
+            self._ulist = ((info.st_ino, info.st_size, info.st_mtime_ns), current)
 
     def _bump_header(self, box: int, current: uidlist.Uidlist) -> None:
         """Keep ``N`` in the header in step when its width allows an in-place update."""

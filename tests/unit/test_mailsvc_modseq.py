@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailsvc.mailbox import modseq as ms
+from mailsvc.mailbox import uidlist
 from mailsvc.mailbox.account import Account, FolderRegistry
 from mailsvc.mailbox.folder import Folder
 from mailsvc.maildir import MaildirStore, Quota
@@ -275,3 +276,27 @@ def test_expunge_while_no_process_watched_is_remembered(acct: Account) -> None:
     assert after.vanished == {2: before.modseq + 1}
     assert after.modseq == before.modseq + 1
     assert process(acct).vanished == {2: before.modseq + 1}  # recorded once, read back
+
+
+def test_flag_changes_do_not_reparse_the_uid_list(
+    acct: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(5):
+        acct.root.deliver([MSG])
+    inbox = process(acct)
+    reads: list[int] = []
+    original = uidlist.read
+    monkeypatch.setattr(uidlist, "read", lambda box: reads.append(1) or original(box))
+    for uid in range(1, 6):
+        inbox.set_flags(uid, frozenset({"\\Seen"}))
+    inbox.expunge([5])
+    assert reads == []  # the file did not change: the parsed list is reused
+    acct.root.deliver([MSG])
+    inbox.sync(force=True)  # assigns UID 6 itself, appends, and keeps what it wrote
+    assert reads == []
+    acct.root.deliver([MSG])
+    other = process(acct)  # parses the list at its first load, assigns UID 7, appends
+    assert len(reads) == 1
+    inbox.sync(force=True)
+    assert len(reads) == 2  # the list another process appended to is parsed again
+    assert inbox.state().uids == other.state().uids == [1, 2, 3, 4, 6, 7]
