@@ -230,7 +230,7 @@ class _Keys:
                 "BEFORE": day.__gt__, "ON": day.__eq__, "SINCE": day.__le__,
             }[op]  # fmt: skip
             return lambda c: (d := getter(c)) is not None and compare(d)
-        if key == "MODSEQ":  # RFC 7162 §3.1.5: [entry-name entry-type] mod-sequence-valzer
+        if key == "MODSEQ":  # RFC 7162: [entry-name entry-type] mod-sequence-valzer
             if isinstance(self.tokens[self.pos] if self.pos < len(self.tokens) else None, bytes):
                 entry = as_string(self.next()).decode("ascii", "replace").lower()
                 kind = self.next()

@@ -462,7 +462,7 @@ class ImapSession:
         return "[READ-ONLY] Examine completed" if readonly else "[READ-WRITE] Select completed"
 
     def resync(self, sel: Selected, params: cs.Qresync) -> bytes:
-        """QRESYNC (RFC 7162 §3.2.5): what changed since ``params.modseq`` among the UIDs the
+        """QRESYNC (RFC 7162): what changed since ``params.modseq`` among the UIDs the
         client knows — ``VANISHED (EARLIER)``, then FETCH for changed messages (folder lock
         held)."""
         folder = sel.folder
@@ -499,7 +499,7 @@ class ImapSession:
         return f"* VANISHED (EARLIER) {cs.format_ranges(ranges)}\r\n".encode()
 
     async def enable_condstore(self) -> None:
-        """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on, MODSEQ everywhere; in
+        """A CONDSTORE-enabling command (RFC 7162): from now on, MODSEQ everywhere; in
         the selected state the client learns HIGHESTMODSEQ at once."""
         if self.condstore:
             return
@@ -792,7 +792,7 @@ class ImapSession:
                    and (uid_set is None or uid_set.contains(u, top))]  # fmt: skip
         if deleted:
             await self.access.run(sel.folder.expunge, deleted, self.need_account().quota)
-        if self.condstore:  # RFC 7162 §3.1.11 (once the untagged responses went out)
+        if self.condstore:  # RFC 7162 (once the untagged responses went out)
             await self.flush_updates(allow_expunge=True)
             with sel.folder.lock:
                 highest = sel.folder.modseq
@@ -842,13 +842,14 @@ class ImapSession:
         if mods.changedsince is not None:
             since = mods.changedsince
             folder = sel.folder
-            with folder.lock:
+            early = b""
+            with folder.lock:  # a thread lock: nothing awaited while holding it
                 if mods.vanished:
                     top = folder.next_uid - 1
                     early = self.vanished_since(sel, since, p.parse_sequence(set_text), top)
-                    if early:
-                        await self.send(early)
                 uids = [u for u in uids if (m := folder.messages.get(u)) and m.modseq > since]
+            if early:
+                await self.send(early)
         batch_size = FETCH_BATCH * 10 if all(i.name in _CHEAP for i in items) else FETCH_BATCH
         for start in range(0, len(uids), batch_size):
             batch = uids[start : start + batch_size]
@@ -1018,7 +1019,7 @@ class ImapSession:
             if silent and not self.condstore:
                 continue
             with_uid = b"UID %d " % u if uid or self.qresync else b""
-            if silent:  # RFC 7162 §3.1.3: the new MODSEQ even when silent
+            if silent:  # RFC 7162: the new MODSEQ even when silent
                 out.append(b"* %d FETCH (%sMODSEQ (%d))\r\n" % (msn, with_uid, msg.modseq))
             elif self.condstore:
                 flag_text = p.flag_list(sel.flags_of(u))
