@@ -389,3 +389,28 @@ def test_modseqs_survive_a_restart_of_mailsvc(stack: MailStack) -> None:
     assert after == before
     client.command("LOGOUT")
     client.close()
+
+
+def test_conditional_store_lets_one_of_two_sessions_win(stack: MailStack) -> None:
+    seed(stack, ALICE, CORPUS[:2])
+    first = login(stack)
+    first.command("SELECT INBOX")  # \Recent goes to this session, not to A or B
+    first.command("LOGOUT")
+    first.close()
+    a, b = login(stack), login(stack)
+    untagged, _ = a.command("SELECT INBOX (CONDSTORE)")
+    _, since = select_state(untagged)
+    b.command("SELECT INBOX (CONDSTORE)")
+    untagged, answer = a.command(f"UID STORE 1 (UNCHANGEDSINCE {since}) +FLAGS ($Done)")
+    assert answer.startswith(b"OK Store completed"), answer
+    won = re.fullmatch(rb"\* 1 FETCH \(UID 1 FLAGS \(\$Done\) MODSEQ \((\d+)\)\)\r\n", untagged[0])
+    assert won is not None, untagged
+    untagged, answer = b.command(f"UID STORE 1 (UNCHANGEDSINCE {since}) +FLAGS ($Other)")
+    assert answer.startswith(b"OK [MODIFIED 1] "), answer
+    # B was told about A's change (with its modseq), and its own STORE changed nothing
+    assert b"* 1 FETCH (UID 1 FLAGS ($Done) MODSEQ (%s))\r\n" % won.group(1) in untagged, untagged
+    untagged, _ = b.command("UID FETCH 1 (FLAGS MODSEQ)")
+    assert untagged == [b"* 1 FETCH (UID 1 FLAGS ($Done) MODSEQ (%s))\r\n" % won.group(1)]
+    for client in (a, b):
+        client.command("LOGOUT")
+        client.close()
