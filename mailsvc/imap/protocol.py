@@ -7,7 +7,8 @@ arguments as a tree of tokens:
 
 * :class:`Atom` — an atom (``str``), including ``BODY[HEADER.FIELDS (A B)]<0.10>``-style fetch
   atoms whose bracketed part may hold spaces and parentheses;
-* ``bytes`` — a quoted string or a literal (indistinguishable afterwards, as RFC 3501 wants);
+* ``bytes`` — a quoted string or a literal, ``{n}`` or RFC 3516's ``~{n}`` (indistinguishable
+  afterwards, as RFC 3501 wants);
 * ``list`` — a parenthesised list.
 
 Limits: parenthesis nesting :data:`MAX_DEPTH`, at most :data:`MAX_TOKENS` tokens. Anything else
@@ -100,6 +101,9 @@ class _Reader:
         if c == ord('"'):
             return self.quoted()
         if c == ord("{"):
+            return self.literal()
+        if c == ord("~") and self.data[self.pos + 1 : self.pos + 2] == b"{":
+            self.pos += 1  # literal8 (RFC 3516, APPEND of binary content): bytes like any literal
             return self.literal()
         return self.atom()
 

@@ -43,6 +43,7 @@ class Candidate:
     load: Callable[[], bytes]
     largest_msn: int
     largest_uid: int
+    modseq: int = 0
     _raw: bytes | None = None
     _parsed: Message | None = None
     _cache: dict[str, str] = field(default_factory=dict)
@@ -165,6 +166,7 @@ class _Keys:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.pos = 0
+        self.uses_modseq = False
 
     def next(self) -> Token:
         if self.pos >= len(self.tokens):
@@ -187,6 +189,7 @@ class _Keys:
         if isinstance(tok, list):
             sub = _Keys(tok)
             matchers = sub.all()
+            self.uses_modseq = self.uses_modseq or sub.uses_modseq
             return lambda c: all(m(c) for m in matchers)
         if not isinstance(tok, Atom):
             raise ParseError("expected a search key")
@@ -227,6 +230,20 @@ class _Keys:
                 "BEFORE": day.__gt__, "ON": day.__eq__, "SINCE": day.__le__,
             }[op]  # fmt: skip
             return lambda c: (d := getter(c)) is not None and compare(d)
+        if key == "MODSEQ":  # RFC 7162: [entry-name entry-type] mod-sequence-valzer
+            if isinstance(self.tokens[self.pos] if self.pos < len(self.tokens) else None, bytes):
+                entry = as_string(self.next()).decode("ascii", "replace").lower()
+                kind = self.next()
+                if not entry.startswith("/flags/") or not isinstance(kind, Atom) or \
+                        kind.lower() not in ("priv", "shared", "all"):  # fmt: skip
+                    raise ParseError("bad MODSEQ entry")
+            tok = self.next()
+            if not isinstance(tok, Atom) or not tok.isdigit() or len(tok) > 19 or \
+                    int(tok) > 2**63 - 1:  # fmt: skip
+                raise ParseError("bad mod-sequence value")
+            since = int(tok)
+            self.uses_modseq = True
+            return lambda c: c.modseq >= since
         if key == "NOT":
             inner = self.one()
             return lambda c: not inner(c)
@@ -253,5 +270,12 @@ class _Keys:
 
 def parse_keys(tokens: list[Token]) -> Matcher:
     """The search program (after an optional ``CHARSET x``, which the caller strips)."""
-    matchers = _Keys(tokens).all()
-    return lambda c: all(m(c) for m in matchers)
+    return parse_program(tokens)[0]
+
+
+def parse_program(tokens: list[Token]) -> tuple[Matcher, bool]:
+    """:func:`parse_keys`, and whether it uses ``MODSEQ`` (RFC 7162: the answer then ends
+    with the highest modseq of the hits)."""
+    keys = _Keys(tokens)
+    matchers = keys.all()
+    return (lambda c: all(m(c) for m in matchers)), keys.uses_modseq

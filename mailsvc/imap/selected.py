@@ -1,14 +1,17 @@
 """The selected-state view of one session (RFC 3501 §5.2, §7.4.1): the message sequence numbers
 (a sorted UID list), which UIDs are \\Recent to this session, and what has already been reported,
 so untagged EXISTS / RECENT / EXPUNGE / FETCH FLAGS go out between commands — EXPUNGE never during
-FETCH, STORE or SEARCH, when sequence numbers must not shift."""
+FETCH, STORE or SEARCH, when sequence numbers must not shift.
+
+With CONDSTORE enabled (RFC 7162) flag updates carry ``UID`` and ``MODSEQ``; with QRESYNC
+enabled expunges are reported as ``VANISHED`` UID sets instead of ``EXPUNGE``."""
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
 
-from mailsvc.imap.protocol import flag_list
+from mailsvc.imap.protocol import compact_set, flag_list
 from mailsvc.mailbox.folder import Folder
 
 
@@ -20,6 +23,8 @@ class Selected:
     recent: set[int] = field(default_factory=set)
     modseq: int = 0  # the folder's modification sequence when last reported
     expunge_pending: bool = False
+    condstore: bool = False
+    qresync: bool = False
 
     @property
     def exists(self) -> int:
@@ -46,8 +51,12 @@ class Selected:
             gone = [i for i, uid in enumerate(self.uids) if uid not in current]
             if gone:
                 if allow_expunge:
+                    if self.qresync:
+                        lost = compact_set([self.uids[i] for i in gone])
+                        out.append(b"* VANISHED %s\r\n" % lost.encode())
                     for index in reversed(gone):
-                        out.append(b"* %d EXPUNGE\r\n" % (index + 1))
+                        if not self.qresync:
+                            out.append(b"* %d EXPUNGE\r\n" % (index + 1))
                         self.recent.discard(self.uids[index])
                         del self.uids[index]
                     self.expunge_pending = False
@@ -56,9 +65,7 @@ class Selected:
             for index, uid in enumerate(self.uids):
                 msg = current.get(uid)
                 if msg is not None and msg.modseq > self.modseq:
-                    out.append(
-                        b"* %d FETCH (FLAGS %s)\r\n" % (index + 1, flag_list(self.flags_of(uid)))
-                    )
+                    out.append(self.flags_update(index + 1, uid, msg.modseq))
             top = self.uids[-1] if self.uids else 0
             fresh = [u for u in folder.sorted_uids[bisect.bisect_right(folder.sorted_uids, top) :]]
             if fresh:
@@ -70,3 +77,10 @@ class Selected:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
             self.modseq = folder.modseq
             return out
+
+    def flags_update(self, msn: int, uid: int, modseq: int) -> bytes:
+        """The untagged FETCH for a flag change (with UID and MODSEQ under CONDSTORE)."""
+        flags = flag_list(self.flags_of(uid))
+        if self.condstore:
+            return b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (msn, uid, flags, modseq)
+        return b"* %d FETCH (FLAGS %s)\r\n" % (msn, flags)

@@ -10,6 +10,11 @@ selected          the above plus CHECK, CLOSE, UNSELECT, EXPUNGE, SEARCH, FETCH,
                   MOVE and their UID forms, UID EXPUNGE
 ================  =========================================================================
 
+CONDSTORE and QRESYNC (RFC 7162): ``ENABLE``, ``SELECT``/``EXAMINE`` parameters, ``STATUS
+(HIGHESTMODSEQ)``, ``FETCH MODSEQ`` and ``(CHANGEDSINCE n [VANISHED])``, ``STORE (UNCHANGEDSINCE
+n)``, ``SEARCH MODSEQ``; the syntax is in :mod:`mailsvc.imap.condstore`, the persistent values in
+:mod:`mailsvc.mailbox.modseq`.
+
 Limits: lines of 8 KiB and literals of 4 KiB before login (a larger non-synchronising literal
 ends the session before a byte of it is read; a larger synchronising one is refused without
 ``+``), configurable after; three bad commands (failed logins included) before login end the
@@ -35,9 +40,10 @@ from dataclasses import dataclass
 
 from mailsvc.access import LoginResult, MailAccess, Peer, Result, plain_response
 from mailsvc.config import Settings
+from mailsvc.imap import condstore as cs
 from mailsvc.imap import fetch as fx
 from mailsvc.imap import protocol as p
-from mailsvc.imap.search import Candidate, parse_keys
+from mailsvc.imap.search import Candidate, parse_program
 from mailsvc.imap.selected import Selected
 from mailsvc.mailbox import names
 from mailsvc.mailbox.account import Account, FolderExists, NoSuchFolder
@@ -143,6 +149,8 @@ class ImapSession:
         self.stream.timeout = options.preauth_timeout
         self._cache: dict[int, tuple[bytes, Part]] = {}
         self._cache_folder: Folder | None = None
+        self.condstore = False  # RFC 7162: enabled by ENABLE or a CONDSTORE-enabling command
+        self.qresync = False
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -160,6 +168,7 @@ class ImapSession:
                 caps.append("LOGINDISABLED")
         else:
             caps += ["NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE"]
+            caps += ["CONDSTORE", "QRESYNC", "BINARY"]
             caps += ["QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={self.options.max_literal}"]
         return " ".join(caps)
 
@@ -410,15 +419,25 @@ class ImapSession:
         return await self._select(command, readonly=True)
 
     async def _select(self, command: p.Command, *, readonly: bool) -> str:
-        if len(command.args) != 1:
+        if len(command.args) not in (1, 2):
             raise Bad("SELECT needs a mailbox name")
+        params = cs.parse_select_params(command.args[1]) if len(command.args) == 2 else \
+            cs.SelectParams()  # fmt: skip
+        if params.qresync is not None and not self.qresync:
+            raise Bad("QRESYNC is not enabled")
+        if self.selected is not None and self.qresync:
+            await self.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         self.selected = None
         self.state = State.AUTHENTICATED
         folder = await self.open_folder(self.mailbox_name(command.args[0]))
         await self.access.run(folder.sync, move_new=not readonly)
+        if params.condstore:
+            self.condstore = True
         with folder.lock:
-            sel = Selected(folder, readonly, list(folder.sorted_uids), modseq=folder.modseq)
+            sel = Selected(folder, readonly, list(folder.sorted_uids), modseq=folder.modseq,
+                           condstore=self.condstore, qresync=self.qresync)  # fmt: skip
             keywords = [k for k in folder.keywords if k]
+            resync = self.resync(sel, params.qresync) if params.qresync is not None else b""
         if not readonly:
             sel.recent = await self.access.run(folder.claim_recent)
         first_unseen = next((i for i, uid in enumerate(sel.uids, 1)
@@ -435,10 +454,62 @@ class ImapSession:
             lines.append(f"* OK [UNSEEN {first_unseen}] First unseen.")
         lines += [f"* OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid",
                   f"* OK [UIDNEXT {folder.next_uid}] Predicted next UID"]  # fmt: skip
-        await self.send(("\r\n".join(lines) + "\r\n").encode())
+        if self.condstore:
+            lines.append(f"* OK [HIGHESTMODSEQ {sel.modseq}] Highest")
+        await self.send(("\r\n".join(lines) + "\r\n").encode() + resync)
         self.selected = sel
         self.state = State.SELECTED
         return "[READ-ONLY] Examine completed" if readonly else "[READ-WRITE] Select completed"
+
+    def resync(self, sel: Selected, params: cs.Qresync) -> bytes:
+        """QRESYNC (RFC 7162): what changed since ``params.modseq`` among the UIDs the
+        client knows — ``VANISHED (EARLIER)``, then FETCH for changed messages (folder lock
+        held)."""
+        folder = sel.folder
+        if params.uidvalidity != folder.uidvalidity:
+            return b""
+        known = params.known_uids
+        top = folder.next_uid - 1
+        out = self.vanished_since(sel, params.modseq, known, top)
+        for msn, uid in enumerate(sel.uids, 1):
+            msg = folder.messages.get(uid)
+            if msg is None or msg.modseq <= params.modseq:
+                continue
+            if known is not None and not known.contains(uid, top):
+                continue
+            out += b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (
+                msn, uid, p.flag_list(sel.flags_of(uid)), msg.modseq)  # fmt: skip
+        return out
+
+    def vanished_since(
+        self, sel: Selected, modseq: int, uid_set: p.SequenceSet | None, top: int
+    ) -> bytes:
+        """``VANISHED (EARLIER)`` for UIDs of ``uid_set`` (all when None) expunged after
+        ``modseq``; below the folder's memory of expunges, every such UID that no longer
+        exists (the conservative answer RFC 7162 allows). Folder lock held."""
+        folder = sel.folder
+        wanted = uid_set or p.SequenceSet(((1, None),))
+        if modseq >= folder.vanished_floor:
+            gone = sorted(u for u, m in folder.vanished.items()
+                          if m > modseq and wanted.contains(u, top))  # fmt: skip
+            return cs.vanished(gone, earlier=True)
+        ranges = list(cs.missing_ranges(wanted.resolve(top), folder.sorted_uids, top))
+        if not ranges:
+            return b""
+        return f"* VANISHED (EARLIER) {cs.format_ranges(ranges)}\r\n".encode()
+
+    async def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162): from now on, MODSEQ everywhere; in
+        the selected state the client learns HIGHESTMODSEQ at once."""
+        if self.condstore:
+            return
+        self.condstore = True
+        sel = self.selected
+        if sel is not None:
+            sel.condstore = True
+            with sel.folder.lock:
+                highest = sel.folder.modseq
+            await self.send(f"* OK [HIGHESTMODSEQ {highest}] Highest\r\n".encode())
 
     async def create(self, command: p.Command) -> str:
         if len(command.args) != 1:
@@ -549,6 +620,8 @@ class ImapSession:
         items = [p.as_atom(x).upper() for x in p.as_list(command.args[1])]
         folder = await self.open_folder(name)
         await self.access.run(folder.sync, move_new=False)
+        if "HIGHESTMODSEQ" in items:
+            await self.enable_condstore()
         values: list[str] = []
         with folder.lock:
             for item in items:
@@ -564,6 +637,8 @@ class ImapSession:
                 elif item == "UNSEEN":
                     unseen = sum(1 for m in folder.messages.values() if "\\Seen" not in m.flags)
                     values.append(f"UNSEEN {unseen}")
+                elif item == "HIGHESTMODSEQ":
+                    values.append(f"HIGHESTMODSEQ {folder.modseq}")
                 else:
                     raise Bad(f"unknown STATUS item {item}")
         await self.send(b"* STATUS " + p.astring(name) + f" ({' '.join(values)})\r\n".encode())
@@ -606,7 +681,19 @@ class ImapSession:
     async def enable(self, command: p.Command) -> str:
         if not command.args:
             raise Bad("ENABLE needs capabilities")
-        await self.send(b"* ENABLED\r\n")
+        enabled: list[str] = []
+        for token in command.args:
+            name = p.as_atom(token).upper()
+            if name == "CONDSTORE":  # listed even when already on, as Dovecot does
+                enabled.append(name)
+                await self.enable_condstore()
+            elif name == "QRESYNC":
+                enabled.append(name)
+                self.qresync = True
+                await self.enable_condstore()
+                if self.selected is not None:
+                    self.selected.qresync = True
+        await self.send(("* ENABLED" + "".join(f" {e}" for e in enabled) + "\r\n").encode())
         return "Enabled"
 
     async def getquotaroot(self, command: p.Command) -> str:
@@ -705,6 +792,11 @@ class ImapSession:
                    and (uid_set is None or uid_set.contains(u, top))]  # fmt: skip
         if deleted:
             await self.access.run(sel.folder.expunge, deleted, self.need_account().quota)
+        if self.condstore:  # RFC 7162 (once the untagged responses went out)
+            await self.flush_updates(allow_expunge=True)
+            with sel.folder.lock:
+                highest = sel.folder.modseq
+            return f"[HIGHESTMODSEQ {highest}] Expunge completed"
         return "Expunge completed"
 
     def resolve(self, text: str, *, uid: bool) -> list[int]:
@@ -733,11 +825,31 @@ class ImapSession:
         return await self._fetch(command, uid=True)
 
     async def _fetch(self, command: p.Command, *, uid: bool) -> str:
-        if len(command.args) != 2:
+        if len(command.args) not in (2, 3):
             raise Bad("FETCH needs a sequence set and items")
         sel = self.need_selected()
-        uids = self.resolve(p.as_atom(command.args[0]), uid=uid)
+        mods = cs.parse_fetch_modifiers(command.args[2]) if len(command.args) == 3 else \
+            cs.FetchModifiers()  # fmt: skip
+        if mods.vanished and not (uid and self.qresync):
+            raise Bad("VANISHED needs UID FETCH with QRESYNC enabled")
+        set_text = p.as_atom(command.args[0])
+        uids = self.resolve(set_text, uid=uid)
         items = _fetch_items(command.args[1], uid)
+        if mods.changedsince is not None or any(i.name == "MODSEQ" for i in items):
+            await self.enable_condstore()
+        if mods.changedsince is not None and not any(i.name == "MODSEQ" for i in items):
+            items.append(FetchItem("MODSEQ"))
+        if mods.changedsince is not None:
+            since = mods.changedsince
+            folder = sel.folder
+            early = b""
+            with folder.lock:  # a thread lock: nothing awaited while holding it
+                if mods.vanished:
+                    top = folder.next_uid - 1
+                    early = self.vanished_since(sel, since, p.parse_sequence(set_text), top)
+                uids = [u for u in uids if (m := folder.messages.get(u)) and m.modseq > since]
+            if early:
+                await self.send(early)
         batch_size = FETCH_BATCH * 10 if all(i.name in _CHEAP for i in items) else FETCH_BATCH
         for start in range(0, len(uids), batch_size):
             batch = uids[start : start + batch_size]
@@ -781,10 +893,9 @@ class ImapSession:
                     parts: list[bytes] = []
                     if sets_seen and "\\Seen" not in msg.flags:
                         with folder.lock:
-                            own = sel.modseq == folder.modseq
-                            folder.set_flags(uid, msg.flags | {"\\Seen"})
-                            if own:
-                                sel.modseq = folder.modseq  # answered here, not again later
+                            done = folder.store_flags([uid], "+FLAGS", _SEEN)
+                            if done.modseq and sel.modseq == done.previous:
+                                sel.modseq = done.modseq  # answered here, not again later
                         if not has_flags:
                             parts.append(b"FLAGS " + p.flag_list(sel.flags_of(uid)))
                     raw: bytes | None = None
@@ -797,6 +908,8 @@ class ImapSession:
                             parts.append(b"FLAGS " + p.flag_list(flags))
                         elif name == "RFC822.SIZE" and msg.size is not None:
                             parts.append(b"RFC822.SIZE %d" % msg.size)
+                        elif name == "MODSEQ":
+                            parts.append(b"MODSEQ (%d)" % msg.modseq)
                         elif name in _CHEAP:
                             parts.append(self.render_item(sel, uid, item))
                         elif (item.section is not None and not item.section.path and \
@@ -826,6 +939,9 @@ class ImapSession:
             return f'INTERNALDATE "{format_date(folder.internaldate(uid))}"'.encode()
         if name == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % folder.size(uid)
+        if name == "MODSEQ":
+            msg = folder.get(uid)
+            return b"MODSEQ (%d)" % (msg.modseq if msg is not None else 0)
         raw, root = self.load(folder, uid, box)
         if name == "ENVELOPE":
             return b"ENVELOPE " + fx.envelope(raw, root)
@@ -837,6 +953,17 @@ class ImapSession:
             return b"RFC822.HEADER " + fx.literal(root.header_bytes(raw))
         if name == "RFC822.TEXT":
             return b"RFC822.TEXT " + fx.literal(root.body_bytes(raw))
+        if name in ("BINARY[]", "BINARY.SIZE"):
+            try:
+                data, decoded = fx.binary_section(raw, root, item.path)
+            except fx.UnknownCte:
+                raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE") from None
+            except fx.BadEncoding:
+                raise No("Invalid data in MIME part", "PARSE") from None
+            if name == "BINARY.SIZE":
+                return f"{item.label} {len(data)}".encode()
+            # a literal8 for decoded content (as Dovecot) and for any NUL (never in a literal)
+            return _with_partial(item, data, binary=decoded or b"\x00" in data)
         assert item.section is not None
         data = fx.section_bytes(raw, root, item.section) or b""
         return _with_partial(item, data)
@@ -848,58 +975,64 @@ class ImapSession:
         return await self._store(command, uid=True)
 
     async def _store(self, command: p.Command, *, uid: bool) -> str:
-        if len(command.args) != 3:
+        args = list(command.args)
+        unchanged_since: int | None = None
+        if len(args) == 4:
+            unchanged_since = cs.parse_store_modifiers(args.pop(1))
+        if len(args) != 3:
             raise Bad("STORE needs a sequence set, an action and flags")
         sel = self.need_selected()
         await self.flush_updates(allow_expunge=False)
-        uids = self.resolve(p.as_atom(command.args[0]), uid=uid)
-        action = p.as_atom(command.args[1]).upper()
+        uids = self.resolve(p.as_atom(args[0]), uid=uid)
+        action = p.as_atom(args[1]).upper()
         silent = action.endswith(".SILENT")
         action = action.removesuffix(".SILENT")
         if action not in ("FLAGS", "+FLAGS", "-FLAGS"):
             raise Bad("unknown STORE action")
-        raw_flags = command.args[2]
+        raw_flags = args[2]
         flags = _flags(raw_flags if isinstance(raw_flags, list) else [raw_flags])
         if sel.readonly:
             raise No("Mailbox is read-only", "READ-ONLY")
+        if unchanged_since is not None:
+            await self.enable_condstore()
         folder = sel.folder
-
-        def apply() -> list[int]:
-            touched = []
-            for u in uids:
-                msg = folder.get(u)
-                if msg is None:
-                    continue
-                current = msg.flags
-                if action == "FLAGS":
-                    new = flags
-                elif action == "+FLAGS":
-                    new = current | flags
-                else:
-                    new = current - flags
-                folder.set_flags(u, new)
-                touched.append(u)
-            return touched
-
         if "\\Recent" in flags and action == "-FLAGS":
             sel.recent -= set(uids)
         try:
-            touched = await self.access.run(apply)
+            result = await self.access.run(folder.store_flags, uids, action, flags,
+                                           unchanged_since)  # fmt: skip
         except TooManyKeywords:
             raise No("Too many keywords in this mailbox", "LIMIT") from None
         with folder.lock:
-            if sel.modseq >= folder.modseq - len(touched):
-                sel.modseq = folder.modseq  # our own changes: answered below, not again
-        if not silent:
-            out = []
-            for u in touched:
-                msn = sel.msn(u)
-                if msn is None:
-                    continue
+            if result.modseq and sel.modseq == result.previous:
+                sel.modseq = result.modseq  # only our own changes: answered below, not again
+        refused = set(result.refused)
+        changed = set(result.changed)
+        out = []
+        for u in uids:
+            msn = sel.msn(u)
+            msg = folder.get(u)
+            if msn is None or msg is None or u in refused:
+                continue
+            if self.condstore and u not in changed:
+                continue  # nothing changed, no new MODSEQ to tell (Dovecot answers nothing)
+            if silent and not self.condstore:
+                continue
+            with_uid = b"UID %d " % u if uid or self.qresync else b""
+            if silent:  # RFC 7162: the new MODSEQ even when silent
+                out.append(b"* %d FETCH (%sMODSEQ (%d))\r\n" % (msn, with_uid, msg.modseq))
+            elif self.condstore:
+                flag_text = p.flag_list(sel.flags_of(u))
+                out.append(b"* %d FETCH (%sFLAGS %s MODSEQ (%d))\r\n"
+                           % (msn, with_uid, flag_text, msg.modseq))  # fmt: skip
+            else:
                 extra = b" UID %d" % u if uid else b""
                 flag_text = p.flag_list(sel.flags_of(u))
                 out.append(b"* %d FETCH (FLAGS %s%s)\r\n" % (msn, flag_text, extra))
-            await self.send(b"".join(out))
+        await self.send(b"".join(out))
+        if refused:
+            numbers = sorted(refused) if uid else sorted(sel.msn(u) or 0 for u in refused)
+            return f"[MODIFIED {p.compact_set(numbers)}] Conditional STORE failed"
         return "Store completed"
 
     async def copy(self, command: p.Command) -> str:
@@ -957,15 +1090,20 @@ class ImapSession:
             if charset not in ("UTF-8", "US-ASCII"):
                 raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
             args = args[2:]
-        matcher = parse_keys(args)
+        matcher, uses_modseq = parse_program(args)
         sel = self.need_selected()
         folder = sel.folder
+        if uses_modseq:
+            await self.enable_condstore()
+
+        highest = 0
 
         def run() -> list[int]:
             with folder.dirfd() as box:
                 return search_in(box)
 
         def search_in(box: int) -> list[int]:
+            nonlocal highest
             hits: list[int] = []
             top_uid = sel.uids[-1] if sel.uids else 0
             for msn, u in enumerate(list(sel.uids), 1):
@@ -977,31 +1115,36 @@ class ImapSession:
                     size=lambda u=u: folder.size(u),  # type: ignore[misc]
                     internaldate=lambda u=u: folder.internaldate(u),  # type: ignore[misc]
                     load=lambda u=u: folder.read(u, box=box),  # type: ignore[misc]
-                    largest_msn=sel.exists, largest_uid=top_uid,
+                    largest_msn=sel.exists, largest_uid=top_uid, modseq=msg.modseq,
                 )  # fmt: skip
                 try:
                     if matcher(cand):
                         hits.append(u if uid else msn)
+                        highest = max(highest, msg.modseq)
                 except FileNotFoundError:
                     continue
             return hits
 
         hits = await self.access.run(run)
-        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + "\r\n").encode())
+        tail = f" (MODSEQ {highest})" if uses_modseq and hits else ""
+        await self.send(("* SEARCH" + "".join(f" {h}" for h in hits) + tail + "\r\n").encode())
         return "Search completed"
 
 
-_CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}  # answered without reading the file
+# answered without reading the file
+_CHEAP = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 _RECENT = frozenset({"\\Recent"})
+_SEEN = frozenset({"\\Seen"})
 
 
-def _with_partial(item: FetchItem, data: bytes) -> bytes:
+def _with_partial(item: FetchItem, data: bytes, *, binary: bool = False) -> bytes:
+    """``binary``: decoded content, sent as a ``literal8`` (RFC 3516), as Dovecot does."""
     label = item.label
     if item.partial is not None:
         offset, length = item.partial
         data = data[offset : offset + length] if length is not None else data[offset:]
         label += f"<{offset}>"
-    return label.encode() + b" " + fx.literal(data)
+    return label.encode() + b" " + (fx.literal8(data) if binary else fx.literal(data))
 
 
 def _whole(item: FetchItem, raw: bytes) -> bytes:
@@ -1054,17 +1197,19 @@ class FetchItem:
     partial: tuple[int, int | None] | None = None
     sets_seen: bool = False
     label: str = ""
+    path: tuple[int, ...] = ()  # BINARY[path] / BINARY.SIZE[path]
 
 
 _SECTION = re.compile(r"^(BODY|BODY\.PEEK|BINARY\.PEEK|BINARY)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?$",
                       re.S | re.I)  # fmt: skip
+_BINARY_SIZE = re.compile(r"^BINARY\.SIZE\[(.*)\]$", re.S | re.I)
 _MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
     "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
 }
 _SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-           "RFC822", "RFC822.HEADER", "RFC822.TEXT"}  # fmt: skip
+           "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ"}  # fmt: skip
 
 
 def _fetch_items(token: p.Token, uid: bool) -> list[FetchItem]:
@@ -1084,17 +1229,26 @@ def _fetch_items(token: p.Token, uid: bool) -> list[FetchItem]:
         if upper in _SIMPLE:
             items.append(FetchItem(upper, sets_seen=upper in ("RFC822", "RFC822.TEXT")))
             continue
+        sized = _BINARY_SIZE.match(word)
+        if sized is not None:
+            path = fx.parse_binary_section(sized.group(1))
+            items.append(FetchItem("BINARY.SIZE", path=path,
+                                   label=f"BINARY.SIZE[{sized.group(1)}]"))  # fmt: skip
+            continue
         found = _SECTION.match(word)
         if found is None:
             raise Bad(f"unknown FETCH item {word}")
         kind, spec, offset, length = found.groups()
         kind = kind.upper()
-        if kind.startswith("BINARY"):
-            raise Bad("BINARY is not supported")
-        section = fx.parse_section(spec)
         partial = None
         if offset is not None:
             partial = (int(offset), int(length) if length is not None else None)
+        if kind.startswith("BINARY"):
+            path = fx.parse_binary_section(spec)
+            items.append(FetchItem("BINARY[]", None, partial, sets_seen=kind == "BINARY",
+                                   label=f"BINARY[{spec}]", path=path))  # fmt: skip
+            continue
+        section = fx.parse_section(spec)
         label = "BODY[" + _label_spec(section) + "]"
         items.append(FetchItem("BODY[]", section, partial, sets_seen=kind == "BODY", label=label))
     return items

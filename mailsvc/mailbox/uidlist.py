@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from mailsvc.maildir import StoreError
+
 UIDLIST = "dovecot-uidlist"
 LOCK = "dovecot-uidlist.lock"
 STALE_LOCK = 120.0
@@ -32,8 +34,8 @@ LOCK_WAIT = 30.0
 MAX_UID = 2**32 - 1
 
 
-class UidlistError(Exception):
-    """The list is unreadable or cannot be locked: a temporary failure."""
+class UidlistError(StoreError):
+    """The list is unreadable or cannot be locked: a temporary failure (``NO [UNAVAILABLE]``)."""
 
 
 @dataclass

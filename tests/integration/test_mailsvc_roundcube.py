@@ -1,7 +1,9 @@
 """A real webmail on mailsvc: Debian's Roundcube 1.6 (PHP's built-in server, its own config dir
 and SQLite database in a temp dir) pointed at mailsvc's IMAPS and submissions listeners, driven
 by Playwright on Debian's Chromium: log in, list, read, send, find the copy in Sent, move a
-message to Trash."""
+message to Trash. Roundcube fetches quoted-printable and base64 parts with ``BINARY.PEEK`` when
+the server offers BINARY (RFC 3516): reading a quoted-printable message checks that path (the
+text shown decoded, the command in Roundcube's IMAP log)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ from tests.integration.test_mailsvc_imap import imap
 from tests.integration.test_mailsvc_pop3 import seed
 
 ROUNDCUBE = Path("/var/lib/roundcube")
+QUOTED_PRINTABLE = (
+    b"From: Carol <carol@example.org>\r\nTo: bob@example.org\r\nSubject: quoted printable note\r\n"
+    b"Date: Mon, 01 Dec 2025 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\nSch=C3=B6ne Gr=C3=BC=C3=9Fe, decoded=\r\n by the server\r\n"
+)
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -48,6 +56,7 @@ $config['smtp_pass'] = '%p';
 $config['smtp_auth_type'] = 'PLAIN';
 $config['des_key'] = 'test-only-24-byte-key!!!';
 $config['log_dir'] = '{work / "logs"}/';
+$config['imap_debug'] = true;
 $config['temp_dir'] = '{work / "temp"}/';
 $config['plugins'] = [];
 $config['skin'] = 'elastic';
@@ -84,7 +93,7 @@ def stack() -> Iterator[MailStack]:
 def test_roundcube_login_list_read_send_sent_copy_and_trash(stack: MailStack) -> None:
     from playwright.sync_api import sync_playwright
 
-    seed(stack, BOB, CORPUS[:3])
+    seed(stack, BOB, [*CORPUS[:3], QUOTED_PRINTABLE])
     work = stack.workdir / "roundcube"
     work.mkdir()
     conf = roundcube_config(stack, work)
@@ -120,6 +129,10 @@ def test_roundcube_login_list_read_send_sent_copy_and_trash(stack: MailStack) ->
                 rows = page.inner_text("#messagelist")
                 assert "plain hello" in rows
                 assert "Grüße aus Berlin" in rows
+                page.click("#messagelist tbody tr:has-text('quoted printable note')")
+                page.frame_locator("#messagecontframe").locator(
+                    "text=Schöne Grüße, decoded by the server"
+                ).wait_for()
                 page.click("#messagelist tbody tr:has-text('plain hello')")
                 frame = page.frame_locator("#messagecontframe")
                 frame.locator("text=this line starts with a dot").wait_for()
@@ -138,6 +151,8 @@ def test_roundcube_login_list_read_send_sent_copy_and_trash(stack: MailStack) ->
         server.terminate()
         server.wait(timeout=20)
         php_log.close()
+    imap_log = (work / "logs" / "imap.log").read_text(errors="replace")
+    assert "BINARY.PEEK[1]" in imap_log  # the part came decoded from mailsvc
     client = imap(stack, BOB)
     typ, _ = client.select("Sent")
     assert typ == "OK"
