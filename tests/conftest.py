@@ -20,7 +20,15 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Hypothesis' per-example deadline measures wall time, which a loaded 2-core machine stretches
 # at random; the examples are bounded by their strategies, and pytest-timeout bounds each test.
-hypothesis_settings.register_profile("idsvc", deadline=None)
+# In CI the examples are derived from each test's name (derandomize): a red CI run is
+# reproducible with the same command. Local runs keep searching afresh (and remember
+# what failed in .hypothesis/), which is where new counterexamples come from.
+hypothesis_settings.register_profile(
+    "idsvc",
+    deadline=None,
+    derandomize=IN_CI,
+    database=None if IN_CI else hypothesis_settings.default.database,
+)
 hypothesis_settings.load_profile("idsvc")
 
 
