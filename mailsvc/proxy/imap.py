@@ -16,7 +16,7 @@ import logging
 
 from mailsvc.access import LoginResult, MailAccess, Result
 from mailsvc.imap.session import ImapOptions, ImapSession, No, State
-from mailsvc.proxy.splice import splice
+from mailsvc.proxy.handover import serve_then_splice
 from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
 from mailsvc.stream import Stream
 
@@ -33,22 +33,8 @@ class ProxyImapSession(ImapSession):
         self.proxied: str | None = None  # the user counted against the user+IP limit
 
     async def run(self) -> None:
-        try:
-            await super().run()  # returns once logged out, or logged in upstream
-            if self.upstream is not None:
-                spliced = await splice(
-                    (self.stream.reader, self.stream.writer),
-                    (self.upstream.reader, self.upstream.writer),
-                    idle=self.options.timeout,
-                )
-                log.info("imap proxy: %s from %s: %s; %d bytes up, %d down", self.proxied,
-                         self.stream.remote_ip, spliced.reason, spliced.to_upstream,
-                         spliced.to_client)  # fmt: skip
-        finally:
-            if self.upstream is not None:
-                await self.upstream.close()
-            if self.proxied is not None:
-                self.access.release(self.proxied, self.stream.remote_ip)
+        # our own command loop ends once logged out, or logged in upstream
+        await serve_then_splice("imap", self, super().run, self.options.timeout)
 
     async def finish_login(self, result: LoginResult) -> str:
         if result.result is Result.UNAVAILABLE:

@@ -15,7 +15,7 @@ import logging
 from mailsvc.access import LoginResult, MailAccess, Result
 from mailsvc.pop3 import protocol as p
 from mailsvc.pop3.session import Pop3Options, Pop3Session, State
-from mailsvc.proxy.splice import splice
+from mailsvc.proxy.handover import serve_then_splice
 from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
 from mailsvc.stream import Stream
 
@@ -32,22 +32,8 @@ class ProxyPop3Session(Pop3Session):
         self.proxied: str | None = None  # the user counted against the user+IP limit
 
     async def run(self) -> None:
-        try:
-            await super().run()  # returns after QUIT, or once logged in upstream
-            if self.upstream is not None:
-                spliced = await splice(
-                    (self.stream.reader, self.stream.writer),
-                    (self.upstream.reader, self.upstream.writer),
-                    idle=self.options.timeout,
-                )
-                log.info("pop3 proxy: %s from %s: %s; %d bytes up, %d down", self.proxied,
-                         self.stream.remote_ip, spliced.reason, spliced.to_upstream,
-                         spliced.to_client)  # fmt: skip
-        finally:
-            if self.upstream is not None:
-                await self.upstream.close()
-            if self.proxied is not None:
-                self.access.release(self.proxied, self.stream.remote_ip)
+        # our own command loop ends after QUIT, or once logged in upstream
+        await serve_then_splice("pop3", self, super().run, self.options.timeout)
 
     async def finish_login(self, result: LoginResult) -> None:
         if result.result is Result.UNAVAILABLE:
