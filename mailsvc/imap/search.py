@@ -6,15 +6,13 @@ charset decoded (text parts only, as Dovecot does). Dates compare by calendar da
 from __future__ import annotations
 
 import datetime as dt
-import email
 import email.header
-import email.policy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import Message
 from email.utils import parsedate_to_datetime
 
+from mailsvc.imap.bodytext import body_text
 from mailsvc.imap.fetch import header_lines
 from mailsvc.imap.protocol import Atom, ParseError, SequenceSet, Token, as_string, parse_sequence
 from mailsvc.mailbox.flags import canonical
@@ -45,7 +43,6 @@ class Candidate:
     largest_uid: int
     modseq: int = 0
     _raw: bytes | None = None
-    _parsed: Message | None = None
     _cache: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,21 +67,7 @@ class Candidate:
 
     def body_text(self) -> str:
         if "body" not in self._cache:
-            if self._parsed is None:
-                self._parsed = email.message_from_bytes(self.raw, policy=email.policy.compat32)
-            texts: list[str] = []
-            for part in self._parsed.walk():
-                if part.is_multipart() or part.get_content_maintype() != "text":
-                    continue
-                payload = part.get_payload(decode=True)
-                if not isinstance(payload, bytes):
-                    continue
-                charset = part.get_content_charset() or "us-ascii"
-                try:
-                    texts.append(payload.decode(charset, "replace"))
-                except LookupError:
-                    texts.append(payload.decode("utf-8", "replace"))
-            self._cache["body"] = "\n".join(texts).lower()
+            self._cache["body"] = body_text(self.raw)
         return self._cache["body"]
 
 

@@ -105,7 +105,7 @@ def _parse(raw: bytes, start: int, end: int, default: str, depth: int, budget: _
         if isinstance(boundary, str) and boundary:
             child_default = "message/rfc822" if sub == "digest" else "text/plain"
             marker = boundary.encode("latin-1", "replace")
-            spans, part.closed_at_end = _split(raw, body_start, end, marker)
+            spans, part.closed_at_end = split_multipart(raw, body_start, end, marker)
             for child_start, child_end, line_break in spans:
                 child = _parse(raw, child_start, child_end, child_default, depth + 1, budget)
                 inner = child.message if child.message is not None else child
@@ -123,7 +123,7 @@ def _parse(raw: bytes, start: int, end: int, default: str, depth: int, budget: _
     return part
 
 
-def _split(
+def split_multipart(
     raw: bytes, start: int, end: int, boundary: bytes
 ) -> tuple[list[tuple[int, int, int]], bool]:
     """(start, end, length of the line break cut before the next delimiter) of each body part
