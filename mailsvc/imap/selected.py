@@ -34,6 +34,22 @@ class Selected:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
+    def msns(self, uids: list[int]) -> list[int | None]:
+        """:meth:`msn` of each of ``uids``: the position after the previous hit is tried first,
+        so ascending UIDs (every ``1:*``) cost no search each."""
+        order, count = self.uids, len(self.uids)
+        out: list[int | None] = []
+        i = 0
+        for uid in uids:
+            if i >= count or order[i] != uid:
+                i = bisect.bisect_left(order, uid)
+            if i < count and order[i] == uid:
+                out.append(i + 1)
+                i += 1
+            else:
+                out.append(None)
+        return out
+
     def flags_of(self, uid: int) -> frozenset[str]:
         msg = self.folder.get(uid)
         base = msg.flags if msg is not None else frozenset()

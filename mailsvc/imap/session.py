@@ -884,8 +884,7 @@ class ImapSession:
         needs_file = any(i.name not in _CHEAP for i in items)
         with contextlib.ExitStack() as stack:
             box = stack.enter_context(folder.dirfd()) if needs_file else None
-            for uid in uids:
-                msn = sel.msn(uid)
+            for uid, msn in zip(uids, sel.msns(uids), strict=True):
                 msg = messages.get(uid)
                 if msn is None or msg is None:
                     continue
