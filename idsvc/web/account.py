@@ -26,8 +26,8 @@ from idsvc.web.core import (
     PageError,
     api_context,
     checked_form,
-    clear_session_cookie,
     current_session,
+    logged_out,
     many,
     page,
     redirect,
@@ -117,13 +117,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 @page
 async def logout(request: Request) -> Response:
-    session = current_session(request)
-    await checked_form(request, session)
-    assert session is not None
-    web_of(request).sessions.end(session)
-    response = redirect("/account/login")
-    clear_session_cookie(response)
-    return response
+    return await logged_out(request, "/account/login")
 
 
 # -- overview -------------------------------------------------------------------------------------

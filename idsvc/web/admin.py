@@ -33,8 +33,8 @@ from idsvc.web.core import (
     PageError,
     api_context,
     checked_form,
-    clear_session_cookie,
     current_session,
+    logged_out,
     many,
     page,
     path_of,
@@ -196,13 +196,7 @@ def _widest(tokens: list[TokenInfo]) -> TokenInfo | None:
 @router.post("/logout")
 @page
 async def logout(request: Request) -> Response:
-    session = current_session(request)
-    await checked_form(request, session)
-    assert session is not None
-    web_of(request).sessions.end(session)
-    response = redirect("/admin/login")
-    clear_session_cookie(response)
-    return response
+    return await logged_out(request, "/admin/login")
 
 
 @router.get("")

@@ -136,6 +136,17 @@ def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
 
 
+async def logged_out(request: Request, login_path: str) -> Response:
+    """End the request's session (its form checked like any change) and go to ``login_path``."""
+    session = current_session(request)
+    await checked_form(request, session)
+    assert session is not None  # checked_form refuses a request without one
+    web_of(request).sessions.end(session)
+    response = redirect(login_path)
+    clear_session_cookie(response)
+    return response
+
+
 # -- requests that change state -----------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import re
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from mailsvc.imap.fetch import BadEncoding, UnknownCte, decode_transfer
+from mailsvc.imap.fetch import BadEncoding, UnknownCte, decode_transfer, raw_params
 from mailsvc.mailbox.mime import MAX_DEPTH, MAX_PARTS, header_end, split_multipart
 
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
@@ -30,8 +30,6 @@ _CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*([^\r\n]*)")
 _CTE = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[ \t]*([^\r\n]*)")
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 2045's token
 _TYPE = re.compile(rb"[ \t]*(" + _TOKEN + rb")[ \t]*/[ \t]*(" + _TOKEN + rb")")
-_PARAM = re.compile(rb";[ \t]*(" + _TOKEN + rb')[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^;\s]*)')
-_QUOTED_PAIR = re.compile(rb"\\(.)")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _EXTENDED = re.compile(rb"(?i);[ \t]*(?:boundary|charset)\*")
 _PARSER = BytesHeaderParser(policy=compat32)
@@ -54,10 +52,8 @@ class _Header:
             if _EXTENDED.search(value):  # RFC 2231 boundary/charset: the stdlib reads them
                 self.params = _stdlib_params(block)
             else:
-                for name, raw in _PARAM.findall(value):
-                    if raw.startswith(b'"'):
-                        raw = _QUOTED_PAIR.sub(rb"\1", raw[1:-1])
-                    self.params.setdefault(name.decode("ascii").lower(), raw.decode("latin-1"))
+                for name, text in raw_params(value.decode("latin-1")):
+                    self.params.setdefault(name, text)
         cte = _CTE.search(unfolded)
         self.cte = cte.group(1).strip().decode("latin-1").lower() if cte is not None else ""
 

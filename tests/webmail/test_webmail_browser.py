@@ -83,10 +83,10 @@ def browser() -> Iterator[Browser]:
         yield b
 
 
-def login(page: Page, url: str) -> None:
+def login(page: Page, url: str, address: str = ALICE, password: str = PASSWORD) -> None:
     page.goto(f"{url}/login")
-    page.get_by_label("Address").fill(ALICE)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Address").fill(address)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/mail$"))
 

@@ -17,11 +17,12 @@ from playwright.sync_api import Browser, Page
 from mailsvc.webmail.config import WebmailSettings
 from tests.fixtures.mailstack import IDSVC, PASSWORD, Process, short_workdir, swaks
 from tests.integration.test_mailsvc_serve import idsvc_cli, quickstart
-from tests.web.live import chromium, new_context
+from tests.web.live import new_context
 from tests.web.test_browser import unlabelled
-from tests.webmail.test_webmail_browser import LiveWebmail, run
+from tests.webmail.test_webmail_browser import LiveWebmail, browser, login, run
 
 ALICE, BOB = "alice@example.org", "bob@example.org"
+__all__ = ["browser"]  # a fixture
 PORT = re.compile(r"mailsvc.serve: (\w+): listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -80,20 +81,6 @@ def served() -> Iterator[Served]:
             proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
-
-
-def login(page: Page, url: str) -> None:
-    page.goto(f"{url}/login")
-    page.get_by_label("Address").fill(ALICE)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/mail$"))
-
-
 def listed(page: Page) -> list[str]:
     links = page.locator("a[href^='/read?']")
     return [links.nth(i).inner_text() for i in range(links.count())]
@@ -106,7 +93,7 @@ def test_read_reply_sent_trash_search_on_our_front_ends(browser: Browser, served
     with LiveWebmail(served.settings()) as live:
         context = new_context(browser)
         page = context.new_page()
-        login(page, live.url)
+        login(page, live.url, ALICE, PASSWORD)
         assert unlabelled(page) == []
         assert listed(page) == ["Quarterly figures", "Lunch on Tuesday?"]
         # read
