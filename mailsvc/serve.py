@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -31,7 +32,9 @@ from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import CRASH_STEPS, MaildirStore, StoreError
 from mailsvc.pop3.server import pop3_listener
 from mailsvc.pop3.session import Pop3Options
-from mailsvc.proxy.server import ProxyAccess, imap_proxy_listener, pop3_proxy_listener
+from mailsvc.proxy.imap import ProxyImapSession
+from mailsvc.proxy.pop3 import ProxyPop3Session
+from mailsvc.proxy.server import ProxyAccess
 from mailsvc.proxy.upstream import Connector
 from mailsvc.smtp.handler import Services, SmtpHandler
 from mailsvc.smtp.outbound import Smarthost
@@ -278,8 +281,9 @@ def build_mail_listeners(
         if ls.upstream is not None:
             connector = Connector.from_settings(ls.upstream)
             out.append(
-                pop3_proxy_listener(name, ls, proxy_access("pop3"), options, connector,
-                                    limits=limits(ls), tls=tls, implicit_tls=implicit)
+                pop3_listener(name, ls, proxy_access("pop3"), options, limits=limits(ls),
+                              tls=tls, implicit_tls=implicit,
+                              session=functools.partial(ProxyPop3Session, connector=connector))
             )  # fmt: skip
         else:
             out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
@@ -295,9 +299,9 @@ def build_mail_listeners(
         if imap_ls.upstream is not None:
             connector = Connector.from_settings(imap_ls.upstream)
             out.append(
-                imap_proxy_listener(imap_name, imap_ls, proxy_access("imap"), imap_options,
-                                    connector, limits=limits(imap_ls), tls=tls,
-                                    implicit_tls=imap_tls)
+                imap_listener(imap_name, imap_ls, proxy_access("imap"), imap_options,
+                              limits=limits(imap_ls), tls=tls, implicit_tls=imap_tls,
+                              session=functools.partial(ProxyImapSession, connector=connector))
             )  # fmt: skip
         else:
             out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 from mailsvc.access import MailAccess
 from mailsvc.config import ListenerSettings
@@ -24,9 +25,12 @@ def imap_listener(
     limits: Limits,
     tls: ssl.SSLContext | None,
     implicit_tls: bool = False,
+    session: Callable[[Stream, MailAccess, ImapOptions], ImapSession] = ImapSession,
 ) -> LineListener:
+    """``session`` is what runs per connection (a proxy-mode listener passes its subclass)."""
+
     async def run(stream: Stream) -> None:
-        await ImapSession(stream, access, options).run()
+        await session(stream, access, options).run()
 
     return LineListener(
         name, settings, run, limits=limits, refusal=b"* BYE [UNAVAILABLE] Too many connections\r\n",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 from mailsvc.access import MailAccess
 from mailsvc.config import ListenerSettings
@@ -22,9 +23,12 @@ def pop3_listener(
     limits: Limits,
     tls: ssl.SSLContext | None,
     implicit_tls: bool = False,
+    session: Callable[[Stream, MailAccess, Pop3Options], Pop3Session] = Pop3Session,
 ) -> LineListener:
+    """``session`` is what runs per connection (a proxy-mode listener passes its subclass)."""
+
     async def run(stream: Stream) -> None:
-        await Pop3Session(stream, access, options).run()
+        await session(stream, access, options).run()
 
     return LineListener(
         name, settings, run, limits=limits, refusal=b"-ERR [SYS/TEMP] Too many connections\r\n",
