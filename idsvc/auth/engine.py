@@ -64,6 +64,7 @@ from idsvc.directory.base import (
     BindResult,
     BindVerifier,
     DomainLookup,
+    LoginLookup,
     Provisioning,
 )
 from idsvc.errors import ConfigError, DirectoryError, InvalidInput, PasswordError
@@ -228,6 +229,10 @@ class Authenticator:
         self._apps = app_passwords
         self._app_required = app_required if app_passwords is not None else frozenset()
         self._binder = directory if isinstance(directory, BindVerifier) else None
+        # the cheap read of an account where the directory has one (only what a decision needs)
+        self._find_login: Callable[[Address], Awaitable[Account | None]] = (
+            directory.find_login if isinstance(directory, LoginLookup) else directory.find_account
+        )
         # A directory whose every read ends within its own deadline (``bounds_reads``) needs no
         # per-request timer around its lookups: only the awaits it does not own are timed.
         self._reads_bounded = getattr(directory, "bounds_reads", False) is True
@@ -536,14 +541,14 @@ class Authenticator:
     ) -> tuple[Account | None, tuple[str, ...]]:
         """The account for a canonical login (``login`` is ``str(address)``), following alias
         domains; plus the names tried."""
-        account = await self._dir.find_account(address)
+        account = await self._find_login(address)
         if account is not None:
             return account, (login,)
         domain = await self._domain(address.domain)
         if domain is None or domain.name == address.domain:
             return None, (login,)
         target = Address(address.local, domain.name)
-        return await self._dir.find_account(target), (login, str(target))
+        return await self._find_login(target), (login, str(target))
 
     async def _domain(self, name: str) -> Domain | None:
         found, domain = self._domains.get(name)

@@ -44,6 +44,18 @@ class AccountLookup(Protocol):
 
 
 @runtime_checkable
+class LoginLookup(Protocol):
+    """A directory that can read an account the cheap way authentication needs it."""
+
+    async def find_login(self, address: Address) -> Account | None:
+        """The account whose primary address is ``address``, with only what an authentication
+        decides on: address, password hash, enabled, services, revision and ``uid``. Display
+        name, quota and timestamps are not read (``NOT_READ`` times, empty name, no quota): the
+        result is for the auth core, never for showing or writing back."""
+        ...
+
+
+@runtime_checkable
 class DomainLookup(Protocol):
     async def find_domain(self, name: str) -> Domain | None:
         """The domain called ``name``, or the domain that lists ``name`` in its alias domains."""

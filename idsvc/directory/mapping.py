@@ -68,6 +68,8 @@ Attrs = dict[str, list[bytes]]
 MAX_VALUES = 1000  # values of one multi-valued attribute we accept from the server
 MAX_TEXT = 1024  # display name, description (the core schema's description bound)
 MAX_HASH = 1024  # a stored password hash
+# created/updated of an Account read for authentication only (``login_from_entry``)
+NOT_READ = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Entry:
@@ -280,6 +282,13 @@ class AttributeProfile:
         names = [self.domain_name, self.alias_domain, self.default_quota, self.description]
         return names + self._common()
 
+    def login_attrs(self, *, with_hash: bool) -> list[str]:
+        """What authentication reads of an account (``login_from_entry``)."""
+        names = [self.address, self.service, self.enabled, self.revision]
+        if with_hash:
+            names.append(self.password)
+        return names
+
     def account_attrs(self, *, with_hash: bool) -> list[str]:
         names = [self.address, self.display_name, self.quota, self.service]
         if with_hash:
@@ -363,19 +372,10 @@ class AttributeProfile:
     def account_from_entry(
         self, entry: Entry, *, with_hash: bool, searched: tuple[Address, str] | None = None
     ) -> Account:
-        """The Account of ``entry``. ``searched`` is the canonical address the entry was found
-        by and its string form: when the stored value is exactly that string, it is already
-        canonical and the Address is reused instead of parsed again (the hot path)."""
-        text = self._key(entry, self.address)
-        if searched is not None and text == searched[1]:
-            address = searched[0]
-        else:
-            try:
-                address = Address.parse(text)
-            except InvalidInput as exc:
-                raise TemporaryFailure(f"entry {entry.dn!r}: invalid {self.address}") from exc
+        """The Account of ``entry`` (read with ``account_attrs``); ``searched``: see
+        ``_address``."""
         return Account(
-            address=address,
+            address=self._address(entry, searched),
             password_hash=entry.first(self.password) if with_hash else None,
             display_name=entry.first(self.display_name) or "",
             quota=self._int(entry, self.quota, 0),
@@ -385,6 +385,33 @@ class AttributeProfile:
             created=self._time(entry, self.created, self.created_fallback),
             updated=self._time(entry, self.updated, self.updated_fallback),
         )
+
+    def login_from_entry(
+        self, entry: Entry, *, with_hash: bool, searched: tuple[Address, str] | None = None
+    ) -> Account:
+        """The Account of an entry read with ``login_attrs``: what authentication decides on,
+        nothing more (``LoginLookup.find_login``)."""
+        return Account(
+            address=self._address(entry, searched),
+            password_hash=entry.first(self.password) if with_hash else None,
+            services=self._services(entry),
+            enabled=self._enabled(entry),
+            revision=self._int(entry, self.revision, 1),
+            created=NOT_READ,
+            updated=NOT_READ,
+        )
+
+    def _address(self, entry: Entry, searched: tuple[Address, str] | None) -> Address:
+        """The entry's address. ``searched`` is the canonical address the entry was found by and
+        its string form: when the stored value is exactly that string, it is already canonical
+        and the Address is reused instead of parsed again (the hot path)."""
+        text = self._key(entry, self.address)
+        if searched is not None and text == searched[1]:
+            return searched[0]
+        try:
+            return Address.parse(text)
+        except InvalidInput as exc:
+            raise TemporaryFailure(f"entry {entry.dn!r}: invalid {self.address}") from exc
 
     def alias_from_entry(self, entry: Entry) -> Alias:
         try:

@@ -351,7 +351,9 @@ class AioPool:
             and len(self._conns) + self._connecting < self._size
         ):
             self._grow()  # every connection is busy: open another for the next requests
-        if best is not None and best.loop is not asyncio.get_running_loop():
+        # a connection made on a loop that has since stopped (no get_running_loop() here: on
+        # Python 3.11 it is a getpid() system call, and this runs once per request)
+        if best is not None and not best.loop.is_running():
             self._close(best, TemporaryFailure("LDAP connection belongs to another event loop"))
             return self._pick(avoid)
         return best
@@ -572,17 +574,17 @@ async def read_with_retry(op: Read[T], servers: Servers, deadline: float) -> T:
     server. Never after a timeout with nowhere else to go: a slow directory costs one
     ``timeout``, not two. ``ConnectionLost`` at the end becomes ``TemporaryFailure``; other
     errors (python-ldap's) pass through for the caller to map."""
-    loop = asyncio.get_running_loop()
     first = deadline
     if len(servers.candidates()) > 1:
-        first = loop.time() + (deadline - loop.time()) / 2  # leave time for failover
+        now = asyncio.get_running_loop().time()
+        first = now + (deadline - now) / 2  # leave time for failover
     try:
         return await op(first, None)
     except ConnectionLost as exc:
         lost = exc
     if lost.timed_out and not servers.others_up(lost.uri):
         raise TemporaryFailure(f"LDAP error: {lost}") from lost
-    if deadline - loop.time() <= 0:
+    if deadline - asyncio.get_running_loop().time() <= 0:
         raise TemporaryFailure(f"LDAP error: {lost} (no time left to retry)") from lost
     try:
         return await op(deadline, lost.uri if lost.timed_out else None)

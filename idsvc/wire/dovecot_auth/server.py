@@ -131,6 +131,8 @@ class _Connection(asyncio.Protocol):
         self._reading = True
         self._processing = False
         self._idle_handle: asyncio.TimerHandle | None = None
+        # looked up once: asyncio.get_running_loop() makes a getpid() system call on Python 3.11
+        self._loop = asyncio.get_running_loop()
         # the commands a READY connection accepts
         self._handlers: dict[type[proto.Message], Callable[[Any], None]] = {
             proto.Auth: self._on_auth,
@@ -293,8 +295,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _arm_idle(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle_handle = loop.call_later(delay, self._check_idle)
+        self._idle_handle = self._loop.call_later(delay, self._check_idle)
 
     def _check_idle(self) -> None:
         if self.closing:
@@ -404,7 +405,7 @@ class _Connection(asyncio.Protocol):
             authzid=authzid,
             protocol=PROTOCOL_NAME,
         )
-        task = asyncio.get_running_loop().create_task(self._verify(req, request))
+        task = self._loop.create_task(self._verify(req, request))
         req.task = task
         self._verifying += 1
         if self._verifying == 1 and self._slot is not None:
