@@ -158,6 +158,8 @@ class _Reader:
                     c = self.peek()
                     if c is None or c in (0x0A, 0x0D):
                         raise ParseError("unterminated section")
+                    if c >= 0x80:
+                        raise ParseError("8-bit characters in an atom")
                     self.pos += 1
                     if c == ord("["):
                         depth += 1
