@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idsvc import gc_tuning, loops
+from idsvc import _native, gc_tuning, loops
 from idsvc.config import Settings
 from idsvc.errors import ConfigError, IdsvcError, TemporaryFailure
 from idsvc.logs import reopen_logs, setup_logging
@@ -296,10 +296,11 @@ class Server:
         source = self.config_path or "none, defaults and environment"
         loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log.info(
-            "idsvc starting (config: %s; directory: %s; event loop: %s)",
+            "idsvc starting (config: %s; directory: %s; event loop: %s; hot path: %s)",
             source,
             self.settings.directory.describe(),
             "uvloop" if loop == "uvloop" else "asyncio",
+            _native.STATUS,
         )
         from idsvc.runtime import log_sink
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ldap
@@ -20,8 +21,9 @@ import pytest
 from idsvc.directory.base import BindResult
 from idsvc.directory.ldap import LdapDirectory
 from idsvc.directory.ldap.directory import RecentDns
+from idsvc.directory.mapping import NOT_READ, AttributeProfile
 from idsvc.errors import AmbiguousEntry, TemporaryFailure
-from idsvc.model import Account, Address, Alias, Domain
+from idsvc.model import Account, Address, Alias, Domain, Service
 from tests.fixtures.outage import eventually
 from tests.fixtures.slapd import SlapdServer, ssha
 
@@ -316,27 +318,32 @@ async def test_bind_check_after_a_lookup_reuses_its_dn(filled: tuple[SlapdServer
     slapd, base = filled
     directory = await LdapDirectory.open(slapd.settings(base, auth_method="bind"))
     searches = 0
-    point = directory._reader.point
 
-    async def counting(*args: Any, **kw: Any) -> Any:
-        nonlocal searches
-        searches += 1
-        return await point(*args, **kw)
+    def counted(search: Callable[..., int]) -> Callable[..., int]:
+        def counting(*args: Any) -> int:
+            nonlocal searches
+            searches += 1
+            return search(*args)
 
-    directory._reader.point = counting  # type: ignore[method-assign]
+        return counting
+
     try:
         account = await directory.find_account(_user(3))
         assert account is not None
         assert account.password_hash is None
+        # from here on every search on the reader connections is counted (the methods of the
+        # pool itself cannot be wrapped: it may be compiled, idsvc/_native.py)
+        for conn in directory._reader._conns:
+            conn.search = counted(conn.search)
         assert await directory.bind_check(account, PASSWORD) is BindResult.OK
         assert await directory.bind_check(account, "wrong") is BindResult.INVALID_CREDENTIALS
-        assert searches == 1
+        assert searches == 0
         await directory.delete_account(_user(3))  # the hint is now stale
         assert await directory.bind_check(account, PASSWORD) is BindResult.INVALID_CREDENTIALS
         # without a recent lookup the DN is searched for
         other = Account(_user(4), None)
         assert await directory.bind_check(other, PASSWORD) is BindResult.OK
-        assert searches == 2
+        assert searches == 1
     finally:
         await directory.close()
 
@@ -348,3 +355,35 @@ def test_recent_dns_is_bounded_and_expires() -> None:
     assert [recent.get(_user(i)) for i in range(5)] == [None, None, "cn=2", "cn=3", "cn=4"]
     time.sleep(0.06)
     assert recent.get(_user(4)) is None
+
+
+async def test_find_login_reads_only_what_a_decision_needs(filled: tuple[SlapdServer, str]) -> None:
+    """The auth core's read (find_login) asks for five attributes and carries what a decision
+    uses exactly as find_account does; what it does not read is left empty, never invented."""
+    slapd, base = filled
+    directory = await LdapDirectory.open(slapd.settings(base))
+    who = Address.parse("lean@example.org")
+    services = frozenset({Service.IMAP, Service.SMTP})
+    try:
+        await directory.add_account(
+            Account(who, ssha(PASSWORD), display_name="Lean", quota=10**9, services=services)
+        )
+        full = await directory.find_account(who)
+        lean = await directory.find_login(who)
+        assert full is not None
+        assert lean is not None
+        decided_on = ("address", "password_hash", "enabled", "services", "revision", "subject")
+        for name in decided_on:
+            assert getattr(lean, name) == getattr(full, name), name
+        assert lean.services == services
+        assert (full.display_name, full.quota) == ("Lean", 10**9)
+        assert (lean.display_name, lean.quota) == ("", 0)
+        assert lean.created == lean.updated == NOT_READ != full.created
+        assert await directory.find_login(Address.parse("nobody@example.org")) is None
+    finally:
+        await directory.close()
+    profile = AttributeProfile()
+    login = profile.login_attrs(with_hash=True)
+    assert len(login) == 5
+    assert set(login) < set(profile.account_attrs(with_hash=True))
+    assert profile.password not in profile.login_attrs(with_hash=False)

@@ -391,3 +391,38 @@ async def test_work_no_lower_layer_bounds_still_times_out(store: SqliteDirectory
         assert time.monotonic() - started < 0.5
     finally:
         await auth.close()
+
+
+class LoginReads(BoundedReads):
+    """A directory with the cheap auth read (``LoginLookup``), as ``LdapDirectory`` has."""
+
+    def __init__(self, inner: SqliteDirectory) -> None:
+        super().__init__(inner)
+        self.logins: list[str] = []
+
+    async def find_login(self, address: Address) -> Account | None:
+        self.logins.append(str(address))
+        return await self._inner.find_account(address)
+
+    async def find_account(self, address: Address) -> Account | None:
+        raise AssertionError("the auth core reads accounts with find_login when offered")
+
+
+async def test_the_auth_core_reads_accounts_with_find_login_when_offered(
+    store: SqliteDirectory,
+) -> None:
+    hasher = PasswordHasher(PasswordSettings(scheme="SHA512-CRYPT"))
+    await store.add_account(Account(Address.parse("dan@example.org"), hasher.hash("d", "SSHA")))
+    directory = LoginReads(store)
+    auth = Authenticator(
+        directory, hasher, AuthSettings(failure_delay=0, penalty=False), audit=CountingSink(False)
+    )
+    try:
+        for password, outcome in (("d", Outcome.OK), ("x", Outcome.MISMATCH)):
+            result = await auth.authenticate(
+                AuthRequest("dan@example.org", Secret(password), "imap", secured=True)
+            )
+            assert result.outcome is outcome
+        assert directory.logins == ["dan@example.org"] * 2
+    finally:
+        await auth.close()
