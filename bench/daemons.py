@@ -167,9 +167,11 @@ def idsvc_serve(
     workers: int | None = None,
     ldap_extra: str = "",
     extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Path, int]]:
     """Run ``idsvc serve`` (config ``work/<tag>.toml``, log ``work/<tag>.log``, socket below
-    ``work/<tag>/``; ``--workers`` when given) until the block ends; yields (socket path, pid).
+    ``work/<tag>/``; ``--workers`` when given; ``env``: variables on top of the caller's minus
+    its ``IDSVC_*``) until the block ends; yields (socket path, pid).
     """
     sock = work / tag / SOCKET_NAME[listener]
     sock.parent.mkdir(parents=True)
@@ -180,8 +182,9 @@ def idsvc_serve(
             profile=profile, ldap_extra=ldap_extra,
         ) + extra
     )  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
-    env["IDSVC_CONFIG"] = str(config)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IDSVC_")}
+    environ.update(env or {})
+    environ["IDSVC_CONFIG"] = str(config)
     log_path = work / f"{tag}.log"
     with log_path.open("wb") as log:
         argv = [sys.executable, "-c", "from idsvc.cli import main; raise SystemExit(main())"]
@@ -190,7 +193,7 @@ def idsvc_serve(
             argv += ["--workers", str(workers)]
         proc = subprocess.Popen(
             argv,
-            env=env,
+            env=environ,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,

@@ -9,7 +9,9 @@ What it runs, all on this machine, in one go:
   ``auth_method = search`` (and ``bind`` with ``--ours-bind``), failure delay 0) in its
   **default** configuration (penalties on, INFO logging, serve's default worker count) and, with
   ``--profiles default tuned``, the tuned one (``bench/daemons.py``), with ``--workers`` counts
-  when given; with the decision cache off, then on;
+  when given; with the compiled hot path when it is built (``idsvc/_native.py``; rows say
+  "compiled" or "pure"), and with ``--native on off`` also as pure Python; with the decision
+  cache off, then on;
 * **Dovecot** (Debian ``dovecot-core`` + ``dovecot-ldap``) started standalone with
   ``dovecot -F -c <temp conf>`` (no protocols, only the ``auth`` service and its
   ``auth-client`` listener), ``passdb ldap`` in two variants — password lookup
@@ -74,6 +76,7 @@ from bench.daemons import (  # noqa: E402
     wait_socket,
 )
 from bench.ldapdata import Dataset  # noqa: E402
+from idsvc import _native  # noqa: E402
 from tests.fixtures.slapd import SlapdServer  # noqa: E402
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -92,15 +95,19 @@ def idsvc_daemon(
     method: str = "search",
     profile: Profile = "default",
     workers: int | None = None,
+    native: bool = True,
 ) -> Iterator[Daemon]:
+    """``native``: the compiled hot path when it is built (else pure Python, and the row says
+    so); False runs it as pure Python (``IDSVC_NATIVE=off``)."""
     on = "on" if cache else "off"
-    tag = f"idsvc-{method}-{profile}-{workers}-cache-{on}"
+    build = "compiled" if native and _native.check() is None else "pure"
+    tag = f"idsvc-{method}-{profile}-{workers}-{build}-cache-{on}"
     procs = "" if workers is None else f", {workers}w"
     with idsvc_serve(
         work, tag, slapd, base, listener="dovecot_auth", auth_method=method, cache=cache,
-        profile=profile, workers=workers,
+        profile=profile, workers=workers, env={} if native else {"IDSVC_NATIVE": "off"},
     ) as (sock, pid):  # fmt: skip
-        yield Daemon(f"idsvc ({method}, {profile}{procs}, cache {on})", sock, pid, cache)
+        yield Daemon(f"idsvc ({method}, {profile}{procs}, {build}, cache {on})", sock, pid, cache)
 
 
 def dovecot_conf(
@@ -275,6 +282,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workers", type=int, nargs="+", help="idsvc serve --workers (default: serve's own)"
     )
+    p.add_argument(
+        "--native",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="idsvc's hot path compiled (on: when built, the default) and/or pure Python (off)",
+    )
     p.add_argument("--cache", choices=["off", "on", "both"], default="both")
     p.add_argument("--json", type=Path, help="also write all results here")
     return p.parse_args(argv)
@@ -301,14 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                     for method in ("search", "bind") if args.ours_bind else ("search",):
                         for profile in args.profiles:
                             for workers in args.workers or [None]:
-                                daemons.append(
-                                    stack.enter_context(
-                                        idsvc_daemon(
-                                            work, slapd, data.base_dn, cache=cache,
-                                            method=method, profile=profile, workers=workers,
+                                for native in args.native:
+                                    daemons.append(
+                                        stack.enter_context(
+                                            idsvc_daemon(
+                                                work, slapd, data.base_dn, cache=cache,
+                                                method=method, profile=profile, workers=workers,
+                                                native=native == "on",
+                                            )
                                         )
-                                    )
-                                )  # fmt: skip
+                                    )  # fmt: skip
                 if args.only != "idsvc":
                     for bind in (False, True) if args.peer_bind else (False,):
                         daemons.append(

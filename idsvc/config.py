@@ -37,6 +37,8 @@ from idsvc.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("/etc/idsvc/idsvc.toml")
 ENV_PREFIX = "IDSVC_"
+# IDSVC_ variables that are not settings: the file to read, the compiled hot path switch
+NOT_SETTINGS = frozenset({"IDSVC_CONFIG", "IDSVC_NATIVE"})
 
 
 def _is_root() -> bool:
@@ -664,7 +666,7 @@ def _env_value(raw: str) -> Any:
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for key, raw in sorted(env.items()):
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         path = [part.lower() for part in key[len(ENV_PREFIX) :].split("__")]
         if not all(path):

@@ -86,6 +86,12 @@ def test_idsvc_config_names_the_file(tmp_path: Path) -> None:
     assert settings.logging.level == "DEBUG"
 
 
+def test_idsvc_native_is_not_a_setting(tmp_path: Path) -> None:
+    """IDSVC_NATIVE switches the compiled hot path (idsvc/_native.py), read before any config."""
+    settings, _ = load_settings(None, env={"IDSVC_NATIVE": "off"})
+    assert settings == load_settings(None, env={})[0]
+
+
 @pytest.mark.parametrize(
     ("toml", "env", "expected"),
     [

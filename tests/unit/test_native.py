@@ -52,7 +52,8 @@ def test_modules_already_imported_are_never_swapped(
     before = list(sys.meta_path)
     assert _native.install(build) is False
     assert sys.meta_path == before
-    assert _native.STATUS == "pure Python (idsvc.auth.cache was imported before the hook)"
+    status = _native.STATUS
+    assert status == f"pure Python ({_native.HOT[0]} was imported before the hook)"
 
 
 def test_this_process_runs_what_the_status_says() -> None:

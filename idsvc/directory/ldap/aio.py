@@ -17,8 +17,8 @@ then polls the socket with a zero timeout and reads at most what is there; socke
 non-blocking mode after connecting, so a partial message makes libldap return "nothing yet" rather
 than wait (measured: an empty poll costs ~1.3 µs). The request is sent from the loop thread too;
 on a non-blocking socket a full send buffer cannot block the loop (libldap keeps the rest queued).
-Each connection is used by the loop thread only; connecting (TCP, TLS, service bind) runs in a
-small executor, since it may block for ``connect_timeout``.
+Each connection is used by the loop thread only; connecting (TCP, TLS, service bind) runs in an
+executor with a thread per connection being opened, since it may block for ``connect_timeout``.
 
 Failure handling (same rules as the thread pools in ``pool.py``):
 
@@ -73,7 +73,6 @@ MAX_DRAIN = 256  # messages handled per readiness callback before yielding to th
 # An idle connection is polled for EOF before reuse once it has been idle this long (seconds).
 # Sooner than that the loop has just run, and its add_reader callback would have seen the EOF.
 IDLE_RECHECK = 0.05
-CONNECT_THREADS = 2
 _RES_ANY = ldap.RES_ANY
 _RES_SEARCH_ENTRY = ldap.RES_SEARCH_ENTRY
 _RES_SEARCH_REFERENCE = ldap.RES_SEARCH_REFERENCE
@@ -205,8 +204,11 @@ class AioPool:
         self._connecting = 0
         self._growing: set[asyncio.Task[AioConn]] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # a thread for every connection that may be opening (started on demand): a connect never
+        # queues behind another, so connects hanging on a stopped server cannot hold up the
+        # failover connect to the next one
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(size, CONNECT_THREADS), thread_name_prefix=f"ldap-{identity.name}"
+            max_workers=size, thread_name_prefix=f"ldap-{identity.name}"
         )
         # a connect may try every server: TCP connect, StartTLS and the bind each
         self._connect_budget = (settings.connect_timeout + settings.timeout) * len(
