@@ -11,7 +11,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from idsvc._native import BUILD_DIR, HOT, MANIFEST, PACKAGE_DIR, SUFFIX, check, digest, source
+from idsvc._native import (
+    BUILD_DIR,
+    HOT,
+    MANIFEST,
+    PACKAGE_DIR,
+    SUFFIX,
+    check,
+    compiled_path,
+    digest,
+    source,
+)
 
 # mypy settings for the build (the package's own live in pyproject.toml, which setuptools must
 # not read in the build directory: mypyc drives a setup.py there)
@@ -49,10 +59,9 @@ def build(out: Path = BUILD_DIR) -> None:
             for lib in work.glob(f"*{SUFFIX}"):  # the shared runtime library
                 shutil.copy2(lib, staged / lib.name)
             for name in HOT:
-                so = work.joinpath(*name.split(".")).with_suffix(SUFFIX)
-                target = staged.joinpath(*name.split(".")).with_suffix(SUFFIX)
+                target = compiled_path(name, staged)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(so, target)
+                shutil.copy2(compiled_path(name, work), target)
             digests = {name: digest(source(name, work)) for name in HOT}
             manifest = {"suffix": SUFFIX, "sources": digests}
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))

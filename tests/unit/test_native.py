@@ -18,9 +18,12 @@ from idsvc import _native
 
 
 def _manifest(build: Path, **overrides: object) -> None:
+    """A manifest of the current sources, and (empty) files where the modules would be."""
     sources = {name: _native.digest(_native.source(name)) for name in _native.HOT}
     manifest = {"suffix": _native.SUFFIX, "sources": sources, **overrides}
-    build.mkdir(exist_ok=True)
+    for name in _native.HOT:
+        _native.compiled_path(name, build).parent.mkdir(parents=True, exist_ok=True)
+        _native.compiled_path(name, build).touch()
     (build / _native.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -37,6 +40,9 @@ def test_check_says_why_a_build_is_not_usable(tmp_path: Path) -> None:
     stale["idsvc.auth.engine"] = "0" * 64
     _manifest(build, sources=stale)
     assert _native.check(build) == "stale: idsvc.auth.engine changed since the build"
+    _manifest(build)
+    _native.compiled_path("idsvc.auth.engine", build).unlink()
+    assert (_native.check(build) or "").startswith("incomplete: no engine.")
     (build / _native.MANIFEST).write_text("{not json")
     assert "unreadable manifest" in (_native.check(build) or "")
 
