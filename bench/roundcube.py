@@ -26,18 +26,18 @@ import os
 import re
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from bench.common import process_cpu
+from tests.fixtures.roundcube import ROUNDCUBE, roundcube_config
 
-ROUNDCUBE = Path("/var/lib/roundcube")
 PHP = ("php", "-d", "opcache.enable_cli=1", "-d", "opcache.validate_timestamps=0")
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_FIELD = re.compile(r'name="_token" value="([^"]+)"')
@@ -110,6 +110,23 @@ class Server:
             self.proc.wait()
 
 
+def _launch(
+    name: str, what: str, argv: list[str], env: dict[str, str], port: int,
+    log_in: Callable[[Server], None],
+) -> Server:  # fmt: skip
+    """Start ``what`` listening on ``port`` and log its client in (``log_in`` raises
+    ``RuntimeError`` when that fails); the process is stopped again on any failure."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(name, proc, f"http://127.0.0.1:{port}")
+    try:
+        wait_listening(port, proc, what)
+        log_in(server)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 def start_ours(imap_port: int, user: str, password: str, *, keep: float) -> Server:
     port = free_port()
     env = {
@@ -121,17 +138,9 @@ def start_ours(imap_port: int, user: str, password: str, *, keep: float) -> Serv
         "MAILSVC_WEBMAIL_IMAP_TLS": "none",
         "MAILSVC_WEBMAIL_IMAP_KEEP": str(keep),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mailsvc.webmail"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = Server("ours", proc, f"http://127.0.0.1:{port}")
-    try:
-        wait_listening(port, proc, "the webmail")
-        form = server.request("GET", "/login")
-        found = CSRF.search(form.text)
+
+    def log_in(server: Server) -> None:
+        found = CSRF.search(server.request("GET", "/login").text)
         if found is None:
             raise RuntimeError("our login form has no CSRF token")
         answer = server.request(
@@ -142,56 +151,25 @@ def start_ours(imap_port: int, user: str, password: str, *, keep: float) -> Serv
         )
         if answer.status_code != 303:
             raise RuntimeError(f"our webmail login: {answer.status_code}")
-    except BaseException:
-        server.close()
-        raise
-    return server
 
-
-def roundcube_config(imap_port: int, work: Path) -> Path:
-    conf = work / "config"
-    conf.mkdir(parents=True)
-    shutil.copy("/etc/roundcube/defaults.inc.php", conf / "defaults.inc.php")
-    shutil.copy("/etc/roundcube/mimetypes.php", conf / "mimetypes.php")
-    db = work / "roundcube.db"
-    with sqlite3.connect(db) as connection:
-        connection.executescript(Path("/usr/share/roundcube/SQL/sqlite.initial.sql").read_text())
-    (work / "logs").mkdir()
-    (work / "temp").mkdir()
-    (conf / "config.inc.php").write_text(
-        f"""<?php
-$config = [];
-$config['db_dsnw'] = 'sqlite:///{db}?mode=0600';
-$config['imap_host'] = '127.0.0.1:{imap_port}';
-$config['smtp_host'] = '127.0.0.1:25';
-$config['des_key'] = 'bench-only-24-byte-key!!';
-$config['log_dir'] = '{work / "logs"}/';
-$config['temp_dir'] = '{work / "temp"}/';
-$config['plugins'] = [];
-$config['skin'] = 'elastic';
-$config['mail_pagesize'] = 50;
-$config['login_rate_limit'] = 0;
-$config['enable_installer'] = false;
-""",
-        encoding="utf-8",
-    )
-    return conf
+    argv = [sys.executable, "-m", "mailsvc.webmail"]
+    return _launch("ours", "the webmail", argv, env, port, log_in)
 
 
 def start_roundcube(imap_port: int, work: Path, user: str, password: str) -> Server:
-    conf = roundcube_config(imap_port, work)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*PHP, "-S", f"127.0.0.1:{port}", "-t", str(ROUNDCUBE / "public_html")],
-        env={"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    conf = roundcube_config(
+        work,
+        {
+            "imap_host": f"'127.0.0.1:{imap_port}'",
+            "smtp_host": "'127.0.0.1:25'",
+            "des_key": "'bench-only-24-byte-key!!'",
+            "mail_pagesize": "50",
+        },
     )
-    server = Server("roundcube", proc, f"http://127.0.0.1:{port}")
-    try:
-        wait_listening(port, proc, "php -S")
-        form = server.request("GET", "/")
-        found = TOKEN_FIELD.search(form.text)
+    port = free_port()
+
+    def log_in(server: Server) -> None:
+        found = TOKEN_FIELD.search(server.request("GET", "/").text)
         if found is None:
             raise RuntimeError("Roundcube's login form has no _token")
         server.request(
@@ -207,10 +185,10 @@ def start_roundcube(imap_port: int, work: Path, user: str, password: str) -> Ser
         if token is None:
             raise RuntimeError("Roundcube login failed (no request_token on the inbox page)")
         server.headers["X-Roundcube-Request"] = token.group(1)
-    except BaseException:
-        server.close()
-        raise
-    return server
+
+    argv = [*PHP, "-S", f"127.0.0.1:{port}", "-t", str(ROUNDCUBE / "public_html")]
+    env = {"ROUNDCUBE_CONFIG_DIR": str(conf), "PATH": "/usr/bin:/bin"}
+    return _launch("roundcube", "php -S", argv, env, port, log_in)
 
 
 def views(uid: int) -> dict[str, dict[str, tuple[str, ...]]]:

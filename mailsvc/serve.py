@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,11 +27,12 @@ from mailsvc.clients.policy import PolicyClient
 from mailsvc.clients.socketmap import SocketmapClient
 from mailsvc.config import ConfigError, ListenerSettings, Settings
 from mailsvc.imap.server import ImapOptions, imap_listener
+from mailsvc.imap.session import ImapSession
 from mailsvc.listener import LineListener
 from mailsvc.mailbox.account import FolderRegistry
 from mailsvc.maildir import CRASH_STEPS, MaildirStore, StoreError
 from mailsvc.pop3.server import pop3_listener
-from mailsvc.pop3.session import Pop3Options
+from mailsvc.pop3.session import Pop3Options, Pop3Session
 from mailsvc.proxy.imap import ProxyImapSession
 from mailsvc.proxy.pop3 import ProxyPop3Session
 from mailsvc.proxy.server import ProxyAccess
@@ -41,6 +42,7 @@ from mailsvc.smtp.outbound import Smarthost
 from mailsvc.smtp.resolve import Resolver
 from mailsvc.smtp.session import Limits, MailSmtp
 from mailsvc.smtp.tls import server_context
+from mailsvc.stream import Stream
 
 log = logging.getLogger("mailsvc.serve")
 
@@ -223,9 +225,13 @@ def build_listeners(settings: Settings, services: Services) -> list[SmtpListener
     return listeners
 
 
-def build_access(settings: Settings, services: Services, service: str) -> MailAccess:
+def build_access(
+    settings: Settings, services: Services, service: str, kind: type[MailAccess] = MailAccess
+) -> MailAccess:
+    """The access of ``service``'s listeners: ``MailAccess``, or ``ProxyAccess`` for listeners
+    that proxy to an upstream and never open a mailbox."""
     ident = settings.identity
-    return MailAccess(
+    return kind(
         DovecotAuthClient(ident.auth, service=service, timeout=ident.auth_timeout),
         services.resolver.maps,
         services.store,
@@ -253,60 +259,45 @@ def build_mail_listeners(
         )
         return Limits(access_settings.max_connections, per_ip)
 
-    proxies: dict[str, ProxyAccess] = {}
+    shared: dict[tuple[str, bool], MailAccess] = {}
 
-    def proxy_access(service: str) -> ProxyAccess:
-        if service not in proxies:
-            ident = settings.identity
-            proxies[service] = ProxyAccess(
-                DovecotAuthClient(ident.auth, service=service, timeout=ident.auth_timeout),
-                services.resolver.maps, services.store, services.executor, services.registry,
-                max_user_ip=access_settings.max_user_ip_connections,
-            )  # fmt: skip
-            accesses.append(proxies[service])
-        return proxies[service]
+    def access_for(service: str, proxy: bool) -> MailAccess:
+        """One access per service and kind (local or proxy), shared by its listeners."""
+        key = (service, proxy)
+        if key not in shared:
+            kind = ProxyAccess if proxy else MailAccess
+            shared[key] = build_access(settings, services, service, kind)
+            accesses.append(shared[key])
+        return shared[key]
 
-    pop3_ls = (("pop3", settings.pop3, False), ("pop3s", settings.pop3s, True))
-    if any(ls.enabled and ls.upstream is None for _, ls, _ in pop3_ls):
-        pop3_access = build_access(settings, services, "pop3")
-        accesses.append(pop3_access)
-    options = Pop3Options(
+    pop3_options = Pop3Options(
         hostname=settings.smtp.hostname,
         allow_plaintext=access_settings.allow_plaintext,
         timeout=access_settings.pop3_timeout,
     )
-    for name, ls, implicit in pop3_ls:
+    pop3_all = (("pop3", settings.pop3, False), ("pop3s", settings.pop3s, True))
+    for name, ls, implicit in pop3_all:
         if not ls.enabled:
             continue
+        pop3_session: Callable[[Stream, MailAccess, Pop3Options], Pop3Session] = Pop3Session
         if ls.upstream is not None:
             connector = Connector.from_settings(ls.upstream)
-            out.append(
-                pop3_listener(name, ls, proxy_access("pop3"), options, limits=limits(ls),
-                              tls=tls, implicit_tls=implicit,
-                              session=functools.partial(ProxyPop3Session, connector=connector))
-            )  # fmt: skip
-        else:
-            out.append(pop3_listener(name, ls, pop3_access, options, limits=limits(ls),
-                                     tls=tls, implicit_tls=implicit))  # fmt: skip
-    imap_all = (("imap", settings.imap, False), ("imaps", settings.imaps, True))
-    if any(ls.enabled and ls.upstream is None for _, ls, _ in imap_all):
-        imap_access = build_access(settings, services, "imap")
-        accesses.append(imap_access)
+            pop3_session = functools.partial(ProxyPop3Session, connector=connector)
+        pop3_access = access_for("pop3", ls.upstream is not None)
+        out.append(pop3_listener(name, ls, pop3_access, pop3_options, limits=limits(ls), tls=tls,
+                                 implicit_tls=implicit, session=pop3_session))  # fmt: skip
     imap_options = ImapOptions.from_settings(settings)
-    for imap_name, imap_ls, imap_tls in imap_all:
+    imap_all = (("imap", settings.imap, False), ("imaps", settings.imaps, True))
+    for name, imap_ls, implicit in imap_all:
         if not imap_ls.enabled:
             continue
+        imap_session: Callable[[Stream, MailAccess, ImapOptions], ImapSession] = ImapSession
         if imap_ls.upstream is not None:
             connector = Connector.from_settings(imap_ls.upstream)
-            out.append(
-                imap_listener(imap_name, imap_ls, proxy_access("imap"), imap_options,
-                              limits=limits(imap_ls), tls=tls, implicit_tls=imap_tls,
-                              session=functools.partial(ProxyImapSession, connector=connector))
-            )  # fmt: skip
-        else:
-            out.append(imap_listener(imap_name, imap_ls, imap_access, imap_options,
-                                     limits=limits(imap_ls), tls=tls,
-                                     implicit_tls=imap_tls))  # fmt: skip
+            imap_session = functools.partial(ProxyImapSession, connector=connector)
+        imap_access = access_for("imap", imap_ls.upstream is not None)
+        out.append(imap_listener(name, imap_ls, imap_access, imap_options, limits=limits(imap_ls),
+                                 tls=tls, implicit_tls=implicit, session=imap_session))  # fmt: skip
     return out
 
 

@@ -16,8 +16,8 @@ import logging
 
 from mailsvc.access import LoginResult, MailAccess, Result
 from mailsvc.imap.session import ImapOptions, ImapSession, No, State
-from mailsvc.proxy.handover import serve_then_splice
-from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
+from mailsvc.proxy.handover import Refused, log_in_upstream, serve_then_splice
+from mailsvc.proxy.upstream import Connector, Upstream
 from mailsvc.stream import Stream
 
 log = logging.getLogger("mailsvc.proxy")
@@ -44,18 +44,10 @@ class ProxyImapSession(ImapSession):
         if result.result is not Result.OK or result.user is None:
             await self.count_bad()
             raise No("Authentication failed.", "AUTHENTICATIONFAILED")
-        user = result.user
-        if not self.access.claim(user, self.stream.remote_ip):
+        upstream = await log_in_upstream("imap", self, result.user, self.connector.imap)
+        if upstream is Refused.LIMIT:
             raise No("Maximum number of connections from user+IP exceeded", "UNAVAILABLE")
-        try:
-            upstream = await self.connector.imap(user, self.stream.remote_ip)
-        except UpstreamError as exc:
-            self.access.release(user, self.stream.remote_ip)
-            log.warning("imap proxy: %s from %s: upstream %s: %s", user, self.stream.remote_ip,
-                        self.connector.where, exc)  # fmt: skip
-            raise No("Temporary failure, try again later", "UNAVAILABLE") from None
-        self.proxied, self.upstream = user, upstream
-        log.info("imap proxy: %s from %s: logged in on %s", user, self.stream.remote_ip,
-                 self.connector.where)  # fmt: skip
+        if upstream is Refused.UNAVAILABLE:
+            raise No("Temporary failure, try again later", "UNAVAILABLE")
         self.state = State.LOGOUT  # our command loop ends here; run() splices
         return f"[CAPABILITY {upstream.reply}] Logged in"

@@ -15,8 +15,8 @@ import logging
 from mailsvc.access import LoginResult, MailAccess, Result
 from mailsvc.pop3 import protocol as p
 from mailsvc.pop3.session import Pop3Options, Pop3Session, State
-from mailsvc.proxy.handover import serve_then_splice
-from mailsvc.proxy.upstream import Connector, Upstream, UpstreamError
+from mailsvc.proxy.handover import Refused, log_in_upstream, serve_then_splice
+from mailsvc.proxy.upstream import Connector, Upstream
 from mailsvc.stream import Stream
 
 log = logging.getLogger("mailsvc.proxy")
@@ -42,21 +42,13 @@ class ProxyPop3Session(Pop3Session):
         if result.result is not Result.OK or result.user is None:
             await self.bad_command_auth()
             return
-        user = result.user
-        if not self.access.claim(user, self.stream.remote_ip):
+        upstream = await log_in_upstream("pop3", self, result.user, self.connector.pop3)
+        if upstream is Refused.LIMIT:
             await self.send(p.err("Maximum number of connections from user+IP exceeded",
                                   "SYS/TEMP"))  # fmt: skip
             return
-        try:
-            upstream = await self.connector.pop3(user, self.stream.remote_ip)
-        except UpstreamError as exc:
-            self.access.release(user, self.stream.remote_ip)
-            log.warning("pop3 proxy: %s from %s: upstream %s: %s", user, self.stream.remote_ip,
-                        self.connector.where, exc)  # fmt: skip
+        if upstream is Refused.UNAVAILABLE:
             await self.send(p.err("Temporary failure, try again later", "SYS/TEMP"))
             return
-        self.proxied, self.upstream = user, upstream
-        log.info("pop3 proxy: %s from %s: logged in on %s", user, self.stream.remote_ip,
-                 self.connector.where)  # fmt: skip
         await self.send(p.ok(upstream.reply))
         self.state = State.DONE  # our command loop ends here; run() splices

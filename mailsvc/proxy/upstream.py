@@ -24,10 +24,9 @@ import logging
 import os
 import ssl
 import stat
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from mailsvc.config import ConfigError, Settings, UpstreamSettings
 from mailsvc.proxy import protocol as pp
@@ -152,6 +151,10 @@ class _Conversation:
         await self.writer.drain()
 
 
+# the protocol's handshake on a fresh connection: (conversation, user, client IP) -> logged in
+_Login = Callable[[_Conversation, str, str | None], Awaitable[Upstream]]
+
+
 class Connector:
     """Opens logged-in upstream connections for one listener."""
 
@@ -187,16 +190,23 @@ class Connector:
 
     async def imap(self, user: str, remote_ip: str | None) -> Upstream:
         """An upstream IMAP connection logged in as ``user``."""
-        return await self._within(self._imap(user, remote_ip))
+        return await self._logged_in(self._imap_login, user, remote_ip)
 
     async def pop3(self, user: str, remote_ip: str | None) -> Upstream:
         """An upstream POP3 connection logged in as ``user``."""
-        return await self._within(self._pop3(user, remote_ip))
+        return await self._logged_in(self._pop3_login, user, remote_ip)
 
-    async def _within(self, attempt: Coroutine[Any, Any, Upstream]) -> Upstream:
+    async def _logged_in(self, login: _Login, user: str, remote_ip: str | None) -> Upstream:
+        """Connect and ``login`` within ``timeout``; the connection is closed on any failure,
+        which comes out as ``UpstreamError``."""
         try:
             async with asyncio.timeout(self.settings.timeout):
-                return await attempt
+                conv = await self._connect()
+                try:
+                    return await login(conv, user, remote_ip)
+                except BaseException:
+                    await close_writer(conv.writer, grace=0.5)
+                    raise
         except TimeoutError as exc:
             raise UpstreamError(f"no answer within {self.settings.timeout:g}s") from exc
         except (OSError, ssl.SSLError, ConnectionError) as exc:
@@ -207,14 +217,6 @@ class Connector:
             raise UpstreamError(f"cannot log in upstream: {exc}") from exc
 
     # --- IMAP ---------------------------------------------------------------------------
-
-    async def _imap(self, user: str, remote_ip: str | None) -> Upstream:
-        conv = await self._connect()
-        try:
-            return await self._imap_login(conv, user, remote_ip)
-        except BaseException:
-            await close_writer(conv.writer, grace=0.5)
-            raise
 
     async def _imap_command(
         self, conv: _Conversation, tag: str, segments: list[bytes]
@@ -268,14 +270,6 @@ class Connector:
         return Upstream(conv.reader, conv.writer, " ".join(caps))
 
     # --- POP3 ---------------------------------------------------------------------------
-
-    async def _pop3(self, user: str, remote_ip: str | None) -> Upstream:
-        conv = await self._connect()
-        try:
-            return await self._pop3_login(conv, user, remote_ip)
-        except BaseException:
-            await close_writer(conv.writer, grace=0.5)
-            raise
 
     async def _pop3_command(self, conv: _Conversation, line: bytes) -> pp.Pop3Reply:
         await conv.send(line)

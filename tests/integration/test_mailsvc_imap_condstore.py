@@ -30,6 +30,7 @@ from tests.fixtures.mailstack import ALICE, PASSWORD, MailStack, free_port, mail
 from tests.integration.test_mailsvc_dovecot import chown_tree
 from tests.integration.test_mailsvc_imap_dovecot import (
     DOVECOT_PASSWORD,
+    dovecot_client,
     dovecot_imap,
     literals_as_quoted,
 )
@@ -218,15 +219,7 @@ def against_dovecot(
     stack.workdir.chmod(0o711)
     port = free_port()
     with dovecot_imap(home, port) as server:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client = RawImap(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(server.tail())
-                time.sleep(0.1)
+        client = dovecot_client(server, port)
         client.command(f'LOGIN "alice" "{DOVECOT_PASSWORD}"')
         theirs = drive(client)
         client.close()

@@ -110,6 +110,18 @@ def session(client: RawImap, login: str) -> list[tuple[str, list[bytes], bytes]]
     return out
 
 
+def dovecot_client(server: DovecotServer, port: int) -> RawImap:
+    """A plain connection to the Dovecot of ``dovecot_imap`` once it listens (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return RawImap(port)
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(server.tail())
+            time.sleep(0.1)
+
+
 def dovecot_imap(home: Path, port: int) -> DovecotServer:
     owner = pwd.getpwnam("nobody")
     blocks = f"""\
@@ -155,16 +167,7 @@ def test_imap_answers_match_dovecot() -> None:
         stack.workdir.chmod(0o711)  # the mail user traverses the test's temp dir
         port = free_port()
         with dovecot_imap(home, port) as server:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    theirs_client = RawImap(port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(server.tail())
-                    time.sleep(0.1)
-            theirs = session(theirs_client, f'LOGIN "alice" "{DOVECOT_PASSWORD}"')
+            theirs = session(dovecot_client(server, port), f'LOGIN "alice" "{DOVECOT_PASSWORD}"')
     assert len(ours) == len(theirs) > 250
     mismatches = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
     report = "\n".join(f"{a[0]}\n  ours:   {a[1]!r} {a[2]!r}\n  dovecot: {b[1]!r} {b[2]!r}"

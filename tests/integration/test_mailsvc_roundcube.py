@@ -7,9 +7,7 @@ text shown decoded, the command in Roundcube's IMAP log)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,10 +17,10 @@ import pytest
 
 from tests.fixtures.mailcorpus import CORPUS
 from tests.fixtures.mailstack import BOB, PASSWORD, MailStack, free_port, mail_stack
+from tests.fixtures.roundcube import ROUNDCUBE, roundcube_config
 from tests.integration.test_mailsvc_imap import imap
 from tests.integration.test_mailsvc_pop3 import seed
 
-ROUNDCUBE = Path("/var/lib/roundcube")
 QUOTED_PRINTABLE = (
     b"From: Carol <carol@example.org>\r\nTo: bob@example.org\r\nSubject: quoted printable note\r\n"
     b"Date: Mon, 01 Dec 2025 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
@@ -32,40 +30,23 @@ QUOTED_PRINTABLE = (
 CHROMIUM = "/usr/bin/chromium"
 
 
-def roundcube_config(stack: MailStack, work: Path) -> Path:
-    conf = work / "config"
-    conf.mkdir()
-    shutil.copy("/etc/roundcube/defaults.inc.php", conf / "defaults.inc.php")
-    shutil.copy("/etc/roundcube/mimetypes.php", conf / "mimetypes.php")
-    db = work / "roundcube.db"
-    with sqlite3.connect(db) as connection:
-        connection.executescript(Path("/usr/share/roundcube/SQL/sqlite.initial.sql").read_text())
-    (work / "logs").mkdir()
-    (work / "temp").mkdir()
+def stack_roundcube_config(stack: MailStack, work: Path) -> Path:
+    """Roundcube on the stack's IMAPS and submission (self-signed: not verified), IMAP log on."""
     tls = "['ssl' => ['verify_peer' => false, 'verify_peer_name' => false]]"
-    (conf / "config.inc.php").write_text(
-        f"""<?php
-$config = [];
-$config['db_dsnw'] = 'sqlite:///{db}?mode=0600';
-$config['imap_host'] = 'ssl://127.0.0.1:{stack.imaps}';
-$config['imap_conn_options'] = {tls};
-$config['smtp_host'] = 'ssl://127.0.0.1:{stack.submissions}';
-$config['smtp_conn_options'] = {tls};
-$config['smtp_user'] = '%u';
-$config['smtp_pass'] = '%p';
-$config['smtp_auth_type'] = 'PLAIN';
-$config['des_key'] = 'test-only-24-byte-key!!!';
-$config['log_dir'] = '{work / "logs"}/';
-$config['imap_debug'] = true;
-$config['temp_dir'] = '{work / "temp"}/';
-$config['plugins'] = [];
-$config['skin'] = 'elastic';
-$config['login_rate_limit'] = 0;
-$config['enable_installer'] = false;
-""",
-        encoding="utf-8",
+    return roundcube_config(
+        work,
+        {
+            "imap_host": f"'ssl://127.0.0.1:{stack.imaps}'",
+            "imap_conn_options": tls,
+            "smtp_host": f"'ssl://127.0.0.1:{stack.submissions}'",
+            "smtp_conn_options": tls,
+            "smtp_user": "'%u'",
+            "smtp_pass": "'%p'",
+            "smtp_auth_type": "'PLAIN'",
+            "des_key": "'test-only-24-byte-key!!!'",
+            "imap_debug": "true",
+        },
     )
-    return conf
 
 
 def wait_for_subject(stack: MailStack, folder: str, subject: str) -> None:
@@ -96,7 +77,7 @@ def test_roundcube_login_list_read_send_sent_copy_and_trash(stack: MailStack) ->
     seed(stack, BOB, [*CORPUS[:3], QUOTED_PRINTABLE])
     work = stack.workdir / "roundcube"
     work.mkdir()
-    conf = roundcube_config(stack, work)
+    conf = stack_roundcube_config(stack, work)
     port = free_port()
     php_log = (work / "php.log").open("wb")
     server = subprocess.Popen(
