@@ -219,12 +219,16 @@ class Folder:
         if not self._loaded:
             self.keywords = fl.read_keywords(box)
         on_disk: dict[str, tuple[str, str]] = {}
-        for sub in ("cur", "new"):  # new/ last: a file renamed meanwhile is seen in cur/
-            for name in self._listdir(box, sub):
-                base, letters = fl.split_name(name) if sub == "cur" else (name, "")
-                on_disk.setdefault(base, (sub, letters))
+        # new/ first: a file another session moves new/ -> cur/ between the two listings is
+        # then seen in cur/ (listed the other way round it was in neither, and a new message
+        # went missing from this scan); seen in both, cur/ is where it is
+        for name in self._listdir(box, "new"):
+            on_disk[name] = ("new", "")
+        for name in self._listdir(box, "cur"):
+            base, letters = fl.split_name(name)
+            on_disk[base] = ("cur", letters)
         missing = [b for b in self.by_base if b not in on_disk]
-        if missing:  # moved new/ → cur/ between our two listings? look again before dropping
+        if missing:  # renamed within cur/ (flags) while we listed it? look again before dropping
             for name in self._listdir(box, "cur"):
                 base, letters = fl.split_name(name)
                 on_disk.setdefault(base, ("cur", letters))
